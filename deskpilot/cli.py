@@ -1,0 +1,51 @@
+"""The ``deskpilot`` command. Subcommands live next to the code they run and are imported lazily,
+so ``deskpilot --help`` is fast and a command's heavy imports (X11, SQLAlchemy) load only when used."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# command name -> ("module:attribute" of a click command, one-line help shown without importing it)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("web.cli:serve_command", "Run the web service (REST, live viewer, approvals, takeover)."),
+    "token": ("web.cli:token_group", "Create, list and revoke API tokens."),
+    "run": ("agent.cli_run:run_command", "Run one task on a local desktop, with progress in the terminal."),
+    "desktopd": ("desktop.daemon:desktopd_command", "Start a desktop and serve its tools (the desktop daemon)."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        target = entry[0]
+        module_name, attr = target.split(":")
+        command = getattr(importlib.import_module(module_name), attr)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{target} is not a click command")
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Listing must not import every command's dependencies.
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, COMMANDS[name][1]) for name in self.list_commands(ctx)])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="deskpilot")
+def main() -> None:
+    """deskpilot: a computer-use agent service.
+
+    A task in plain words runs on a virtual desktop driven by Claude, streamed live,
+    with approvals for risky actions and human takeover.
+    """
+
+
+if __name__ == "__main__":
+    main()

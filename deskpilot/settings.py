@@ -1,0 +1,51 @@
+"""The one settings object. Every field can be set from the environment as ``DESKPILOT_<NAME>``.
+
+Sections are grouped by floor; add a field to the section of the floor that reads it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DESKPILOT_", env_file=".env", extra="ignore")
+
+    # --- shared ---
+    data_dir: Path = Field(default=Path.home() / ".local/share/deskpilot",
+                           description="Database, screenshots and desktop sockets live here.")
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    # --- desktop ---
+    desktop_backend: Literal["local", "docker"] = "local"
+    screen_width: int = Field(default=1024, ge=320, le=8192)
+    screen_height: int = Field(default=768, ge=240, le=8192)
+    browser: str = "chromium"
+    browser_start_url: str = "about:blank"
+    settle_quiet_ms: int = Field(default=120, ge=0, description="Screen unchanged this long = settled.")
+    settle_first_change_ms: int = Field(default=300, ge=0,
+                                        description="How long to wait for an action's first visible change.")
+    settle_cap_ms: int = Field(default=3000, ge=0, description="Upper bound on waiting for the screen to settle.")
+    bash_timeout_s: float = Field(default=120.0, gt=0)
+    bash_output_cap: int = Field(default=16_000, gt=0, description="Characters of bash output returned.")
+
+    # --- agent ---
+    anthropic_api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("anthropic_api_key", "ANTHROPIC_API_KEY"))
+    anthropic_base_url: str | None = Field(default=None, validation_alias=AliasChoices("anthropic_base_url", "ANTHROPIC_BASE_URL"))
+    model: str = "claude-sonnet-4-5"
+
+    # --- web ---
+    host: str = "127.0.0.1"
+    port: int = 8000
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite in data_dir if unset.")
+    max_sessions: int = Field(default=4, ge=1)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

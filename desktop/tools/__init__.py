@@ -1,0 +1,1 @@
+"""Tools the model calls: computer, bash, editor. Each returns a ToolResult or raises ToolError."""
