@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from deskpilot.cli import COMMANDS
+
+
+def test_help_lists_every_command_without_importing_them() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "deskpilot.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for name in COMMANDS:
+        assert name in out
+
+
+def test_every_command_has_help() -> None:
+    for name in COMMANDS:
+        proc = subprocess.run(
+            [sys.executable, "-m", "deskpilot.cli", name, "--help"], capture_output=True, text=True
+        )
+        assert proc.returncode == 0, f"deskpilot {name} --help failed: {proc.stderr}"
+        assert "Usage:" in proc.stdout
