@@ -35,8 +35,13 @@ class Settings(BaseSettings):
     bash_output_cap: int = Field(default=16_000, gt=0, description="Characters of bash output returned.")
 
     # --- agent ---
-    anthropic_api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("anthropic_api_key", "ANTHROPIC_API_KEY"))
-    anthropic_base_url: str | None = Field(default=None, validation_alias=AliasChoices("anthropic_base_url", "ANTHROPIC_BASE_URL"))
+    # The SDK's own variable names, so an existing setup works unchanged.
+    anthropic_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("anthropic_api_key", "ANTHROPIC_API_KEY")
+    )
+    anthropic_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("anthropic_base_url", "ANTHROPIC_BASE_URL")
+    )
     model: str = "claude-sonnet-4-5"
 
     # --- web ---
