@@ -45,6 +45,10 @@ def main() -> None:
     A task in plain words runs on a virtual desktop driven by Claude, streamed live,
     with approvals for risky actions and human takeover.
     """
+    from deskpilot.logs import configure_logging
+    from deskpilot.settings import get_settings
+
+    configure_logging(get_settings().log_format)
 
 
 if __name__ == "__main__":
