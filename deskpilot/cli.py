@@ -45,10 +45,17 @@ def main() -> None:
     A task in plain words runs on a virtual desktop driven by Claude, streamed live,
     with approvals for risky actions and human takeover.
     """
+    from pydantic import ValidationError
+
     from deskpilot.logs import configure_logging
     from deskpilot.settings import get_settings
 
-    configure_logging(get_settings().log_format)
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"DESKPILOT_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+        raise click.ClickException(f"invalid settings: {problems}") from None
+    configure_logging(settings.log_format)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from typing import Any, Literal
 import structlog
 
 
-
 def bind_log_context(**values: Any) -> None:
     """Attach values (e.g. session_id, step) to every log record of the current task."""
     structlog.contextvars.bind_contextvars(**values)

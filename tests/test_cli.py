@@ -21,3 +21,15 @@ def test_every_command_has_help() -> None:
         )
         assert proc.returncode == 0, f"deskpilot {name} --help failed: {proc.stderr}"
         assert "Usage:" in proc.stdout
+
+
+def test_bad_setting_is_a_plain_error_not_a_traceback() -> None:
+    import os
+
+    env = {**os.environ, "DESKPILOT_SCREEN_WIDTH": "wide"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "deskpilot.cli", "desktopd", "--help"], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode != 0
+    assert "DESKPILOT_SCREEN_WIDTH" in proc.stderr
+    assert "Traceback" not in proc.stderr
