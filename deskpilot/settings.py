@@ -43,6 +43,28 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("anthropic_base_url", "ANTHROPIC_BASE_URL")
     )
     model: str = "claude-sonnet-4-5"
+    computer_tool_version: str | None = Field(
+        default=None, description="Override the computer tool version chosen from the model (e.g. computer_20250124)."
+    )
+    computer_beta_flag: str | None = Field(default=None, description="Override the computer-use beta flag.")
+    max_tokens: int = Field(default=8192, ge=256, description="max_tokens per model call (includes thinking).")
+    thinking_budget_tokens: int = Field(default=2048, ge=0, description="Extended thinking budget; 0 turns it off.")
+    keep_screenshots: int = Field(default=5, ge=1, description="At most this many screenshots in any request.")
+    screenshot_removal_chunk: int = Field(
+        default=3, ge=1, description="Old screenshots are dropped this many at a time, so the cached prefix holds."
+    )
+    max_steps: int = Field(default=100, ge=1, description="Model calls per run before it stops.")
+    max_cost_usd: float = Field(default=5.0, ge=0, description="Spend per run before it stops; 0 = no limit.")
+    model_prices: dict[str, list[float]] = Field(
+        default_factory=dict,
+        description="USD per million tokens [input, output, cache_write, cache_read] by model name prefix; "
+        "overrides the built-in table.",
+    )
+    model_timeout_s: float = Field(default=120.0, gt=0, description="Timeout of one model request.")
+    model_retries: int = Field(default=6, ge=0, description="Retries of one model call before the run pauses.")
+    retry_after_cap_s: float = Field(default=120.0, ge=0, description="Longest retry-after we wait.")
+    retry_backoff_s: float = Field(default=1.0, ge=0, description="First backoff (doubles, with jitter).")
+    approval_policy: str = Field(default="cautious", description="autonomous | cautious | strict")
 
     # --- web ---
     host: str = "127.0.0.1"
