@@ -13,6 +13,7 @@ DeskpilotError
  │    └── BudgetExceeded    max_steps or max_cost_usd reached
  └── ServiceError           the web service; ``status`` is the HTTP code it maps to
       ├── NotFound (404), Conflict (409), Unauthorized (401), Forbidden (403), BadRequest (400)
+      └── PayloadTooLarge (413), TooManyRequests (429), ServiceUnavailable (503)
 """
 
 from __future__ import annotations
@@ -91,3 +92,15 @@ class NotFound(ServiceError):
 
 class Conflict(ServiceError):
     status = 409
+
+
+class PayloadTooLarge(ServiceError):
+    status = 413
+
+
+class TooManyRequests(ServiceError):
+    status = 429
+
+
+class ServiceUnavailable(ServiceError):
+    status = 503
