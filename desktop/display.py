@@ -1,0 +1,408 @@
+"""Start and stop one virtual desktop: Xvfb, openbox, x11vnc (unix socket only) and the browser.
+
+Every component is declared ready by probing it (X connection, WM check window, RFB greeting,
+a mapped browser window), never by sleeping. Each runs in its own process group so ``stop()``
+kills exactly what this object started, and nothing else on the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from Xlib import X, Xatom
+from Xlib import display as xdisplay
+from Xlib import error as xerror
+
+from deskpilot.errors import DesktopError, DesktopLostError, DesktopStartError
+from deskpilot.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+COMPONENTS = ("xvfb", "wm", "vnc", "browser")
+RESTARTABLE = ("wm", "vnc", "browser")
+_PROBE_INTERVAL_S = 0.05
+_OPENBOX_RC = """<?xml version="1.0" encoding="UTF-8"?>
+<openbox_config xmlns="http://openbox.org/3.4/rc">
+  <desktops><number>1</number></desktops>
+  <applications>
+    <application type="normal"><maximized>yes</maximized><decor>no</decor></application>
+  </applications>
+</openbox_config>
+"""
+
+
+def in_container() -> bool:
+    return os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv")
+
+
+@dataclass
+class _Proc:
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    log_file: IO[bytes]
+
+    def status(self) -> str:
+        code = self.popen.poll()
+        return "running" if code is None else f"exited({code})"
+
+    def log_tail(self, limit: int = 600) -> str:
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace")[-limit:].strip()
+        return ""
+
+
+class Desktop:
+    """One desktop. ``start()`` blocks until every enabled component answers its probe."""
+
+    def __init__(self, width: int | None = None, height: int | None = None, *, start_url: str | None = None,
+                 kiosk: bool = False, browser: bool = True, wm: bool = True, vnc: bool = True,
+                 workdir: str | Path | None = None, start_timeout: float = 60.0) -> None:
+        settings = get_settings()
+        self.width = width or settings.screen_width
+        self.height = height or settings.screen_height
+        self.start_url = start_url if start_url is not None else settings.browser_start_url
+        self.kiosk = kiosk
+        self.enabled = {"xvfb": True, "wm": wm, "vnc": vnc, "browser": browser}
+        self.browser_binary = shutil.which(settings.browser) or settings.browser
+        self.start_timeout = start_timeout
+        self._workdir_parent = Path(workdir) if workdir is not None else None
+        self._dir: Path | None = None
+        self._procs: dict[str, _Proc] = {}
+        self._display_num: int | None = None
+        self._lock = threading.RLock()
+        self._browser_gen = 0
+
+    # --- public API -------------------------------------------------------------------------------
+
+    @property
+    def display(self) -> str:
+        if self._display_num is None:
+            raise DesktopError("desktop not started")
+        return f":{self._display_num}"
+
+    @property
+    def vnc_socket(self) -> Path | None:
+        return self._dir / "vnc.sock" if self._dir is not None and self.enabled["vnc"] else None
+
+    @property
+    def workdir(self) -> Path:
+        if self._dir is None:
+            raise DesktopError("desktop not started")
+        return self._dir
+
+    def pid(self, component: str) -> int | None:
+        proc = self._procs.get(component)
+        return proc.popen.pid if proc is not None else None
+
+    def components(self) -> dict[str, str]:
+        """Status of each enabled component: ``running`` or ``exited(<code>)``."""
+        return {name: proc.status() for name, proc in self._procs.items()}
+
+    def alive(self) -> bool:
+        proc = self._procs.get("xvfb")
+        return proc is not None and proc.popen.poll() is None
+
+    def start(self) -> Desktop:
+        with self._lock:
+            if self._dir is not None:
+                raise DesktopError("desktop already started")
+            if self._workdir_parent is not None:
+                self._workdir_parent.mkdir(parents=True, exist_ok=True)
+            self._dir = Path(tempfile.mkdtemp(prefix="deskpilot-desktop-", dir=self._workdir_parent))
+            os.chmod(self._dir, 0o700)
+            try:
+                self._start_xvfb()
+                for name in RESTARTABLE:
+                    if self.enabled[name]:
+                        self._start(name)
+            except BaseException:
+                self.stop()
+                raise
+            log.info("desktop %s started (%dx%d) in %s", self.display, self.width, self.height, self._dir)
+            return self
+
+    def restart(self, component: str) -> None:
+        """Restart the window manager, VNC server or browser. Xvfb cannot restart: the desktop is lost."""
+        with self._lock:
+            if component == "xvfb":
+                raise DesktopLostError("desktop lost: Xvfb cannot be restarted")
+            if component not in RESTARTABLE or not self.enabled[component]:
+                raise DesktopError(f"unknown or disabled component: {component}")
+            if not self.alive():
+                raise DesktopLostError("desktop lost: Xvfb exited")
+            old = self._procs.pop(component, None)
+            if old is not None:
+                self._kill(old)
+            self._start(component)
+
+    def stop(self) -> None:
+        """Kill every process group this desktop started and remove its temp dir. Idempotent."""
+        with self._lock:
+            for name in reversed(COMPONENTS):
+                proc = self._procs.pop(name, None)
+                if proc is not None:
+                    self._kill(proc)
+                    if name == "xvfb":
+                        self._remove_stale_x_lock(proc.popen.pid)
+            if self._dir is not None:
+                self._kill_strays(f"{self._dir}/")
+                shutil.rmtree(self._dir, ignore_errors=True)
+                self._dir = None
+
+    def __enter__(self) -> Desktop:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    # --- starting ---------------------------------------------------------------------------------
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None,
+               pass_fds: tuple[int, ...] = ()) -> _Proc:
+        assert self._dir is not None
+        log_path = self._dir / f"{name}.log"
+        log_file = open(log_path, "ab")  # noqa: SIM115 - closed in _kill
+        popen = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                                 env=env or self._env(), pass_fds=pass_fds, start_new_session=True)
+        proc = _Proc(popen, log_path, log_file)
+        self._procs[name] = proc
+        return proc
+
+    def _env(self) -> dict[str, str]:
+        assert self._dir is not None
+        env = dict(os.environ)
+        env.pop("WAYLAND_DISPLAY", None)
+        if self._display_num is not None:
+            env["DISPLAY"] = self.display
+        # Keep config/cache writes (and chromium's crashpad database) inside our own dir.
+        env["XDG_CONFIG_HOME"] = str(self._dir / "config")
+        env["XDG_CACHE_HOME"] = str(self._dir / "cache")
+        return env
+
+    def _start_xvfb(self) -> None:
+        read_fd, write_fd = os.pipe()
+        try:
+            proc = self._spawn("xvfb", [
+                "Xvfb", "-displayfd", str(write_fd), "-nolisten", "tcp", "-noreset",
+                "-screen", "0", f"{self.width}x{self.height}x24", "+extension", "MIT-SHM",
+            ], pass_fds=(write_fd,))
+            os.close(write_fd)
+            write_fd = -1
+            self._display_num = self._read_display(read_fd, proc)
+        finally:
+            os.close(read_fd)
+            if write_fd >= 0:
+                os.close(write_fd)
+        self._wait("xvfb", proc, self._x_connects)
+
+    def _read_display(self, read_fd: int, proc: _Proc) -> int:
+        """Xvfb writes its display number to the pipe once it accepts connections."""
+        deadline = time.monotonic() + self.start_timeout
+        data = b""
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([read_fd], [], [], _PROBE_INTERVAL_S)
+            if ready:
+                chunk = os.read(read_fd, 64)
+                data += chunk
+                if b"\n" in data or not chunk:
+                    break
+            elif proc.popen.poll() is not None:
+                break
+        text = data.decode(errors="replace").strip()
+        if not text.isdigit():
+            raise DesktopStartError(f"xvfb did not report a display ({proc.status()}): {proc.log_tail()}")
+        return int(text)
+
+    def _start(self, name: str) -> None:
+        assert self._dir is not None
+        if name == "wm":
+            rc = self._dir / "openbox-rc.xml"
+            rc.write_text(_OPENBOX_RC)
+            proc = self._spawn("wm", ["openbox", "--sm-disable", "--config-file", str(rc)])
+            self._wait("wm", proc, self._wm_ready)
+        elif name == "vnc":
+            sock = self._dir / "vnc.sock"
+            with contextlib.suppress(FileNotFoundError):
+                sock.unlink()
+            # -rfbport 0 + -noipv6: no TCP listener at all, only the unix socket (file mode guards it).
+            proc = self._spawn("vnc", [
+                "x11vnc", "-display", self.display, "-rfbport", "0", "-noipv6", "-localhost",
+                "-unixsock", str(sock), "-shared", "-forever", "-nopw", "-quiet", "-noxdamage",
+            ])
+            self._wait("vnc", proc, lambda: self._rfb_greets(sock))
+        elif name == "browser":
+            proc = self._spawn("browser", self._browser_args())
+            self._wait("browser", proc, self._browser_mapped)
+
+    def _browser_args(self) -> list[str]:
+        assert self._dir is not None
+        self._browser_gen += 1
+        profile = self._dir / f"profile-{self._browser_gen}"  # fresh profile: no "restore pages?" prompt
+        args = [
+            self.browser_binary, f"--user-data-dir={profile}",
+            "--disable-background-networking", "--disable-component-update", "--no-first-run",
+            "--disable-sync", "--disable-gpu", "--noerrdialogs", "--disable-features=Translate",
+            "--no-default-browser-check", "--password-store=basic", "--test-type",
+            "--window-position=0,0", f"--window-size={self.width},{self.height}", "--start-maximized",
+        ]
+        if os.geteuid() == 0 or in_container():
+            args.append("--no-sandbox")
+        if in_container():
+            args.append("--disable-dev-shm-usage")
+        if self.kiosk:
+            args.append("--kiosk")
+        args.append(self.start_url)
+        return args
+
+    def _wait(self, name: str, proc: _Proc, probe: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            if proc.popen.poll() is not None:
+                raise DesktopStartError(f"{name} {proc.status()} while starting: {proc.log_tail()}")
+            if name != "xvfb" and not self.alive():
+                raise DesktopStartError(f"xvfb exited while starting {name}")
+            if probe():
+                return
+            if time.monotonic() > deadline:
+                raise DesktopStartError(f"{name} not ready after {self.start_timeout:.0f}s: {proc.log_tail()}")
+            time.sleep(_PROBE_INTERVAL_S)
+
+    # --- probes -----------------------------------------------------------------------------------
+
+    def _open_x(self) -> xdisplay.Display | None:
+        try:
+            return xdisplay.Display(self.display)
+        except Exception:  # Xlib raises several unrelated types while the server comes up
+            return None
+
+    def _x_connects(self) -> bool:
+        disp = self._open_x()
+        if disp is None:
+            return False
+        disp.close()
+        return True
+
+    def _wm_ready(self) -> bool:
+        """An EWMH window manager owns ``_NET_SUPPORTING_WM_CHECK`` on the root and on its check window."""
+        disp = self._open_x()
+        if disp is None:
+            return False
+        try:
+            atom = disp.intern_atom("_NET_SUPPORTING_WM_CHECK")
+            prop = disp.screen().root.get_full_property(atom, Xatom.WINDOW)
+            if prop is None or not len(prop.value):
+                return False
+            check = disp.create_resource_object("window", int(prop.value[0]))
+            child = check.get_full_property(atom, Xatom.WINDOW)
+            return child is not None and len(child.value) > 0 and int(child.value[0]) == int(prop.value[0])
+        except xerror.XError:
+            return False
+        finally:
+            disp.close()
+
+    def _browser_mapped(self) -> bool:
+        disp = self._open_x()
+        if disp is None:
+            return False
+        try:
+            return _find_viewable(disp.screen().root, "chromium", depth=3)
+        finally:
+            disp.close()
+
+    @staticmethod
+    def _rfb_greets(path: Path) -> bool:
+        if not path.exists():
+            return False
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(2.0)
+            try:
+                sock.connect(str(path))
+                greeting = b""
+                while len(greeting) < 12:
+                    chunk = sock.recv(12 - len(greeting))
+                    if not chunk:
+                        return False
+                    greeting += chunk
+            except OSError:
+                return False
+            return greeting == b"RFB 003.008\n"
+
+    # --- stopping ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _kill(proc: _Proc, grace_s: float = 3.0) -> None:
+        pgid = proc.popen.pid  # start_new_session: the group id is the leader's pid
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, sig)
+            try:
+                proc.popen.wait(timeout=grace_s)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        # The leader may be gone while members linger; finish the group off.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+        proc.log_file.close()
+
+    @staticmethod
+    def _kill_strays(marker: str) -> None:
+        """Chromium's crashpad handlers leave our process groups; they are ours if they name our dir."""
+        uid = os.getuid()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if entry.stat().st_uid != uid:
+                    continue
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                if marker in cmdline:
+                    os.kill(int(entry.name), signal.SIGKILL)
+            except (OSError, ValueError):
+                continue
+
+    def _remove_stale_x_lock(self, pid: int) -> None:
+        """Xvfb removes its lock on SIGTERM; after a SIGKILL or a crash, remove it if it is still ours."""
+        if self._display_num is None:
+            return
+        lock = Path(f"/tmp/.X{self._display_num}-lock")  # noqa: S108 - the X server's fixed path
+        with contextlib.suppress(OSError, ValueError):
+            if int(lock.read_text().strip()) == pid:
+                lock.unlink()
+                Path(f"/tmp/.X11-unix/X{self._display_num}").unlink(missing_ok=True)  # noqa: S108
+
+
+def _find_viewable(window: object, wm_class: str, depth: int) -> bool:
+    """A viewable window whose WM_CLASS contains ``wm_class``, searching ``depth`` levels down."""
+    try:
+        children = window.query_tree().children  # type: ignore[attr-defined]
+    except xerror.XError:
+        return False
+    for child in children:
+        try:
+            attrs = child.get_attributes()
+            classes = child.get_wm_class() or ()
+        except xerror.XError:
+            continue  # windows come and go while we look
+        if attrs.map_state == X.IsViewable:
+            if any(wm_class in c.lower() for c in classes):
+                return True
+            if depth > 1 and _find_viewable(child, wm_class, depth - 1):
+                return True
+    return False
