@@ -33,6 +33,17 @@ class Settings(BaseSettings):
     settle_cap_ms: int = Field(default=3000, ge=0, description="Upper bound on waiting for the screen to settle.")
     bash_timeout_s: float = Field(default=120.0, gt=0)
     bash_output_cap: int = Field(default=16_000, gt=0, description="Characters of bash output returned.")
+    # Docker backend (desktop/backends/docker.py): one hardened container per session.
+    docker_image: str = "deskpilot-desktop:latest"
+    docker_network: str = Field(default="bridge", description="Desktop containers' network: bridge (default, "
+                                "internet only), none (offline), host (shares host loopback: tests only), or a name.")
+    docker_warm_pool: int = Field(default=1, ge=0, description="Desktops kept started ahead of sessions.")
+    docker_run_dir: Path | None = Field(default=None, description="Host dir of per-desktop socket dirs (same path "
+                                        "inside the service container); default <data_dir>/desktops.")
+    docker_memory: str = "2g"
+    docker_cpus: float = Field(default=1.0, gt=0)
+    docker_pids_limit: int = Field(default=512, ge=64)
+    docker_shm_size: str = "256m"
 
     # --- agent ---
     # The SDK's own variable names, so an existing setup works unchanged.
