@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     settle_cap_ms: int = Field(default=3000, ge=0, description="Upper bound on waiting for the screen to settle.")
     bash_timeout_s: float = Field(default=120.0, gt=0)
     bash_output_cap: int = Field(default=16_000, gt=0, description="Characters of bash output returned.")
+    desktop_token: SecretStr | None = Field(default=None, description="Bearer secret of one desktop daemon "
+                                           "(read by `deskpilot desktopd`; or --token-file).")
+    desktop_start_timeout_s: float = Field(default=60.0, gt=0, description="Cap on each desktop component's start.")
     # Docker backend (desktop/backends/docker.py): one hardened container per session.
     docker_image: str = "deskpilot-desktop:latest"
     docker_network: str = Field(default="bridge", description="Desktop containers' network: bridge (default, "
