@@ -1,0 +1,77 @@
+# deskpilot images. Two targets share one Python venv:
+#   desktop  one disposable desktop (Xvfb, openbox, x11vnc, Chromium) driven by `deskpilot desktopd`,
+#            which starts and supervises those components; non-root; reached only over a unix socket
+#            in the volume mounted at /run/deskpilot (the token is read from a file there, never from env).
+#   service  the web service (`deskpilot serve`): REST, live viewer, approvals; starts desktop containers.
+# Build:  docker build --target desktop -t deskpilot-desktop .   and   docker build --target service -t deskpilot .
+# Layers are ordered slowest-changing first, so editing the source rebuilds only the last few seconds.
+
+FROM debian:bookworm-slim AS base
+ENV DEBIAN_FRONTEND=noninteractive \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    LANG=C.UTF-8
+RUN apt-get update -qq \
+ && apt-get install -y -qq --no-install-recommends python3 python3-venv ca-certificates tini \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --create-home --uid 1000 --user-group --shell /bin/bash deskpilot
+
+# The desktop's operating system: the slowest layer (Chromium, fonts), cached until provision.sh changes.
+FROM base AS desktop-os
+# The same provisioning script CI runs on the host, so the image's packages are exercised by the host tests.
+COPY desktop/provision.sh /tmp/provision.sh
+RUN bash /tmp/provision.sh \
+ && rm -rf /var/lib/apt/lists/* /tmp/provision.sh \
+ && find / -xdev -perm -4000 -type f -exec chmod u-s {} + \
+ && ! command -v sudo
+# (above: no setuid programs and no sudo, so nobody becomes root inside even without no-new-privileges)
+
+# The venv: dependencies first (cached until pyproject.toml changes), then the project itself.
+FROM base AS venv
+WORKDIR /src
+COPY pyproject.toml README.md ./
+RUN python3 -m venv /opt/deskpilot \
+ && python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml','rb'))['project']['dependencies']))" \
+      > /tmp/requirements.txt \
+ && /opt/deskpilot/bin/pip install -q --upgrade pip setuptools wheel \
+ && /opt/deskpilot/bin/pip install -q -r /tmp/requirements.txt
+COPY deskpilot ./deskpilot
+COPY desktop ./desktop
+COPY agent ./agent
+COPY web ./web
+RUN /opt/deskpilot/bin/pip install -q --no-deps . && rm -rf /src/build
+
+FROM desktop-os AS desktop
+COPY --from=venv /opt/deskpilot /opt/deskpilot
+COPY desktop/container/entrypoint.sh desktop/container/healthcheck.py /usr/local/lib/deskpilot/
+RUN install -d -o deskpilot -g deskpilot -m 0700 /run/deskpilot
+ENV PATH=/opt/deskpilot/bin:$PATH \
+    HOME=/home/deskpilot \
+    DESKPILOT_DATA_DIR=/tmp/deskpilot \
+    DESKPILOT_RUN_DIR=/run/deskpilot
+USER deskpilot
+WORKDIR /home/deskpilot
+VOLUME ["/run/deskpilot"]
+# tini reaps the browser's zombies and forwards SIGTERM; the daemon itself restarts the browser,
+# window manager and VNC server when they die (Xvfb dying ends the container: the desktop is lost).
+ENTRYPOINT ["/usr/bin/tini", "--", "/bin/sh", "/usr/local/lib/deskpilot/entrypoint.sh"]
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
+  CMD ["/opt/deskpilot/bin/python", "/usr/local/lib/deskpilot/healthcheck.py"]
+
+FROM base AS service
+COPY --from=venv /opt/deskpilot /opt/deskpilot
+RUN install -d -o deskpilot -g deskpilot -m 0700 /data
+ENV PATH=/opt/deskpilot/bin:$PATH \
+    DESKPILOT_DATA_DIR=/data \
+    DESKPILOT_HOST=0.0.0.0 \
+    DESKPILOT_PORT=8000
+USER deskpilot
+WORKDIR /data
+VOLUME ["/data"]
+EXPOSE 8000
+ENTRYPOINT ["/usr/bin/tini", "--", "deskpilot"]
+CMD ["serve"]
+HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
+  CMD ["/opt/deskpilot/bin/python", "-c", "import httpx,os,sys; r=httpx.get(f\"http://127.0.0.1:{os.environ.get('DESKPILOT_PORT','8000')}/healthz\", timeout=2); sys.exit(r.status_code != 200)"]
