@@ -1,0 +1,275 @@
+"""Mouse and keyboard input through XTest, in-process, on a Display connection of its own.
+
+Coordinates here are **screen** pixels (the tool maps model space first). Every public method ends with
+``display.sync()``, so when it returns the X server has queued the events for the clients.
+
+Characters missing from the keymap (é on a US layout, ß, 漢字, emoji) are typed by binding a spare keycode
+(one with no keysyms) to the character's keysym, pressing it, and restoring the keycode later. Restoring
+right after the press would race the client: it re-reads the keymap when it handles the MappingNotify,
+which may be after our restore. So bindings are released at the start of the next action (a settled
+screenshot later) or on ``close()``, and a binding is only recycled inside one ``type`` after a pause.
+Not thread-safe: the daemon calls it from its single X worker thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Literal
+
+from Xlib import XK, X
+from Xlib.display import Display
+from Xlib.ext import xtest
+
+from deskpilot.errors import DesktopError
+from desktop.keys import Combo, char_keysym
+
+ScrollDirection = Literal["up", "down", "left", "right"]
+_SCROLL_BUTTONS: dict[str, int] = {"up": 4, "down": 5, "left": 6, "right": 7}
+_SHIFT = XK.string_to_keysym("Shift_L")
+_RETURN = XK.string_to_keysym("Return")
+_TAB = XK.string_to_keysym("Tab")
+_RECYCLE_PAUSE_S = 0.1  # lets the client handle key events before their keycode is rebound
+_MULTI_CLICK_GAP_S = 0.02
+_SYNC_EVERY = 64  # characters typed between round trips, so a long text streams without huge buffers
+
+
+class XInput:
+    """XTest input on one X display."""
+
+    def __init__(self, display_name: str) -> None:
+        try:
+            self._d = Display(display_name)
+        except Exception as exc:  # Xlib raises several unrelated types for "cannot connect"
+            raise DesktopError(f"cannot open X display {display_name}: {exc}") from exc
+        if not self._d.has_extension("XTEST"):
+            self._d.close()
+            raise DesktopError(f"X display {display_name} has no XTEST extension")
+        self._root = self._d.screen().root
+        info = self._d.display.info
+        self._min_kc: int = info.min_keycode
+        self._max_kc: int = info.max_keycode
+        self._keymap = [list(row) for row in
+                        self._d.get_keyboard_mapping(self._min_kc, self._max_kc - self._min_kc + 1)]
+        self._width = len(self._keymap[0])
+        # Keycode 8 is skipped: some XKB clients never map it.
+        self._spares = [self._min_kc + i for i, row in enumerate(self._keymap)
+                        if not any(row) and self._min_kc + i > 8]
+        self._bound: OrderedDict[int, int] = OrderedDict()  # keysym -> spare keycode, oldest first
+        self._held_buttons: set[int] = set()
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+    def close(self) -> None:
+        try:
+            for button in list(self._held_buttons):
+                self.button_up(button)
+            self.release_bindings()
+        finally:
+            self._d.close()
+
+    def __enter__(self) -> XInput:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def screen_size(self) -> tuple[int, int]:
+        screen = self._d.screen()
+        return int(screen.width_in_pixels), int(screen.height_in_pixels)
+
+    # --- pointer -------------------------------------------------------------------------------------
+    def cursor_position(self) -> tuple[int, int]:
+        reply = self._root.query_pointer()
+        return int(reply.root_x), int(reply.root_y)
+
+    def move(self, x: int, y: int) -> None:
+        self._begin()
+        self._move(x, y)
+        self._d.sync()
+
+    def button_down(self, button: int = 1) -> None:
+        self._begin()
+        xtest.fake_input(self._d, X.ButtonPress, button)
+        self._held_buttons.add(button)
+        self._d.sync()
+
+    def button_up(self, button: int = 1) -> None:
+        self._begin()
+        xtest.fake_input(self._d, X.ButtonRelease, button)
+        self._held_buttons.discard(button)
+        self._d.sync()
+
+    def click(self, button: int = 1, *, count: int = 1, at: tuple[int, int] | None = None,
+              modifiers: Combo = ()) -> None:
+        """``count`` clicks in a row (2 = double, 3 = triple), modifiers held around all of them."""
+        self._begin()
+        if at is not None:
+            self._move(*at)
+        with self._holding(modifiers):
+            for i in range(count):
+                if i:
+                    # Clients ignore a repeat click with the very same timestamp as the last one.
+                    self._d.sync()
+                    time.sleep(_MULTI_CLICK_GAP_S)
+                xtest.fake_input(self._d, X.ButtonPress, button)
+                xtest.fake_input(self._d, X.ButtonRelease, button)
+        self._d.sync()
+
+    def drag(self, start: tuple[int, int], end: tuple[int, int], *, button: int = 1, steps: int = 10,
+             step_delay_s: float = 0.01) -> None:
+        """Press at ``start``, move in a few steps (apps ignore a teleport), release at ``end``."""
+        self._begin()
+        self._move(*start)
+        xtest.fake_input(self._d, X.ButtonPress, button)
+        self._d.sync()
+        (x0, y0), (x1, y1) = start, end
+        for i in range(1, steps + 1):
+            self._move(round(x0 + (x1 - x0) * i / steps), round(y0 + (y1 - y0) * i / steps))
+            self._d.sync()
+            time.sleep(step_delay_s)
+        xtest.fake_input(self._d, X.ButtonRelease, button)
+        self._d.sync()
+
+    def scroll(self, direction: ScrollDirection, amount: int, *, at: tuple[int, int] | None = None,
+               modifiers: Combo = ()) -> None:
+        """``amount`` wheel clicks (X buttons 4–7)."""
+        self._begin()
+        button = _SCROLL_BUTTONS[direction]
+        if at is not None:
+            self._move(*at)
+        with self._holding(modifiers):
+            for _ in range(amount):
+                xtest.fake_input(self._d, X.ButtonPress, button)
+                xtest.fake_input(self._d, X.ButtonRelease, button)
+                self._d.sync()
+        self._d.sync()
+
+    # --- keyboard ------------------------------------------------------------------------------------
+    def press_combos(self, combos: Iterable[Combo]) -> None:
+        """Each combo: keys pressed in order, released in reverse; combos one after another."""
+        self._begin()
+        for combo in combos:
+            with self._holding(combo):
+                pass
+        self._d.sync()
+
+    def hold(self, combo: Combo, duration_s: float) -> None:
+        self._begin()
+        with self._holding(combo):
+            self._d.sync()
+            time.sleep(duration_s)
+        self._d.sync()
+
+    def type_text(self, text: str) -> None:
+        """Type any text: keymap characters directly, others through spare keycodes; \\n and \\t as keys."""
+        self._begin()
+        used: set[int] = set()  # spare keycodes pressed during this call
+        previous = ""
+        for i, char in enumerate(text):
+            if char == "\n" and previous == "\r":
+                previous = char
+                continue  # \r\n is one Return
+            previous = char
+            if char in "\r\n":
+                keysym = _RETURN
+            elif char == "\t":
+                keysym = _TAB
+            else:
+                keysym = char_keysym(char)
+            self._tap(keysym, used)
+            if i % _SYNC_EVERY == _SYNC_EVERY - 1:
+                self._d.sync()
+        self._d.sync()
+
+    def release_bindings(self) -> None:
+        """Give the spare keycodes back their empty mapping."""
+        for keycode in self._bound.values():
+            self._d.change_keyboard_mapping(keycode, [(X.NoSymbol,) * self._width])
+        self._bound.clear()
+        self._d.sync()
+
+    # --- internals -----------------------------------------------------------------------------------
+    def _begin(self) -> None:
+        # Bindings from the previous action have been seen by now (a screenshot came between).
+        if self._bound:
+            self.release_bindings()
+
+    def _move(self, x: int, y: int) -> None:
+        xtest.fake_input(self._d, X.MotionNotify, x=int(x), y=int(y))
+
+    def _lookup(self, keysym: int) -> tuple[int, bool] | None:
+        """(keycode, needs shift) from the keymap's first group, unshifted preferred."""
+        for column in (0, 1):
+            for i, row in enumerate(self._keymap):
+                if row[column] == keysym:
+                    return self._min_kc + i, column == 1
+        return None
+
+    def _keycode(self, keysym: int, used: set[int]) -> tuple[int, bool]:
+        found = self._lookup(keysym)
+        if found is not None:
+            return found
+        if keysym in self._bound:
+            self._bound.move_to_end(keysym)
+            return self._bound[keysym], False
+        if not self._spares:
+            raise DesktopError("the keymap has no spare keycode to type characters outside the layout")
+        if len(self._bound) < len(self._spares):
+            keycode = next(k for k in self._spares if k not in self._bound.values())
+        else:
+            _, keycode = self._bound.popitem(last=False)
+            if keycode in used:
+                self._d.sync()
+                time.sleep(_RECYCLE_PAUSE_S)
+        self._d.change_keyboard_mapping(keycode, [(keysym, keysym) + (X.NoSymbol,) * (self._width - 2)])
+        self._bound[keysym] = keycode
+        return keycode, False
+
+    def _tap(self, keysym: int, used: set[int]) -> None:
+        keycode, shifted = self._keycode(keysym, used)
+        used.add(keycode)
+        shift_code = self._lookup(_SHIFT) if shifted else None
+        if shift_code:
+            xtest.fake_input(self._d, X.KeyPress, shift_code[0])
+        xtest.fake_input(self._d, X.KeyPress, keycode)
+        xtest.fake_input(self._d, X.KeyRelease, keycode)
+        if shift_code:
+            xtest.fake_input(self._d, X.KeyRelease, shift_code[0])
+
+    def _holding(self, combo: Combo) -> _Held:
+        return _Held(self, combo)
+
+
+class _Held:
+    """Context manager: press a combo's keys in order (adding Shift where a key needs it), release in reverse."""
+
+    def __init__(self, owner: XInput, combo: Combo) -> None:
+        self._owner = owner
+        self._combo = combo
+        self._pressed: list[int] = []
+
+    def __enter__(self) -> None:
+        o = self._owner
+        used: set[int] = set()
+        shift = o._lookup(_SHIFT)
+        try:
+            for key in self._combo:
+                keycode, shifted = o._keycode(key.keysym, used)
+                used.add(keycode)
+                if shifted and shift is not None and shift[0] not in self._pressed:
+                    xtest.fake_input(o._d, X.KeyPress, shift[0])
+                    self._pressed.append(shift[0])
+                if keycode not in self._pressed:
+                    xtest.fake_input(o._d, X.KeyPress, keycode)
+                    self._pressed.append(keycode)
+        except BaseException:
+            self.__exit__()  # never leave a key stuck down
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        o = self._owner
+        for keycode in reversed(self._pressed):
+            xtest.fake_input(o._d, X.KeyRelease, keycode)
+        self._pressed.clear()
