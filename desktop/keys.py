@@ -94,13 +94,20 @@ def _lower_names() -> dict[str, int]:
     seen: dict[str, int | None] = {}
     for attr in dir(XK):
         if attr.startswith("XK_"):
-            name = attr[3:].lower()
+            name = attr[3:].lower().replace("xf86_", "xf86")
             value = getattr(XK, attr)
             if name in seen and seen[name] != value:
                 seen[name] = None  # ambiguous, e.g. Greek_alpha / Greek_ALPHA
             else:
                 seen[name] = value
     return {k: v for k, v in seen.items() if v is not None}
+
+
+def _by_name(name: str) -> int:
+    # python-xlib spells the X names "XF86AudioMute" as "XF86_AudioMute".
+    if name.startswith("XF86") and not name.startswith("XF86_"):
+        name = "XF86_" + name[4:]
+    return int(XK.string_to_keysym(name))
 
 
 def char_keysym(char: str) -> int:
@@ -125,12 +132,9 @@ def parse_key(name: str) -> Key:
         return Key(char_keysym(name), name)
     if not _NAME_RE.match(name):
         raise ToolInputError(f"Unknown key {_describe(name)}: use X key names like Return, ctrl, Page_Down, F5")
-    alias = _ALIASES.get(name.lower())
-    if alias is not None:
-        return Key(XK.string_to_keysym(alias), name)
-    keysym = XK.string_to_keysym(name)
+    keysym = _by_name(_ALIASES.get(name.lower(), name))
     if keysym == XK.NoSymbol:
-        keysym = _lower_names().get(name.lower(), XK.NoSymbol)
+        keysym = _lower_names().get(name.lower().replace("xf86_", "xf86"), XK.NoSymbol)
     if keysym == XK.NoSymbol:
         raise ToolInputError(f"Unknown key {_describe(name)}: use X key names like Return, ctrl, Page_Down, F5")
     return Key(keysym, name)
