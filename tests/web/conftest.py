@@ -1,0 +1,97 @@
+"""A real uvicorn server on 127.0.0.1 serving ``create_app`` in a thread, with real SQLite in tmp_path."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from deskpilot.settings import Settings
+from web.app import create_app
+from web.auth import create_token
+from web.store import Store
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_tokens(data_dir: Path, names: list[str]) -> dict[str, str]:
+    async def go() -> dict[str, str]:
+        store = Store(data_dir)
+        await store.init()
+        try:
+            return {name: await create_token(store, name) for name in names}
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+@dataclass
+class Service:
+    url: str
+    settings: Settings
+    tokens: dict[str, str]
+    app: Any = None
+    server: uvicorn.Server | None = None
+    thread: threading.Thread | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://")
+
+    def client(self, who: str | None = "alice", **kw: Any) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.tokens[who]}"} if who else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kw)
+
+    def auth(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[who]}"}
+
+
+def start_service(data_dir: Path, **overrides: Any) -> Service:
+    port = free_port()
+    values: dict[str, Any] = {"data_dir": data_dir, "host": "127.0.0.1", "port": port,
+                              "anthropic_api_key": "sk-test-not-a-real-key", "max_sessions": 2}
+    values.update(overrides)
+    settings = Settings(**values)
+    tokens = make_tokens(data_dir, ["alice", "bob"])
+    app = create_app(settings, first_token=False)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, ws_per_message_deflate=False,
+                            ws_max_size=settings.ws_max_message_bytes, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    return Service(f"http://127.0.0.1:{port}", settings, tokens, app, server, thread)
+
+
+def stop_service(service: Service) -> None:
+    if service.server is not None and service.thread is not None:
+        service.server.should_exit = True
+        service.thread.join(timeout=30)
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    svc = start_service(tmp_path / "data")
+    try:
+        yield svc
+    finally:
+        stop_service(svc)

@@ -1,0 +1,1 @@
+"""The web service: REST, live stream, approvals, takeover, persistence and auth."""

@@ -1,0 +1,146 @@
+"""The FastAPI application: ``create_app(settings)`` wires store, auth, bus, runner and routes.
+
+One JSON error shape everywhere under ``/api``: ``{"ok": false, "error": "...", "status": N}``;
+every ``ServiceError`` maps to its ``status``; anything unexpected is logged and answered with a bare 500
+that says nothing about the internals.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from deskpilot.errors import DeskpilotError, PayloadTooLarge, ServiceError
+from deskpilot.settings import Settings
+from web.auth import RateLimiter, create_token
+from web.bus import Bus
+from web.runner import Runner
+from web.store import Store
+
+log = logging.getLogger(__name__)
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def error_response(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"ok": False, "error": message, "status": status, **extra}, status_code=status)
+
+
+class BodySizeLimit:
+    """Refuses request bodies over ``limit`` bytes — by Content-Length up front, or while streaming."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await error_response(413, f"request body over {self.limit} bytes")(scope, receive, send)
+                return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise PayloadTooLarge(f"request body over {self.limit} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+async def ensure_first_token(store: Store) -> str | None:
+    """On the very first start, create one token and print it once (it is never shown again)."""
+    if await store.count_tokens() > 0:
+        return None
+    token = await create_token(store, "admin")
+    print(
+        f"deskpilot: created the first API token (owner 'admin'); it is shown only once:\n  {token}\n"
+        "Use it as 'Authorization: Bearer <token>' or log in with it in the browser.",
+        file=sys.stderr,
+        flush=True,
+    )
+    return token
+
+
+def create_app(settings: Settings, *, first_token: bool = True) -> FastAPI:
+    store = Store(settings.data_dir, settings.database_url)
+    bus = Bus(settings.viewer_queue_size)
+    runner = Runner(settings, store, bus)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await store.init()
+        if first_token:
+            await ensure_first_token(store)
+        await runner.start()
+        if runner.unavailable_reason:
+            log.warning("tasks cannot run: %s", runner.unavailable_reason)
+        try:
+            yield
+        finally:
+            await runner.stop()
+            await store.close()
+
+    app = FastAPI(
+        title="deskpilot",
+        version="0.1.0",
+        summary="A computer-use agent service: tasks over REST, live viewing, approvals and takeover.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.bus = bus
+    app.state.runner = runner
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return error_response(exc.status, exc.message)
+
+    @app.exception_handler(DeskpilotError)
+    async def deskpilot_error(request: Request, exc: DeskpilotError) -> JSONResponse:
+        # A lower layer's error that reached a route (e.g. the desktop went away): a clear 503, not a 500.
+        return error_response(503, f"{type(exc).__name__}: {exc.message}")
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))} for e in exc.errors()
+        ]
+        return error_response(422, "invalid request", details=details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal error")
+
+    from web.routes import meta, sessions, stream, ui, vnc
+
+    app.include_router(meta.router)
+    app.include_router(ui.router)
+    app.include_router(sessions.router)
+    app.include_router(stream.router)
+    app.include_router(vnc.router)
+    ui.mount_static(app, STATIC_DIR)
+    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    return app

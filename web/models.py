@@ -1,0 +1,156 @@
+"""Pydantic models of the REST API (requests and responses) and of the live-stream messages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SessionStatus = Literal[
+    "queued", "starting", "running", "awaiting_approval", "paused", "taken_over",
+    "succeeded", "failed", "cancelled", "interrupted",
+]
+EventType = Literal[
+    "status", "assistant_text", "thinking", "tool_call", "tool_result", "approval_requested",
+    "approval_decided", "usage", "retrying", "error", "user_message", "takeover", "handback",
+]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Screen(Strict):
+    width: int = Field(ge=320, le=8192)
+    height: int = Field(ge=240, le=8192)
+
+
+class SessionCreate(Strict):
+    task: str = Field(min_length=1, max_length=20_000, description="What the agent should do, in plain words.")
+    model: str | None = Field(default=None, max_length=200, pattern=r"^[A-Za-z0-9._:@/-]+$")
+    policy: dict[str, Any] | None = Field(
+        default=None, description="Approval policy for this session (see the agent's policy); default: the service's."
+    )
+    max_steps: int | None = Field(default=None, ge=1, le=1000)
+    max_cost_usd: float | None = Field(default=None, gt=0, le=10_000)
+    screen: Screen | None = None
+
+
+class Approval(BaseModel):
+    id: str
+    status: Literal["pending", "approve", "reject", "edit"]
+    tool: str
+    input: dict[str, Any]
+    reason: str
+    image: str | None = Field(description="Screenshot ref the proposed action refers to")
+    note: str | None = None
+    edited_input: dict[str, Any] | None = None
+    created_at: datetime
+    decided_at: datetime | None = None
+
+
+class Usage(BaseModel):
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
+class Session(BaseModel):
+    id: str
+    task: str
+    model: str
+    status: SessionStatus
+    control: Literal["agent", "user"] = Field(description="Who drives the desktop right now")
+    result: str | None
+    error: str | None
+    max_steps: int
+    max_cost_usd: float | None
+    screen: Screen
+    usage: Usage
+    last_seq: int
+    pending_approval: Approval | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class SessionPage(BaseModel):
+    items: list[Session]
+    total: int
+    limit: int
+    offset: int
+
+
+class Event(BaseModel):
+    """One entry of a session's append-only event log; ``seq`` counts from 1 per session."""
+
+    seq: int
+    type: EventType
+    data: dict[str, Any]
+    image: str | None = Field(default=None, description="Screenshot ref, fetch from …/screenshots/{ref}")
+    ts: datetime
+
+
+class EventPage(BaseModel):
+    items: list[Event]
+    last_seq: int
+
+
+class MessageIn(Strict):
+    text: str = Field(min_length=1, max_length=20_000)
+
+
+class ApprovalDecision(Strict):
+    decision: Literal["approve", "reject", "edit"]
+    note: str | None = Field(default=None, max_length=5_000)
+    input: dict[str, Any] | None = Field(default=None, description="The edited tool input (decision=edit)")
+    always_allow: bool = Field(default=False, description="Allow actions like this for the rest of the session")
+
+
+class HandbackIn(Strict):
+    note: str | None = Field(default=None, max_length=5_000)
+
+
+class LoginIn(Strict):
+    token: str = Field(min_length=1, max_length=200)
+
+
+class Ok(BaseModel):
+    ok: bool = True
+
+
+class Health(BaseModel):
+    ok: bool
+    tasks_can_run: bool
+    reason: str | None
+
+
+class ErrorBody(BaseModel):
+    ok: Literal[False] = False
+    error: str
+    status: int
+
+
+class StreamHello(BaseModel):
+    """First message on the stream socket, before the replay."""
+
+    kind: Literal["hello"] = "hello"
+    session: Session
+
+
+class StreamEvent(Event):
+    """Every event on the stream socket, replayed then live, in ``seq`` order without gaps."""
+
+    kind: Literal["event"] = "event"
+
+
+class StreamDropped(BaseModel):
+    kind: Literal["dropped"] = "dropped"
+    reason: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "missing or bad token"},
+    404: {"model": ErrorBody, "description": "no such session (or not yours)"},
+    409: {"model": ErrorBody, "description": "not possible in the session's current state"},
+}

@@ -1,0 +1,161 @@
+"""REST: sessions, their event log and screenshots, messages, control, approvals, takeover."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, status
+from fastapi.responses import FileResponse
+
+from deskpilot.errors import NotFound
+from web.auth import CurrentPrincipal
+from web.models import (
+    ERRORS,
+    Approval,
+    ApprovalDecision,
+    Event,
+    EventPage,
+    HandbackIn,
+    MessageIn,
+    Session,
+    SessionCreate,
+    SessionPage,
+    SessionStatus,
+)
+from web.runner import Runner
+from web.store import ApprovalRow, EventRow, SessionRow, Store
+
+router = APIRouter(prefix="/api/sessions", tags=["sessions"], responses=ERRORS)
+
+
+def approval_out(row: ApprovalRow) -> Approval:
+    return Approval(
+        id=row.id, status=row.status, tool=row.tool, input=row.input, reason=row.reason,  # type: ignore[arg-type]
+        image=row.image_ref, note=row.note, edited_input=row.edited_input,
+        created_at=row.created_at, decided_at=row.decided_at,
+    )
+
+
+def event_out(row: EventRow) -> Event:
+    return Event(seq=row.seq, type=row.type, data=row.data, image=row.image_ref, ts=row.created_at)  # type: ignore[arg-type]
+
+
+async def session_out(store: Store, row: SessionRow) -> Session:
+    pending = await store.pending_approval(row.id)
+    return Session.model_validate({
+        "id": row.id, "task": row.task, "model": row.model, "status": row.status, "control": row.control,
+        "result": row.result, "error": row.error, "max_steps": row.max_steps, "max_cost_usd": row.max_cost_usd,
+        "screen": {"width": row.width, "height": row.height},
+        "usage": {"input_tokens": row.input_tokens, "output_tokens": row.output_tokens, "cost_usd": row.cost_usd},
+        "last_seq": row.last_seq, "pending_approval": approval_out(pending) if pending else None,
+        "created_at": row.created_at, "updated_at": row.updated_at,
+    })
+
+
+def _deps(request: Request) -> tuple[Store, Runner]:
+    return request.app.state.store, request.app.state.runner
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, operation_id="create_session")
+async def create_session(body: SessionCreate, request: Request, who: CurrentPrincipal) -> Session:
+    store, runner = _deps(request)
+    row = await runner.create(who.owner, body)
+    return await session_out(store, row)
+
+
+@router.get("", operation_id="list_sessions")
+async def list_sessions(
+    request: Request, who: CurrentPrincipal,
+    status: Annotated[SessionStatus | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> SessionPage:
+    store, _ = _deps(request)
+    rows, total = await store.list_sessions(who.owner, status, limit, offset)
+    return SessionPage(items=[await session_out(store, r) for r in rows], total=total, limit=limit, offset=offset)
+
+
+@router.get("/{session_id}", operation_id="get_session")
+async def get_session(session_id: str, request: Request, who: CurrentPrincipal) -> Session:
+    store, _ = _deps(request)
+    return await session_out(store, await store.get_session(session_id, who.owner))
+
+
+@router.get("/{session_id}/events", operation_id="list_events")
+async def list_events(
+    session_id: str, request: Request, who: CurrentPrincipal,
+    after: Annotated[int, Query(ge=0, le=2**31)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+) -> EventPage:
+    store, _ = _deps(request)
+    row = await store.get_session(session_id, who.owner)
+    events = await store.events_after(session_id, after, limit)
+    return EventPage(items=[event_out(e) for e in events], last_seq=row.last_seq)
+
+
+@router.get(
+    "/{session_id}/screenshots/{ref}", operation_id="get_screenshot", response_class=FileResponse,
+    responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}},
+)
+async def get_screenshot(session_id: str, ref: str, request: Request, who: CurrentPrincipal) -> FileResponse:
+    store, _ = _deps(request)
+    await store.get_session(session_id, who.owner)
+    path = store.image_path(ref)
+    # A screenshot is visible only through a session that refers to it, so refs can't be probed across owners.
+    if path is None or not await store.session_has_image(session_id, ref):
+        raise NotFound(f"screenshot {ref} not found")
+    media = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}[path.suffix[1:]]
+    return FileResponse(path, media_type=media, headers={"Cache-Control": "private, max-age=31536000, immutable"})
+
+
+@router.post("/{session_id}/messages", operation_id="send_message")
+async def send_message(session_id: str, body: MessageIn, request: Request, who: CurrentPrincipal) -> Session:
+    store, runner = _deps(request)
+    await runner.message(await store.get_session(session_id, who.owner), body.text)
+    return await session_out(store, await store.get_session(session_id))
+
+
+@router.post("/{session_id}/pause", operation_id="pause_session")
+async def pause_session(session_id: str, request: Request, who: CurrentPrincipal) -> Session:
+    store, runner = _deps(request)
+    await runner.pause(await store.get_session(session_id, who.owner))
+    return await session_out(store, await store.get_session(session_id))
+
+
+@router.post("/{session_id}/resume", operation_id="resume_session")
+async def resume_session(session_id: str, request: Request, who: CurrentPrincipal) -> Session:
+    store, runner = _deps(request)
+    await runner.resume(await store.get_session(session_id, who.owner))
+    return await session_out(store, await store.get_session(session_id))
+
+
+@router.post("/{session_id}/cancel", operation_id="cancel_session")
+async def cancel_session(session_id: str, request: Request, who: CurrentPrincipal) -> Session:
+    store, runner = _deps(request)
+    await runner.cancel(await store.get_session(session_id, who.owner))
+    return await session_out(store, await store.get_session(session_id))
+
+
+@router.post("/{session_id}/approvals/{approval_id}", operation_id="decide_approval")
+async def decide_approval(
+    session_id: str, approval_id: str, body: ApprovalDecision, request: Request, who: CurrentPrincipal
+) -> Approval:
+    store, runner = _deps(request)
+    row = await runner.decide(await store.get_session(session_id, who.owner), approval_id, body)
+    return approval_out(row)
+
+
+@router.post("/{session_id}/takeover", operation_id="take_over")
+async def take_over(session_id: str, request: Request, who: CurrentPrincipal) -> Session:
+    store, runner = _deps(request)
+    await runner.takeover(await store.get_session(session_id, who.owner))
+    return await session_out(store, await store.get_session(session_id))
+
+
+@router.post("/{session_id}/handback", operation_id="hand_back")
+async def hand_back(
+    session_id: str, request: Request, who: CurrentPrincipal, body: HandbackIn | None = None
+) -> Session:
+    store, runner = _deps(request)
+    await runner.handback(await store.get_session(session_id, who.owner), body.note if body else None)
+    return await session_out(store, await store.get_session(session_id))

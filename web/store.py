@@ -1,0 +1,336 @@
+"""Persistence: tokens, sessions, the append-only event log, approvals, usage, and screenshot files.
+
+SQLAlchemy 2 async; a SQLite file in ``data_dir`` unless ``database_url`` names another database
+(PostgreSQL via ``postgresql+asyncpg://``). Screenshots are files named by the SHA-256 of their bytes,
+so the same frame is stored once however many events point at it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from deskpilot.errors import Conflict, NotFound
+
+ACTIVE_STATES = ("starting", "running", "awaiting_approval", "paused", "taken_over")
+FINAL_STATES = ("succeeded", "failed", "cancelled")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class TokenRow(Base):
+    __tablename__ = "tokens"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)  # the owner of the sessions it creates
+    hash: Mapped[str] = mapped_column(String(64), unique=True)  # SHA-256 of the secret; the secret is never stored
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class SessionRow(Base):
+    __tablename__ = "sessions"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200), index=True)
+    task: Mapped[str] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(String(200))
+    policy: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    max_steps: Mapped[int] = mapped_column(Integer)
+    max_cost_usd: Mapped[float | None] = mapped_column(Float, default=None)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(32), index=True, default="queued")
+    control: Mapped[str] = mapped_column(String(16), default="agent")  # "agent" or "user"
+    result: Mapped[str | None] = mapped_column(Text, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    last_seq: Mapped[int] = mapped_column(Integer, default=0)
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    taken_over_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class EventRow(Base):
+    __tablename__ = "events"
+    __table_args__ = (UniqueConstraint("session_id", "seq"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    type: Mapped[str] = mapped_column(String(32))
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    image_ref: Mapped[str | None] = mapped_column(String(80), default=None, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApprovalRow(Base):
+    __tablename__ = "approvals"
+    # The loop names approvals; they are unique within their session.
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|approve|reject|edit
+    tool: Mapped[str] = mapped_column(String(64))
+    input: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    image_ref: Mapped[str | None] = mapped_column(String(80), default=None)
+    note: Mapped[str | None] = mapped_column(Text, default=None)
+    edited_input: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class UsageRow(Base):
+    __tablename__ = "usage"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), index=True)
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cache_read_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cache_creation_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+def database_url(data_dir: Path, url: str | None) -> str:
+    return url or f"sqlite+aiosqlite:///{data_dir / 'deskpilot.db'}"
+
+
+class Store:
+    """All database and screenshot-file access of the service."""
+
+    def __init__(self, data_dir: Path, url: str | None = None) -> None:
+        self.data_dir = data_dir
+        self.shots_dir = data_dir / "screenshots"
+        self.url = database_url(data_dir, url)
+        self.engine: AsyncEngine = create_async_engine(self.url)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        # One writer per session at a time keeps seq allocation simple on SQLite; on PostgreSQL the
+        # UPDATE … RETURNING row lock gives the same guarantee across processes.
+        self._append_locks: dict[str, asyncio.Lock] = {}
+
+    async def init(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.shots_dir.mkdir(parents=True, exist_ok=True)
+        async with self.engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # --- tokens ---
+    async def add_token(self, name: str, token_hash: str) -> TokenRow:
+        row = TokenRow(id=str(uuid.uuid4()), name=name, hash=token_hash)
+        async with self.sessionmaker.begin() as db:
+            db.add(row)
+        return row
+
+    async def token_by_hash(self, token_hash: str) -> TokenRow | None:
+        async with self.sessionmaker() as db:
+            row = await db.scalar(select(TokenRow).where(TokenRow.hash == token_hash))
+        return row if row is not None and row.revoked_at is None else None
+
+    async def list_tokens(self) -> Sequence[TokenRow]:
+        async with self.sessionmaker() as db:
+            return (await db.scalars(select(TokenRow).order_by(TokenRow.created_at))).all()
+
+    async def count_tokens(self) -> int:
+        async with self.sessionmaker() as db:
+            return int(await db.scalar(select(func.count()).select_from(TokenRow)) or 0)
+
+    async def revoke_token(self, token_id_or_name: str) -> int:
+        async with self.sessionmaker.begin() as db:
+            res = await db.execute(
+                update(TokenRow)
+                .where((TokenRow.id == token_id_or_name) | (TokenRow.name == token_id_or_name))
+                .where(TokenRow.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+        return int(getattr(res, "rowcount", 0) or 0)
+
+    # --- sessions ---
+    async def create_session(self, **fields: Any) -> SessionRow:
+        row = SessionRow(id=str(uuid.uuid4()), **fields)
+        async with self.sessionmaker.begin() as db:
+            db.add(row)
+        return row
+
+    async def get_session(self, session_id: str, owner: str | None = None) -> SessionRow:
+        """The session, or NotFound — also when it belongs to someone else, so ids don't leak."""
+        async with self.sessionmaker() as db:
+            row = await db.get(SessionRow, session_id)
+        if row is None or (owner is not None and row.owner != owner):
+            raise NotFound(f"session {session_id} not found")
+        return row
+
+    async def list_sessions(
+        self, owner: str, status: str | None, limit: int, offset: int
+    ) -> tuple[Sequence[SessionRow], int]:
+        query = select(SessionRow).where(SessionRow.owner == owner)
+        if status:
+            query = query.where(SessionRow.status == status)
+        async with self.sessionmaker() as db:
+            total = int(await db.scalar(select(func.count()).select_from(query.subquery())) or 0)
+            rows = (await db.scalars(
+                query.order_by(SessionRow.created_at.desc(), SessionRow.id).limit(limit).offset(offset)
+            )).all()
+        return rows, total
+
+    async def update_session(self, session_id: str, **fields: Any) -> None:
+        async with self.sessionmaker.begin() as db:
+            await db.execute(update(SessionRow).where(SessionRow.id == session_id).values(**fields))
+
+    async def sessions_in(self, states: Sequence[str]) -> Sequence[SessionRow]:
+        async with self.sessionmaker() as db:
+            return (await db.scalars(
+                select(SessionRow).where(SessionRow.status.in_(states)).order_by(SessionRow.created_at)
+            )).all()
+
+    # --- events ---
+    async def append_event(
+        self, session_id: str, type_: str, data: dict[str, Any], image_ref: str | None = None
+    ) -> EventRow:
+        """Append one event with the next sequence number of its session. Stored before anyone sees it."""
+        lock = self._append_locks.setdefault(session_id, asyncio.Lock())
+        async with lock, self.sessionmaker.begin() as db:
+            seq = await db.scalar(
+                update(SessionRow)
+                .where(SessionRow.id == session_id)
+                .values(last_seq=SessionRow.last_seq + 1)
+                .returning(SessionRow.last_seq)
+            )
+            if seq is None:
+                raise NotFound(f"session {session_id} not found")
+            row = EventRow(session_id=session_id, seq=int(seq), type=type_, data=data, image_ref=image_ref)
+            db.add(row)
+        return row
+
+    async def events_after(self, session_id: str, after: int, limit: int = 1000) -> Sequence[EventRow]:
+        async with self.sessionmaker() as db:
+            return (await db.scalars(
+                select(EventRow)
+                .where(EventRow.session_id == session_id, EventRow.seq > after)
+                .order_by(EventRow.seq)
+                .limit(limit)
+            )).all()
+
+    async def session_has_image(self, session_id: str, ref: str) -> bool:
+        async with self.sessionmaker() as db:
+            hit = await db.scalar(
+                select(EventRow.id).where(EventRow.session_id == session_id, EventRow.image_ref == ref).limit(1)
+            )
+            if hit is None:
+                hit = await db.scalar(
+                    select(ApprovalRow.id)
+                    .where(ApprovalRow.session_id == session_id, ApprovalRow.image_ref == ref)
+                    .limit(1)
+                )
+        return hit is not None
+
+    # --- approvals ---
+    async def add_approval(self, row: ApprovalRow) -> None:
+        async with self.sessionmaker.begin() as db:
+            db.add(row)
+
+    async def get_approval(self, session_id: str, approval_id: str) -> ApprovalRow:
+        async with self.sessionmaker() as db:
+            row = await db.get(ApprovalRow, (approval_id, session_id))
+        if row is None:
+            raise NotFound(f"approval {approval_id} not found")
+        return row
+
+    async def pending_approval(self, session_id: str) -> ApprovalRow | None:
+        async with self.sessionmaker() as db:
+            return await db.scalar(
+                select(ApprovalRow)
+                .where(ApprovalRow.session_id == session_id, ApprovalRow.status == "pending")
+                .order_by(ApprovalRow.created_at)
+                .limit(1)
+            )
+
+    async def decide_approval(
+        self, session_id: str, approval_id: str, decision: str, note: str | None,
+        edited_input: dict[str, Any] | None,
+    ) -> ApprovalRow:
+        """Record a decision exactly once: a conditional UPDATE, so of two racing deciders one gets Conflict."""
+        await self.get_approval(session_id, approval_id)
+        async with self.sessionmaker.begin() as db:
+            res = await db.execute(
+                update(ApprovalRow)
+                .where(ApprovalRow.id == approval_id, ApprovalRow.session_id == session_id)
+                .where(ApprovalRow.status == "pending")
+                .values(status=decision, note=note, edited_input=edited_input, decided_at=utcnow())
+            )
+        if int(getattr(res, "rowcount", 0) or 0) != 1:
+            raise Conflict(f"approval {approval_id} was already decided")
+        return await self.get_approval(session_id, approval_id)
+
+    # --- usage ---
+    async def add_usage(self, session_id: str, **fields: Any) -> None:
+        async with self.sessionmaker.begin() as db:
+            db.add(UsageRow(session_id=session_id, **fields))
+            await db.execute(
+                update(SessionRow).where(SessionRow.id == session_id).values(
+                    input_tokens=SessionRow.input_tokens + int(fields.get("input_tokens", 0)),
+                    output_tokens=SessionRow.output_tokens + int(fields.get("output_tokens", 0)),
+                    cost_usd=SessionRow.cost_usd + float(fields.get("cost_usd", 0.0)),
+                )
+            )
+
+    # --- screenshots ---
+    def save_image(self, data: bytes, media_type: str = "image/png") -> str:
+        """Write the image once under its content hash; returns the ref (``<sha256>.<ext>``)."""
+        ext = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}.get(media_type, "bin")
+        ref = f"{hashlib.sha256(data).hexdigest()}.{ext}"
+        path = self.shots_dir / ref
+        if not path.exists():
+            tmp = path.with_suffix(f".{os.getpid()}.{uuid.uuid4().hex}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)  # atomic: a reader never sees half a file
+        return ref
+
+    def image_path(self, ref: str) -> Path | None:
+        name, _, ext = ref.partition(".")
+        if len(name) != 64 or not all(c in "0123456789abcdef" for c in name) or ext not in ("png", "jpg", "webp"):
+            return None
+        path = self.shots_dir / ref
+        return path if path.is_file() else None
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL lets viewers read while the runner writes; a busy timeout instead of "database is locked".
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
