@@ -1,0 +1,1 @@
+"""The Claude computer-use loop: model client, history, retries, approvals, usage, events."""

@@ -1,0 +1,74 @@
+"""Everything one run of the loop needs to know, resolved once from Settings and the desktop's size."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.models import ToolSet, thinking_param, tool_params, toolset_for
+from agent.prompts import DesktopFacts, system_prompt
+from agent.retry import RetryConfig
+from deskpilot.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class LoopConfig:
+    model: str
+    tools: ToolSet
+    width: int  # model-space screen size
+    height: int
+    system: str
+    max_tokens: int = 8192
+    thinking_budget: int = 2048
+    keep_screenshots: int = 5
+    removal_chunk: int = 3
+    max_steps: int = 100
+    max_cost_usd: float = 5.0
+    prices: dict[str, list[float]] = field(default_factory=dict)
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    stream: bool = True  # SSE: how an overloaded_error inside a 200 reaches us
+
+    @classmethod
+    def from_settings(cls, settings: Settings, facts: DesktopFacts, *, today: dt.date | None = None,
+                      **overrides: Any) -> LoopConfig:
+        base: dict[str, Any] = dict(
+            model=settings.model,
+            tools=toolset_for(settings.model, settings),
+            width=facts.width,
+            height=facts.height,
+            system=system_prompt(facts, today=today),
+            max_tokens=settings.max_tokens,
+            thinking_budget=settings.thinking_budget_tokens,
+            keep_screenshots=settings.keep_screenshots,
+            removal_chunk=settings.screenshot_removal_chunk,
+            max_steps=settings.max_steps,
+            max_cost_usd=settings.max_cost_usd,
+            prices=dict(settings.model_prices),
+            retry=RetryConfig(max_retries=settings.model_retries, backoff_s=settings.retry_backoff_s,
+                              retry_after_cap_s=settings.retry_after_cap_s),
+        )
+        base.update(overrides)
+        return cls(**base)
+
+    def request_params(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        """Everything but the history is fixed for the run, so the cached prefix never drifts."""
+        params: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": self.max_tokens,
+            "system": [{"type": "text", "text": self.system, "cache_control": {"type": "ephemeral"}}],
+            "tools": tool_params(self.tools, self.width, self.height),
+            "messages": messages,
+            "betas": [self.tools.beta],
+        }
+        thinking = thinking_param(self.tools, self.thinking_budget)
+        if thinking is not None:
+            params["thinking"] = thinking
+            if thinking["type"] == "enabled" and self.max_tokens <= thinking["budget_tokens"]:
+                params["max_tokens"] = thinking["budget_tokens"] + 1024
+        return params
+
+    def version_for(self, tool: str) -> str:
+        if tool == "computer":
+            return self.tools.computer
+        return self.tools.bash if tool == "bash" else self.tools.editor

@@ -1,0 +1,168 @@
+"""The conversation as message params: screenshot pruning, cache breakpoints, repair after interrupts.
+
+Screenshot semantics (``keep`` = N, ``chunk`` = C, C is clamped to N):
+with T screenshots produced so far, the oldest ``R = ceil((T - N) / C) * C`` are removed (0 while T <= N).
+So a request carries **at most N** screenshots and, once T > N, between N - C + 1 and N of them; R only
+changes every C screenshots, and between those removals every request starts with the previous request's
+prompt verbatim — the prompt cache keeps hitting. Removal is done in place and leaves a short text
+placeholder, so the count is the same after a restart from saved history. Defaults N=5, C=3: the model
+always sees the last 3 screenshots (the reference's default), never more than 5 (≈5.5k image tokens at
+XGA, bounded for rate limits), and the cached prefix is rewritten once every 3 steps.
+
+Cache breakpoints (``cache_control: ephemeral``): on the system prompt (which also covers the tools)
+and on the last block of the two most recent user turns — the newest writes the cache, the one before
+reads what the previous request wrote. That is 3 of the API's 4 allowed breakpoints. Breakpoints are
+added to a copy at request time; they are not part of the stored history or of the cached prefix.
+
+Thinking and redacted-thinking blocks are stored as received (signature included) and never edited.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+Message = dict[str, Any]
+PLACEHOLDER = "[older screenshot removed to save tokens]"
+RESTART_UNKNOWN = "outcome unknown: the service restarted during this action; take a screenshot to check"
+CACHE = {"type": "ephemeral"}
+
+
+def _tool_results(history: list[Message]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for msg in history:
+        if msg.get("role") == "user" and isinstance(msg.get("content"), list):
+            out.extend(b for b in msg["content"] if isinstance(b, dict) and b.get("type") == "tool_result")
+    return out
+
+
+def _is_image(block: Any) -> bool:
+    return isinstance(block, dict) and block.get("type") == "image"
+
+
+def _is_placeholder(block: Any) -> bool:
+    return isinstance(block, dict) and block.get("type") == "text" and block.get("text") == PLACEHOLDER
+
+
+def count_images(history: list[Message]) -> tuple[int, int]:
+    """``(present, removed)`` screenshots among the tool results."""
+    present = removed = 0
+    for result in _tool_results(history):
+        content = result.get("content")
+        if isinstance(content, list):
+            present += sum(1 for b in content if _is_image(b))
+            removed += sum(1 for b in content if _is_placeholder(b))
+    return present, removed
+
+
+def images_to_remove(total: int, keep: int, chunk: int) -> int:
+    chunk = max(1, min(chunk, keep))
+    return 0 if total <= keep else math.ceil((total - keep) / chunk) * chunk
+
+
+def prune_images(history: list[Message], keep: int, chunk: int) -> int:
+    """Remove the oldest screenshots in place per the module's semantics; returns how many it removed now."""
+    present, removed = count_images(history)
+    todo = images_to_remove(present + removed, keep, chunk) - removed
+    done = 0
+    for result in _tool_results(history):
+        if todo <= 0:
+            break
+        content = result.get("content")
+        if not isinstance(content, list):
+            continue
+        new: list[Any] = []
+        for block in content:
+            if todo > 0 and _is_image(block):
+                new.append({"type": "text", "text": PLACEHOLDER})
+                todo -= 1
+                done += 1
+            else:
+                new.append(block)
+        result["content"] = new
+    return done
+
+
+def with_cache_breakpoints(history: list[Message], recent: int = 2) -> list[Message]:
+    """A request copy of ``history`` with breakpoints on the last block of the ``recent`` newest user turns."""
+    out = list(history)
+    marked = 0
+    for i in range(len(out) - 1, -1, -1):
+        if marked >= recent:
+            break
+        msg = out[i]
+        if msg.get("role") != "user":
+            continue
+        content = msg.get("content")
+        if isinstance(content, str):
+            content = [{"type": "text", "text": content}]
+        if not isinstance(content, list) or not content:
+            continue
+        last = dict(content[-1])
+        last["cache_control"] = CACHE
+        out[i] = {**msg, "content": [*content[:-1], last]}
+        marked += 1
+    return out
+
+
+def pending_tool_uses(history: list[Message]) -> list[dict[str, Any]]:
+    """``tool_use`` blocks of the last assistant turn that have no ``tool_result`` yet."""
+    idx = next((i for i in range(len(history) - 1, -1, -1) if history[i].get("role") == "assistant"), None)
+    if idx is None or not isinstance(history[idx].get("content"), list):
+        return []
+    uses = [b for b in history[idx]["content"] if isinstance(b, dict) and b.get("type") == "tool_use"]
+    answered: set[str] = set()
+    for msg in history[idx + 1:]:
+        if isinstance(msg.get("content"), list):
+            answered.update(str(b.get("tool_use_id")) for b in msg["content"]
+                            if isinstance(b, dict) and b.get("type") == "tool_result")
+    return [u for u in uses if u.get("id") not in answered]
+
+
+def add_tool_result(history: list[Message], block: dict[str, Any]) -> None:
+    """Append a ``tool_result`` to the user turn after the last assistant turn (creating it if needed).
+
+    Results go before any text in that turn, as the API requires."""
+    if not history or history[-1].get("role") != "user" or not _follows_tool_use(history):
+        history.append({"role": "user", "content": []})
+    content = history[-1]["content"]
+    if isinstance(content, str):
+        content = history[-1]["content"] = [{"type": "text", "text": content}]
+    pos = sum(1 for b in content if isinstance(b, dict) and b.get("type") == "tool_result")
+    content.insert(pos, block)
+
+
+def _follows_tool_use(history: list[Message]) -> bool:
+    return len(history) >= 2 and history[-2].get("role") == "assistant" and any(
+        isinstance(b, dict) and b.get("type") == "tool_use" for b in history[-2].get("content") or [])
+
+
+def error_result(tool_use_id: str, message: str) -> dict[str, Any]:
+    return {"type": "tool_result", "tool_use_id": tool_use_id, "is_error": True,
+            "content": [{"type": "text", "text": message}]}
+
+
+def answer_pending(history: list[Message], message: str) -> list[str]:
+    """Answer every unanswered ``tool_use`` with an error result so the history stays valid."""
+    ids = []
+    for use in pending_tool_uses(history):
+        add_tool_result(history, error_result(str(use["id"]), message))
+        ids.append(str(use["id"]))
+    return ids
+
+
+def add_user_text(history: list[Message], text: str) -> None:
+    """Add the user's words: into the current user turn if there is one, else as a new turn."""
+    if history and history[-1].get("role") == "user":
+        content = history[-1]["content"]
+        if isinstance(content, str):
+            history[-1]["content"] = [{"type": "text", "text": content}, {"type": "text", "text": text}]
+        else:
+            content.append({"type": "text", "text": text})
+    else:
+        history.append({"role": "user", "content": [{"type": "text", "text": text}]})
+
+
+def repair(history: list[Message]) -> list[str]:
+    """After a restart: answer tool calls whose outcome was never recorded instead of re-running them."""
+    return answer_pending(history, RESTART_UNKNOWN)

@@ -1,0 +1,203 @@
+"""The approval policy: before each tool call it answers allow, ask or deny.
+
+Order of evaluation: a matching **deny** rule always wins; otherwise the **newest** matching user
+rule decides (so "always allow this", added during a run, overrides an older ask rule); otherwise
+the preset decides. Rules match on tool, action, key combo, typed text (regex) and the active
+window's title (regex); every field that is set must match.
+
+Presets (what each one asks about — everything else is allowed):
+
+- ``autonomous``: asks about nothing. For sandboxes you are happy to lose.
+- ``cautious`` (default): asks before
+  * key combos that leave the app or touch the session: anything with super/meta, ctrl+alt+…,
+    alt+F4, ctrl+q, ctrl+shift+q, ctrl+shift+delete;
+  * typing text that contains a line break (it submits forms and runs terminal commands), looks like
+    a payment card number (13–19 digits), or looks like a risky shell command;
+  * bash commands that delete, escalate, install, download-and-run, push, or power off
+    (rm, sudo, su, dd, mkfs, chmod, chown, kill, shutdown, reboot, apt, pip install, curl|sh, git push…);
+  * every file write through the editor (create, str_replace, insert, undo_edit).
+- ``strict``: asks before every action that can change something: all clicks, drags, mouse
+  button presses, typing and keys, every bash command, every editor write. It allows only
+  screenshot, zoom, cursor_position, mouse_move, scroll, wait and editor ``view``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+Effect = Literal["allow", "ask", "deny"]
+PRESETS = ("autonomous", "cautious", "strict")
+WindowTitle = Callable[[], Awaitable[str | None]]
+
+_ALIASES = {"control": "ctrl", "control_l": "ctrl", "control_r": "ctrl", "alt_l": "alt", "alt_r": "alt",
+            "shift_l": "shift", "shift_r": "shift", "super_l": "super", "super_r": "super", "win": "super",
+            "meta": "super", "cmd": "super", "command": "super", "return": "enter", "kp_enter": "enter",
+            "escape": "esc", "del": "delete"}
+
+
+def combo(text: str) -> frozenset[str]:
+    """A key combo as a set of normalised names: ``Control_L+Alt+Delete`` == ``ctrl+alt+delete``."""
+    return frozenset(_ALIASES.get(p.strip().lower(), p.strip().lower()) for p in text.split("+") if p.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    tool: str  # desktop tool name: computer | bash | str_replace_based_edit_tool
+    input: dict[str, Any]
+
+    @property
+    def action(self) -> str:
+        if self.tool == "computer":
+            return str(self.input.get("action", ""))
+        if self.tool == "bash":
+            return "restart" if self.input.get("restart") else "run"
+        return str(self.input.get("command", ""))
+
+    @property
+    def combos(self) -> list[frozenset[str]]:
+        """Key combos pressed: ``key``/``hold_key`` text, and click modifiers."""
+        if self.tool != "computer":
+            return []
+        text = self.input.get("text")
+        if not isinstance(text, str):
+            return []
+        if self.action in ("key", "hold_key") or "click" in self.action or self.action == "scroll":
+            return [combo(part) for part in text.split() if part]
+        return []
+
+    @property
+    def text(self) -> str:
+        """What the call types or runs: typed text, a bash command, or editor content."""
+        if self.tool == "computer":
+            return str(self.input.get("text", "")) if self.action == "type" else ""
+        if self.tool == "bash":
+            return str(self.input.get("command", ""))
+        return "\n".join(str(self.input.get(k, "")) for k in ("path", "file_text", "new_str") if self.input.get(k))
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    effect: Effect
+    tool: str | None = None
+    action: str | None = None
+    keys: str | None = None  # a combo, "*" matches any further keys: "super+*"
+    text: str | None = None  # regex, searched
+    window: str | None = None  # regex, searched in the active window's title
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if self.effect not in ("allow", "ask", "deny"):
+            raise ValueError(f"rule effect must be allow, ask or deny, not {self.effect!r}")
+        for pattern in (self.text, self.window):
+            if pattern is not None:
+                re.compile(pattern)  # a bad pattern fails when the rule is made, not mid-run
+
+    def matches(self, call: ToolCall, title: str | None) -> bool:
+        if self.tool is not None and self.tool != call.tool:
+            return False
+        if self.action is not None and self.action != call.action:
+            return False
+        if self.keys is not None:
+            want = combo(self.keys)
+            fixed = want - {"*"}
+            if not any((fixed <= c) if "*" in want else (fixed == c) for c in call.combos):
+                return False
+        if self.text is not None and not re.search(self.text, call.text):
+            return False
+        return self.window is None or (title is not None and re.search(self.window, title) is not None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Rule:
+        known = {"effect", "tool", "action", "keys", "text", "window", "reason"}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown rule fields: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+    @classmethod
+    def exactly(cls, call: ToolCall, effect: Effect = "allow") -> Rule:
+        """A rule for exactly this call ("always allow this")."""
+        keys = "+".join(sorted(call.combos[0])) if len(call.combos) == 1 else None
+        text = f"^{re.escape(call.text)}$" if call.text else None
+        return cls(effect, tool=call.tool, action=call.action, keys=keys, text=text,
+                   reason=f"user chose always {effect} for this action")
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyDecision:
+    effect: Effect
+    reason: str
+    rule: Rule | None = None
+
+
+_RISKY_KEYS = [combo(c) for c in ("alt+f4", "ctrl+q", "ctrl+shift+q", "ctrl+shift+delete")]
+_RISKY_SHELL = re.compile(
+    r"(^|[;&|(`\s])(rm|sudo|su|dd|mkfs\S*|chmod|chown|kill|pkill|killall|shutdown|reboot|poweroff|halt|"
+    r"apt(-get)?|dpkg|pip3?\s+install|npm\s+install|git\s+push|crontab|systemctl|passwd|useradd)\b"
+    r"|(curl|wget)\b[^|]*\|\s*(ba|z)?sh|>\s*/dev/(sd|nvme)|:\(\)\s*\{")
+_CARD = re.compile(r"\b(?:\d[ -]?){13,19}\b")
+_READ_ONLY = {"screenshot", "zoom", "cursor_position", "mouse_move", "scroll", "wait"}
+
+
+def _cautious(call: ToolCall) -> PolicyDecision:
+    if call.tool == "computer":
+        for keys in call.combos:
+            if "super" in keys or {"ctrl", "alt"} <= keys or keys in _RISKY_KEYS:
+                return PolicyDecision("ask", f"key combo {'+'.join(sorted(keys))} can leave the app or end the session")
+        if call.action == "type":
+            if "\n" in call.text or "\r" in call.text:
+                return PolicyDecision("ask", "typed text contains a line break (submits or runs something)")
+            if _CARD.search(call.text):
+                return PolicyDecision("ask", "typed text looks like a payment card number")
+            if _RISKY_SHELL.search(call.text):
+                return PolicyDecision("ask", "typed text looks like a risky shell command")
+        return PolicyDecision("allow", "cautious: ordinary desktop action")
+    if call.tool == "bash":
+        if _RISKY_SHELL.search(call.text):
+            return PolicyDecision("ask", "bash command deletes, escalates, installs, pushes or powers off")
+        return PolicyDecision("allow", "cautious: ordinary shell command")
+    if call.action != "view":
+        return PolicyDecision("ask", f"editor {call.action} writes a file")
+    return PolicyDecision("allow", "cautious: reading a file")
+
+
+def _strict(call: ToolCall) -> PolicyDecision:
+    if (call.tool == "computer" and call.action in _READ_ONLY) or (call.tool != "computer" and call.action == "view"):
+        return PolicyDecision("allow", "strict: read-only action")
+    return PolicyDecision("ask", f"strict: {call.tool} {call.action} can change something")
+
+
+class ApprovalPolicy:
+    def __init__(self, preset: str = "cautious", rules: list[Rule] | None = None,
+                 window_title: WindowTitle | None = None) -> None:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown approval preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        self.preset = preset
+        self.rules: list[Rule] = list(rules or [])
+        self._window_title = window_title
+
+    def add_rule(self, rule: Rule) -> None:
+        self.rules.append(rule)
+
+    async def check(self, call: ToolCall) -> PolicyDecision:
+        title: str | None = None
+        if self._window_title is not None and any(r.window is not None for r in self.rules):
+            try:
+                title = await self._window_title()
+            except Exception:  # no title = window rules do not match; a broken provider must not stop the run
+                title = None
+        for rule in self.rules:
+            if rule.effect == "deny" and rule.matches(call, title):
+                return PolicyDecision("deny", rule.reason or "a deny rule matches this action", rule)
+        for rule in reversed(self.rules):
+            if rule.matches(call, title):
+                return PolicyDecision(rule.effect, rule.reason or f"a user rule says {rule.effect}", rule)
+        if self.preset == "autonomous":
+            return PolicyDecision("allow", "autonomous")
+        return _strict(call) if self.preset == "strict" else _cautious(call)
