@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     settle_poll_ms: int = Field(default=15, ge=1, le=1000, description="Interval between frames while settling.")
     bash_timeout_s: float = Field(default=120.0, gt=0)
     bash_output_cap: int = Field(default=16_000, gt=0, description="Characters of bash output returned.")
+    editor_view_cap: int = Field(default=16_000, gt=0,
+                                 description="Characters of a file the editor's view returns (unless max_characters).")
     desktop_token: SecretStr | None = Field(default=None, description="Bearer secret of one desktop daemon "
                                            "(read by `deskpilot desktopd`; or --token-file).")
     desktop_start_timeout_s: float = Field(default=60.0, gt=0, description="Cap on each desktop component's start.")
