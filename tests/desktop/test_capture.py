@@ -1,53 +1,17 @@
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from PIL import Image
-from Xlib import X
-from Xlib.display import Display
 
 from deskpilot.errors import DesktopLostError
 from desktop.capture import RawFrame, ScreenCapture
 from desktop.display import Desktop
+from tests.support.xpaint import Painter, px, wait_for
 
 RED = (220, 20, 30)
 BLUE = (10, 40, 200)
 GREEN = (0, 160, 60)
-
-
-class Painter:
-    """Draws solid-colour override-redirect windows on a display with python-xlib (its own connection)."""
-
-    def __init__(self, display: str) -> None:
-        self.d = Display(display)
-        self.screen = self.d.screen()
-        self.windows: list[object] = []
-
-    def pixel(self, rgb: tuple[int, int, int]) -> int:
-        r, g, b = rgb
-        return int(self.screen.default_colormap.alloc_color(r * 257, g * 257, b * 257).pixel)
-
-    def rect(self, x: int, y: int, w: int, h: int, rgb: tuple[int, int, int]) -> object:
-        win = self.screen.root.create_window(
-            x, y, w, h, 0, self.screen.root_depth, X.InputOutput, X.CopyFromParent,
-            background_pixel=self.pixel(rgb), override_redirect=True)
-        win.map()
-        self.d.sync()
-        self.windows.append(win)
-        return win
-
-    def recolour(self, win: object, rgb: tuple[int, int, int]) -> None:
-        win.change_attributes(background_pixel=self.pixel(rgb))  # type: ignore[attr-defined]
-        win.clear_area()  # type: ignore[attr-defined]
-        self.d.sync()
-
-    def close(self) -> None:
-        for win in self.windows:
-            win.destroy()  # type: ignore[attr-defined]
-        self.d.sync()
-        self.d.close()
 
 
 @pytest.fixture
@@ -55,19 +19,6 @@ def painter(bare_display: Desktop) -> Iterator[Painter]:
     p = Painter(bare_display.display)
     yield p
     p.close()
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
-
-
-def px(img: Image.Image, x: int, y: int) -> tuple[int, int, int]:
-    value = img.getpixel((x, y))
-    assert isinstance(value, tuple)
-    return (int(value[0]), int(value[1]), int(value[2]))
 
 
 @pytest.mark.parametrize("use_shm", [True, False])
@@ -103,8 +54,7 @@ def test_grab_raw_is_bgrx_and_compares_by_content(bare_display: Desktop, painter
 
 def test_cursor_is_painted_when_asked(bare_display: Desktop, painter: Painter) -> None:
     painter.rect(0, 0, 1024, 768, BLUE)
-    painter.d.screen().root.warp_pointer(400, 300)
-    painter.d.sync()
+    painter.warp_pointer(400, 300)
     with ScreenCapture(bare_display.display, with_cursor=False) as plain, \
             ScreenCapture(bare_display.display, with_cursor=True) as cursor:
         wait_for(lambda: px(plain.grab(), 400, 300) == BLUE)

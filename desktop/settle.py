@@ -1,0 +1,117 @@
+"""Wait until the screen has settled after an action, instead of the reference demo's fixed 2 s sleep.
+
+Two phases, by polling full frames and comparing their bytes (a memcmp, well under a millisecond):
+
+1. **first change** — the action's effect may take a moment to reach the screen (an X event must be read by
+   the app, which then repaints). Poll until a frame differs from ``before`` (the frame taken just before the
+   action), for at most ``first_change_ms``. No change by then: the action had no visible effect; done.
+2. **quiet** — then keep polling until no frame has changed for ``quiet_ms`` (a page that paints in stages
+   keeps resetting this clock), never waiting longer than ``cap_ms`` in total (animations, spinners).
+
+The frame returned is the last one seen, so a page load is photographed after its last paint, not halfway.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from deskpilot.settings import Settings, get_settings
+from desktop.capture import RawFrame
+
+
+class FrameSource(Protocol):
+    def grab_raw(self) -> RawFrame: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SettleRule:
+    """How to decide that the screen is settled; all times in milliseconds."""
+
+    first_change_ms: int = 300
+    quiet_ms: int = 120
+    cap_ms: int = 3000
+    poll_ms: int = 15
+
+    def __post_init__(self) -> None:
+        if min(self.first_change_ms, self.quiet_ms, self.cap_ms) < 0 or self.poll_ms <= 0:
+            raise ValueError(f"invalid settle rule {self}")
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> SettleRule:
+        s = settings or get_settings()
+        return cls(first_change_ms=s.settle_first_change_ms, quiet_ms=s.settle_quiet_ms,
+                   cap_ms=s.settle_cap_ms, poll_ms=s.settle_poll_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """The outcome of ``wait_settled``.
+
+    ``changed``: the screen differed from ``before`` at some point. ``waited_ms``: time spent in
+    ``wait_settled``. ``frames_polled``: frames grabbed, including the first.
+    """
+
+    frame: RawFrame
+    changed: bool
+    waited_ms: float
+    frames_polled: int
+    capped: bool = False  # the cap ended the wait while the screen was still changing
+
+
+def wait_settled(
+    capture: FrameSource,
+    rule: SettleRule,
+    before: RawFrame | None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Settled:
+    """Poll ``capture`` until the screen settles after an action (see the module docstring).
+
+    ``before`` is the frame taken just before the action; ``None`` skips phase 1 (nothing to compare with)
+    and only waits for quiet.
+    """
+    start = clock()
+    poll = rule.poll_ms / 1000
+    deadline = start + rule.cap_ms / 1000
+    frame = capture.grab_raw()
+    polled = 1
+    next_poll = start + poll
+
+    def wait_next() -> float:
+        # Poll on a fixed schedule from ``start`` so slow grabs don't stretch the interval.
+        nonlocal next_poll
+        now = clock()
+        if next_poll > now:
+            sleep(next_poll - now)
+        next_poll = max(next_poll + poll, clock())
+        return clock()
+
+    changed = before is not None and frame != before
+    if before is not None and not changed:
+        first_deadline = start + min(rule.first_change_ms, rule.cap_ms) / 1000
+        while not changed and clock() < first_deadline:
+            wait_next()
+            frame = capture.grab_raw()
+            polled += 1
+            changed = frame != before
+        if not changed:
+            return Settled(frame, False, (clock() - start) * 1000, polled)
+
+    # Phase 2: the quiet clock restarts at every change, stamped with the time of the grab that saw it.
+    last_change = clock()
+    quiet = rule.quiet_ms / 1000
+    capped = False
+    while clock() - last_change < quiet:
+        if clock() >= deadline:
+            capped = True
+            break
+        at = wait_next()
+        latest = capture.grab_raw()
+        polled += 1
+        if latest != frame:
+            frame, last_change, changed = latest, at, True
+    return Settled(frame, changed, (clock() - start) * 1000, polled, capped)

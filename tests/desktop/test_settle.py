@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+
+import pytest
+
+from deskpilot.settings import Settings
+from desktop.capture import ScreenCapture
+from desktop.display import Desktop
+from desktop.input import XInput
+from desktop.settle import SettleRule, wait_settled
+from tests.desktop.conftest import MakeDesktop
+from tests.support.xpaint import RGB, Painter, px, wait_for
+
+STAGES: list[tuple[float, RGB]] = [(0.05, (200, 0, 0)), (0.15, (0, 200, 0)), (0.30, (0, 0, 200))]
+START = (240, 240, 240)
+# quiet_ms must exceed the longest pause between paints (150 ms) for "settled" to mean "finished".
+RULE = SettleRule(first_change_ms=400, quiet_ms=220, cap_ms=3000, poll_ms=10)
+
+
+@pytest.fixture
+def painter(bare_display: Desktop) -> Iterator[Painter]:
+    p = Painter(bare_display.display)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def cap(bare_display: Desktop) -> Iterator[ScreenCapture]:
+    with ScreenCapture(bare_display.display, with_cursor=False) as c:
+        yield c
+
+
+def paint_later(display: str, win_id: int, stages: list[tuple[float, RGB]]) -> threading.Thread:
+    """Recolour window ``win_id`` at the given offsets from now, from another thread and X connection."""
+    def run() -> None:
+        p = Painter(display)
+        try:
+            win = p.d.create_resource_object("window", win_id)
+            t0 = time.monotonic()
+            for at, rgb in stages:
+                time.sleep(max(0.0, t0 + at - time.monotonic()))
+                p.recolour(win, rgb)
+        finally:
+            p.d.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_staged_paint_returns_only_the_final_frame(bare_display: Desktop, painter: Painter,
+                                                   cap: ScreenCapture) -> None:
+    win = painter.rect(0, 0, 1024, 768, START)
+    wait_for(lambda: px(cap.grab(), 10, 10) == START)
+    before = cap.grab_raw()
+    thread = paint_later(bare_display.display, win.id, STAGES)
+    settled = wait_settled(cap, RULE, before)
+    thread.join()
+    assert settled.changed and not settled.capped
+    assert px(settled.frame.to_image(), 500, 400) == STAGES[-1][1]
+    assert settled.frame == cap.grab_raw()  # nothing changed after we said "settled"
+    assert settled.waited_ms >= (0.30 * 1000 + RULE.quiet_ms) * 0.95
+    assert settled.waited_ms < 1500
+    assert settled.frames_polled > 10
+
+
+def test_no_visible_change_returns_after_first_change_window(painter: Painter, cap: ScreenCapture) -> None:
+    painter.rect(0, 0, 1024, 768, START)
+    wait_for(lambda: px(cap.grab(), 10, 10) == START)
+    before = cap.grab_raw()
+    rule = SettleRule(first_change_ms=150, quiet_ms=100, cap_ms=3000, poll_ms=10)
+    settled = wait_settled(cap, rule, before)
+    assert not settled.changed and not settled.capped
+    assert settled.frame == before
+    assert 140 <= settled.waited_ms < 800
+
+
+def test_endless_animation_is_capped(bare_display: Desktop, painter: Painter, cap: ScreenCapture) -> None:
+    win = painter.rect(0, 0, 1024, 768, START)
+    wait_for(lambda: px(cap.grab(), 10, 10) == START)
+    before = cap.grab_raw()
+    blink = [(i * 0.03, (0, 0, 0) if i % 2 else (255, 255, 255)) for i in range(1, 40)]
+    thread = paint_later(bare_display.display, win.id, blink)
+    rule = SettleRule(first_change_ms=300, quiet_ms=100, cap_ms=400, poll_ms=10)
+    settled = wait_settled(cap, rule, before)
+    thread.join()
+    assert settled.changed and settled.capped
+    assert 390 <= settled.waited_ms < 1000
+
+
+def test_without_before_only_waits_for_quiet(bare_display: Desktop, painter: Painter,
+                                             cap: ScreenCapture) -> None:
+    win = painter.rect(0, 0, 1024, 768, START)
+    wait_for(lambda: px(cap.grab(), 10, 10) == START)
+    quiet = wait_settled(cap, SettleRule(quiet_ms=80, poll_ms=10), None)
+    assert not quiet.changed and 75 <= quiet.waited_ms < 600
+    thread = paint_later(bare_display.display, win.id, [(0.05, (9, 9, 9)), (0.12, (90, 90, 90))])
+    busy = wait_settled(cap, SettleRule(quiet_ms=150, poll_ms=10), None)
+    thread.join()
+    assert busy.changed and px(busy.frame.to_image(), 1, 1) == (90, 90, 90)
+
+
+def test_rule_from_settings_and_validation() -> None:
+    s = Settings(settle_first_change_ms=11, settle_quiet_ms=22, settle_cap_ms=33, settle_poll_ms=4)
+    assert SettleRule.from_settings(s) == SettleRule(11, 22, 33, 4)
+    with pytest.raises(ValueError, match="invalid settle rule"):
+        SettleRule(poll_ms=0)
+    with pytest.raises(ValueError, match="invalid settle rule"):
+        SettleRule(quiet_ms=-1)
+
+
+PAGE = """<!doctype html><html><head><style>html,body{margin:0;height:100%;background:rgb(240,240,240)}</style>
+</head><body><script>
+document.addEventListener('mousedown', () => {
+  const paint = c => () => { document.body.style.background = c; };
+  setTimeout(paint('rgb(200,0,0)'), 50);
+  setTimeout(paint('rgb(0,200,0)'), 150);
+  setTimeout(paint('rgb(0,0,200)'), 300);
+});
+</script></body></html>"""
+
+
+def test_browser_page_painting_in_stages_after_a_click(make_desktop: MakeDesktop) -> None:
+    desktop = make_desktop(start_url="data:text/html," + urllib.parse.quote(PAGE), kiosk=True, wm=True)
+    with ScreenCapture(desktop.display) as cap, XInput(desktop.display) as inp:
+        wait_for(lambda: px(cap.grab(), 20, 20) == START, timeout=30)
+        inp.move(600, 500)
+        wait_settled(cap, RULE, None)
+        before = cap.grab_raw()
+        inp.click(1)
+        settled = wait_settled(cap, RULE, before)
+        assert settled.changed and not settled.capped
+        assert px(settled.frame.to_image(), 20, 20) == (0, 0, 200)
+        time.sleep(0.3)
+        assert px(cap.grab(), 20, 20) == (0, 0, 200)
+    desktop.stop()
