@@ -55,6 +55,7 @@ class _Proc:
     popen: subprocess.Popen[bytes]
     log_path: Path
     log_file: IO[bytes]
+    killed: bool = False
 
     def status(self) -> str:
         code = self.popen.poll()
@@ -71,7 +72,7 @@ class Desktop:
 
     def __init__(self, width: int | None = None, height: int | None = None, *, start_url: str | None = None,
                  kiosk: bool = False, browser: bool = True, wm: bool = True, vnc: bool = True,
-                 workdir: str | Path | None = None, start_timeout: float = 60.0) -> None:
+                 workdir: str | Path | None = None, start_timeout: float | None = None) -> None:
         settings = get_settings()
         self.width = width or settings.screen_width
         self.height = height or settings.screen_height
@@ -79,13 +80,14 @@ class Desktop:
         self.kiosk = kiosk
         self.enabled = {"xvfb": True, "wm": wm, "vnc": vnc, "browser": browser}
         self.browser_binary = shutil.which(settings.browser) or settings.browser
-        self.start_timeout = start_timeout
+        self.start_timeout = start_timeout or settings.desktop_start_timeout_s
         self._workdir_parent = Path(workdir) if workdir is not None else None
         self._dir: Path | None = None
         self._procs: dict[str, _Proc] = {}
         self._display_num: int | None = None
         self._lock = threading.RLock()
         self._browser_gen = 0
+        self._restarting: set[str] = set()
 
     # --- public API -------------------------------------------------------------------------------
 
@@ -110,8 +112,13 @@ class Desktop:
         return proc.popen.pid if proc is not None else None
 
     def components(self) -> dict[str, str]:
-        """Status of each enabled component: ``running`` or ``exited(<code>)``."""
-        return {name: proc.status() for name, proc in self._procs.items()}
+        """Status of each started component: ``running``, ``exited(<code>)`` or ``restarting``.
+
+        Lock-free (a restart may hold the lock for seconds): reads a snapshot of the table.
+        """
+        status = {name: proc.status() for name, proc in list(self._procs.items())}
+        status.update({name: "restarting" for name in list(self._restarting)})
+        return status
 
     def alive(self) -> bool:
         proc = self._procs.get("xvfb")
@@ -145,10 +152,19 @@ class Desktop:
                 raise DesktopError(f"unknown or disabled component: {component}")
             if not self.alive():
                 raise DesktopLostError("desktop lost: Xvfb exited")
-            old = self._procs.pop(component, None)
-            if old is not None:
-                self._kill(old)
-            self._start(component)
+            self._restarting.add(component)
+            try:
+                old = self._procs.pop(component, None)
+                if old is not None:
+                    self._kill(old)
+                self._start(component)
+            except BaseException:
+                failed = self._procs.get(component)
+                if failed is not None:
+                    self._kill(failed)  # not ready in time: don't leave a half-started one running
+                raise
+            finally:
+                self._restarting.discard(component)
 
     def stop(self) -> None:
         """Kill every process group this desktop started and remove its temp dir. Idempotent."""
@@ -347,6 +363,9 @@ class Desktop:
 
     @staticmethod
     def _kill(proc: _Proc, grace_s: float = 3.0) -> None:
+        if proc.killed:
+            return  # never signal a group id twice: once empty, the number may belong to someone else
+        proc.killed = True
         pgid = proc.popen.pid  # start_new_session: the group id is the leader's pid
         for sig in (signal.SIGTERM, signal.SIGKILL):
             with contextlib.suppress(ProcessLookupError, PermissionError):

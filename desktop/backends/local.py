@@ -1,0 +1,43 @@
+"""The ``local`` backend: each desktop is a ``deskpilot desktopd`` subprocess on this host.
+
+The embedded default and the test backend. Desktops never collide (``Xvfb -displayfd`` picks free
+displays; each daemon has its own private socket directory and token).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+from deskpilot.settings import Settings, get_settings
+from desktop.backends.base import DesktopHandle
+from desktop.local import LocalDesktop
+
+
+class LocalBackend:
+    def __init__(self, settings: Settings | None = None, *, kiosk: bool = False) -> None:
+        self.settings = settings or get_settings()
+        self.kiosk = kiosk
+        self._live: dict[str, LocalDesktop] = {}
+        self._ids = itertools.count(1)
+
+    async def acquire(self, session_id: str, width: int, height: int) -> DesktopHandle:
+        desktop = LocalDesktop(width, height, start_url=self.settings.browser_start_url,
+                               data_dir=self.settings.data_dir, kiosk=self.kiosk)
+        await desktop.start()  # stops itself and raises DesktopStartError when it cannot come up
+        handle = DesktopHandle(id=f"local-{next(self._ids)}-{desktop.pid}", client=desktop.client,
+                               vnc_available=True, session_id=session_id, extra={"display": desktop.display})
+        self._live[handle.id] = desktop
+        return handle
+
+    async def release(self, handle: DesktopHandle) -> None:
+        desktop = self._live.pop(handle.id, None)
+        if desktop is not None:
+            await desktop.stop()
+
+    async def aclose(self) -> None:
+        desktops, self._live = list(self._live.values()), {}
+        await asyncio.gather(*(desktop.stop() for desktop in desktops))
+
+    def __len__(self) -> int:
+        return len(self._live)

@@ -1,0 +1,137 @@
+"""Client of one desktop daemon, over loopback TCP or a unix socket.
+
+The agent talks to a desktop only through this (or anything with the same ``tool()``). A daemon that is
+unreachable or answers 503 raises ``DesktopLostError``; a call the daemon rejects as malformed (400) or an
+unknown tool (404) comes back as an error ``ToolResult`` so the model sees it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from websockets.asyncio.client import connect, unix_connect
+
+from deskpilot.errors import DesktopError, DesktopLostError
+from deskpilot.settings import get_settings
+from desktop.tools.base import ToolResult
+
+_UDS_BASE_URL = "http://desktop"  # the host part is ignored over a unix socket
+
+
+@dataclass(frozen=True, slots=True)
+class DesktopInfo:
+    display: str
+    screen_width: int
+    screen_height: int
+    model_width: int
+    model_height: int
+    os: str = ""
+    browser: str = ""
+    components: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DesktopInfo:
+        return cls(display=str(data["display"]), screen_width=int(data["screen"]["width"]),
+                   screen_height=int(data["screen"]["height"]), model_width=int(data["model_screen"]["width"]),
+                   model_height=int(data["model_screen"]["height"]), os=str(data.get("os", "")),
+                   browser=str(data.get("browser", "")), components=dict(data.get("components") or {}))
+
+
+class DesktopClient:
+    """``DesktopClient(base_url="http://127.0.0.1:N", token=...)`` or ``DesktopClient(uds="/p/daemon.sock", ...)``."""
+
+    def __init__(self, base_url: str | None = None, *, uds: str | None = None, token: str,
+                 timeout_s: float | None = None) -> None:
+        if (base_url is None) == (uds is None):
+            raise ValueError("give exactly one of base_url or uds")
+        self.base_url = base_url or _UDS_BASE_URL
+        self.uds = uds
+        self._token = token
+        # A bash call may run up to its own timeout; the daemon answers within that plus some slack.
+        read_s = timeout_s if timeout_s is not None else get_settings().bash_timeout_s + 30
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, headers={"Authorization": f"Bearer {token}"},
+            transport=httpx.AsyncHTTPTransport(uds=uds) if uds else None,
+            timeout=httpx.Timeout(read_s, connect=5.0),
+        )
+
+    def __repr__(self) -> str:
+        return f"DesktopClient({self.uds or self.base_url!r})"
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise DesktopLostError(f"desktop daemon unreachable: {type(exc).__name__}: {exc}") from exc
+        if response.status_code == 503:
+            raise DesktopLostError(_error_of(response) or "desktop lost")
+        if response.status_code == 401:
+            raise DesktopError("desktop daemon rejected the token")
+        return response
+
+    async def tool(self, name: str, input: dict[str, Any], *, version: str = "computer_20250124") -> ToolResult:
+        response = await self._request("POST", f"/tools/{name}", json={"input": input, "version": version})
+        if response.status_code in (400, 404, 413):
+            return ToolResult(error=_error_of(response) or f"rejected by the desktop ({response.status_code})")
+        if response.status_code != 200:
+            raise DesktopError(f"desktop daemon answered {response.status_code} to {name}")
+        return ToolResult.from_json(response.json())
+
+    async def screenshot(self, *, version: str = "computer_20250124") -> ToolResult:
+        return await self.tool("computer", {"action": "screenshot"}, version=version)
+
+    async def info(self) -> DesktopInfo:
+        response = await self._request("GET", "/info")
+        response.raise_for_status()
+        return DesktopInfo.from_json(response.json())
+
+    async def frame(self, etag: str | None = None, *, quality: int = 60,
+                    max_width: int = 1024) -> tuple[bytes, str] | None:
+        """``(jpeg, etag)`` of the screen now, or None when it still matches ``etag``."""
+        headers = {"If-None-Match": etag} if etag else {}
+        response = await self._request("GET", "/frame", params={"quality": quality, "max_width": max_width},
+                                       headers=headers)
+        if response.status_code == 304:
+            return None
+        response.raise_for_status()
+        return response.content, response.headers.get("etag", "")
+
+    async def healthz(self) -> bool:
+        """True when the desktop is up; False when the daemon says it is lost or cannot be reached."""
+        try:
+            response = await self._http.get("/healthz", timeout=5.0)
+        except httpx.TransportError:
+            return False
+        return response.status_code == 200
+
+    def vnc_connect(self, view_only: bool) -> connect:
+        """A websockets connection to the daemon's VNC bridge: ``async with client.vnc_connect(True) as ws``."""
+        query = "?view_only=1" if view_only else ""
+        headers = {"Authorization": f"Bearer {self._token}"}
+        if self.uds:
+            return unix_connect(self.uds, f"ws://desktop/vnc{query}", additional_headers=headers,
+                                max_size=None, compression=None, proxy=None)
+        parts = urlsplit(self.base_url)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        return connect(f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}/vnc{query}",
+                       additional_headers=headers, max_size=None, compression=None, proxy=None)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> DesktopClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def _error_of(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        return response.text[:200]
+    return str(data.get("error") or "") if isinstance(data, dict) else ""
