@@ -16,9 +16,10 @@ from desktop.encode import encode_jpeg, encode_png
 from desktop.scaling import Scaler
 from desktop.settle import Settled, SettleRule, wait_settled
 
-# Downscaling screen text: Lanczos keeps small glyphs legible (measured ~13 ms for 1920×1080 → 1366×768,
-# bilinear ~7 ms); unscaled screens skip resizing altogether.
-RESAMPLE = Image.Resampling.LANCZOS
+# Downscaling 1920×1080 → 1366×768 (Pillow, this machine): Lanczos 64 ms, bicubic 24 ms, bilinear 16 ms.
+# Bicubic keeps small glyphs crisp at these mild ratios for a third of Lanczos' cost; unscaled screens
+# (the common 1024×768) skip resizing altogether.
+RESAMPLE = Image.Resampling.BICUBIC
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +118,7 @@ class Screenshotter:
             return JpegFrame(self._jpeg_cache[1], etag, width, height)
         img = frame.to_image()
         if img.size != (width, height):
-            # Viewers want speed over fidelity: bilinear is about twice as fast as Lanczos here.
+            # Viewers want speed over fidelity: bilinear is the cheapest antialiased filter.
             img = img.resize((width, height), Image.Resampling.BILINEAR)
         data = encode_jpeg(img, quality)
         self._jpeg_cache = (etag, data, width, height)
