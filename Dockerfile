@@ -30,18 +30,26 @@ RUN bash /tmp/provision.sh \
 
 # The venv: dependencies first (cached until pyproject.toml changes), then the project itself.
 FROM base AS venv
+# Behind a TLS-intercepting proxy, pass its CA (PEM text) for pip only; this stage is not shipped,
+# so the final images do not carry it:  --build-arg PIP_EXTRA_CA="$(cat /path/to/ca.crt)"
+ARG PIP_EXTRA_CA=""
 WORKDIR /src
 COPY pyproject.toml README.md ./
 RUN python3 -m venv /opt/deskpilot \
+ && if [ -n "$PIP_EXTRA_CA" ]; then \
+      { cat /etc/ssl/certs/ca-certificates.crt; printf '%s\n' "$PIP_EXTRA_CA"; } > /tmp/pip-ca.pem \
+      && export PIP_CERT=/tmp/pip-ca.pem; fi \
  && python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml','rb'))['project']['dependencies']))" \
       > /tmp/requirements.txt \
  && /opt/deskpilot/bin/pip install -q --upgrade pip setuptools wheel \
- && /opt/deskpilot/bin/pip install -q -r /tmp/requirements.txt
+ && /opt/deskpilot/bin/pip install -q -r /tmp/requirements.txt \
+ && rm -f /tmp/pip-ca.pem
 COPY deskpilot ./deskpilot
 COPY desktop ./desktop
 COPY agent ./agent
 COPY web ./web
-RUN /opt/deskpilot/bin/pip install -q --no-deps . && rm -rf /src/build
+# No network here: the build backend (setuptools) is already in the venv.
+RUN /opt/deskpilot/bin/pip install -q --no-deps --no-build-isolation . && rm -rf /src/build
 
 FROM desktop-os AS desktop
 COPY --from=venv /opt/deskpilot /opt/deskpilot

@@ -1,0 +1,327 @@
+"""Docker desktop backend: one hardened container per session, with a warm pool.
+
+Each desktop is a container of the desktop image (``Dockerfile`` target ``desktop``) running
+``deskpilot desktopd`` on a unix socket in a private host directory bind-mounted at ``/run/deskpilot``,
+so no port is ever published. The daemon's token is a file in that directory, never an environment
+variable (``docker inspect`` shows the environment), and the model key never enters the container.
+
+Hardening: non-root user, every capability dropped, ``no-new-privileges``, pids/memory/CPU limits,
+read-only root with tmpfs for ``/tmp`` and the home directory. The network is a setting: ``bridge``
+(the engine's NAT, internet only) by default; ``host`` only where the browser must reach pages on the
+host's loopback (tests), since it also exposes every loopback service to the desktop.
+
+Containers carry the labels ``deskpilot.managed=1`` and ``deskpilot.instance`` (which run directory
+they belong to), so a restarted service removes its orphans before it starts new desktops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import secrets
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import httpx
+
+from deskpilot.errors import ConfigError, DesktopLostError, DesktopStartError
+from deskpilot.settings import Settings, get_settings
+from desktop.backends.base import DesktopHandle
+from desktop.client import DesktopClient
+
+log = logging.getLogger(__name__)
+
+LABEL_MANAGED = "deskpilot.managed"
+LABEL_INSTANCE = "deskpilot.instance"
+LABEL_DESKTOP = "deskpilot.desktop"
+LABEL_SESSION = "deskpilot.session"
+CONTAINER_RUN_DIR = "/run/deskpilot"
+IMAGE_UID = 1000  # the desktop image's user, used when the service itself runs as root
+_POLL_S = 0.05
+
+
+class ContainerClient(DesktopClient):
+    """A ``DesktopClient`` that, when the daemon is unreachable, says what happened to its container."""
+
+    def __init__(self, *, uds: str, token: str, container: Any) -> None:
+        super().__init__(uds=uds, token=token)
+        self._container = container
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return await super()._request(method, path, **kwargs)
+        except DesktopLostError as exc:
+            reason = await asyncio.to_thread(_container_fate, self._container)
+            raise DesktopLostError(f"desktop lost: {reason} ({exc.message})") from exc
+
+
+def _container_fate(container: Any) -> str:
+    try:
+        container.reload()
+    except docker.errors.NotFound:
+        return f"container {container.short_id} was removed"
+    except docker.errors.DockerException as exc:
+        return f"container {container.short_id} cannot be inspected: {exc}"
+    state = container.attrs.get("State", {})
+    if state.get("OOMKilled"):
+        return f"container {container.short_id} ran out of memory"
+    if container.status != "running":
+        return f"container {container.short_id} {container.status} (exit code {state.get('ExitCode')})"
+    return f"container {container.short_id} is running but its daemon does not answer"
+
+
+@dataclass
+class _Desktop:
+    key: str
+    container_id: str
+    run_dir: Path
+    client: DesktopClient
+    width: int
+    height: int
+    session_id: str = ""
+
+
+class DockerBackend:
+    """``DesktopBackend`` on a Docker engine (``DOCKER_HOST`` or the local socket)."""
+
+    def __init__(self, settings: Settings | None = None, *, start_url: str | None = None, kiosk: bool = False,
+                 engine: Any = None) -> None:
+        self.settings = settings or get_settings()
+        self.start_url = start_url if start_url is not None else self.settings.browser_start_url
+        self.kiosk = kiosk
+        self.run_root = (self.settings.docker_run_dir or self.settings.data_dir / "desktops").resolve()
+        self.instance = hashlib.sha256(str(self.run_root).encode()).hexdigest()[:12]
+        self._engine = engine
+        self._started = False
+        self._start_lock = asyncio.Lock()
+        self._pool: list[_Desktop] = []
+        self._filling: asyncio.Task[None] | None = None
+        self._live: dict[str, _Desktop] = {}
+        self._closed = False
+
+    # --- DesktopBackend -------------------------------------------------------------------------------
+
+    async def acquire(self, session_id: str, width: int, height: int) -> DesktopHandle:
+        await self.start()
+        desktop = await self._take_warm(width, height)
+        if desktop is None:
+            desktop = await self._start_desktop(width, height, session_id)
+        desktop.session_id = session_id
+        self._live[desktop.key] = desktop
+        self._refill()
+        log.info("desktop %s (container %s) serves session %s", desktop.key, desktop.container_id[:12], session_id)
+        return DesktopHandle(id=desktop.key, client=desktop.client, vnc_available=True, session_id=session_id,
+                             extra={"container": desktop.container_id})
+
+    async def release(self, handle: DesktopHandle) -> None:
+        desktop = self._live.pop(handle.id, None)
+        if desktop is not None:
+            await self._destroy(desktop)
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Remove this instance's orphans from an earlier run, then start filling the warm pool."""
+        async with self._start_lock:
+            if self._started:
+                return
+            self.run_root.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.run_root, 0o700)
+            removed = await asyncio.to_thread(self._remove_orphans)
+            if removed:
+                log.info("removed %d orphaned desktop container(s)", removed)
+            self._started = True
+        self._refill()
+
+    async def aclose(self) -> None:
+        """Remove the warm pool and every desktop still in use."""
+        self._closed = True
+        if self._filling is not None:
+            self._filling.cancel()
+            with contextlib.suppress(BaseException):
+                await self._filling
+        for desktop in [*self._pool, *self._live.values()]:
+            await self._destroy(desktop)
+        self._pool.clear()
+        self._live.clear()
+
+    async def wait_pool_ready(self, within_s: float = 120.0) -> None:
+        """Wait until the warm pool is full (tests and benchmarks)."""
+        await self.start()
+        deadline = time.monotonic() + within_s
+        while len(self._pool) < self.settings.docker_warm_pool:
+            if time.monotonic() > deadline:
+                raise DesktopStartError("the warm pool did not fill in time")
+            if self._filling is None or self._filling.done():
+                self._refill()
+            await asyncio.sleep(_POLL_S)
+
+    def pool_ids(self) -> list[str]:
+        """Container ids of the warm pool, oldest first (tests and benchmarks)."""
+        return [desktop.container_id for desktop in self._pool]
+
+    # --- warm pool ------------------------------------------------------------------------------------
+
+    async def _take_warm(self, width: int, height: int) -> _Desktop | None:
+        while self._pool:
+            desktop = self._pool.pop(0)
+            if (desktop.width, desktop.height) != (width, height):
+                self._pool.append(desktop)
+                return None
+            if await desktop.client.healthz():
+                return desktop
+            log.warning("warm desktop %s died while idle; discarding it", desktop.key)
+            await self._destroy(desktop)
+        return None
+
+    def _refill(self) -> None:
+        if self._closed or (self._filling is not None and not self._filling.done()):
+            return
+        if len(self._pool) < self.settings.docker_warm_pool:
+            self._filling = asyncio.get_running_loop().create_task(self._fill())
+
+    async def _fill(self) -> None:
+        while not self._closed and len(self._pool) < self.settings.docker_warm_pool:
+            try:
+                desktop = await self._start_desktop(self.settings.screen_width, self.settings.screen_height, "")
+            except DesktopStartError as exc:
+                log.error("warm pool: %s", exc.message)
+                return
+            if self._closed:
+                await self._destroy(desktop)
+                return
+            self._pool.append(desktop)
+
+    # --- containers -----------------------------------------------------------------------------------
+
+    def engine(self) -> Any:
+        if self._engine is None:
+            try:
+                self._engine = docker.from_env()
+                self._engine.ping()
+            except docker.errors.DockerException as exc:
+                self._engine = None
+                raise ConfigError(f"the docker backend cannot reach a Docker engine: {exc}") from exc
+        return self._engine
+
+    def _remove_orphans(self) -> int:
+        engine = self.engine()
+        found = engine.containers.list(
+            all=True, filters={"label": [f"{LABEL_MANAGED}=1", f"{LABEL_INSTANCE}={self.instance}"]})
+        for container in found:
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
+            key = container.labels.get(LABEL_DESKTOP, "")
+            if key and "/" not in key and key not in (".", ".."):
+                shutil.rmtree(self.run_root / key, ignore_errors=True)
+        return len(found)
+
+    def _user(self) -> tuple[int, int]:
+        # The socket the daemon creates must be reachable by this process: run the desktop as our own uid,
+        # or as the image's user when we are root (root reaches any socket).
+        uid, gid = os.getuid(), os.getgid()
+        return (IMAGE_UID, IMAGE_UID) if uid == 0 else (uid, gid)
+
+    def _prepare_dir(self, key: str) -> tuple[Path, str]:
+        run_dir = self.run_root / key
+        run_dir.mkdir(mode=0o700)
+        token = secrets.token_urlsafe(32)
+        token_file = run_dir / "token"
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token)
+        uid, gid = self._user()
+        if os.getuid() == 0:
+            os.chown(run_dir, uid, gid)
+            os.chown(token_file, uid, gid)
+        return run_dir, token
+
+    def _container_args(self, key: str, run_dir: Path, width: int, height: int, session_id: str) -> dict[str, Any]:
+        s = self.settings
+        uid, gid = self._user()
+        command = ["--width", str(width), "--height", str(height), "--start-url", self.start_url]
+        if self.kiosk:
+            command.append("--kiosk")
+        return {
+            "image": s.docker_image,
+            "command": command,
+            "name": f"deskpilot-{self.instance[:6]}-{key}",
+            "detach": True,
+            "labels": {LABEL_MANAGED: "1", LABEL_INSTANCE: self.instance, LABEL_DESKTOP: key,
+                       LABEL_SESSION: session_id},
+            # Only what the desktop needs: nothing inherited from this process (the model key stays here).
+            "environment": {"DESKPILOT_RUN_DIR": CONTAINER_RUN_DIR, "DESKPILOT_SCREEN_WIDTH": str(width),
+                            "DESKPILOT_SCREEN_HEIGHT": str(height), "DESKPILOT_LOG_FORMAT": "json"},
+            "volumes": {str(run_dir): {"bind": CONTAINER_RUN_DIR, "mode": "rw"}},
+            "user": f"{uid}:{gid}",
+            "network_mode": s.docker_network,
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges:true"],
+            "privileged": False,
+            "pids_limit": s.docker_pids_limit,
+            "mem_limit": s.docker_memory,
+            "memswap_limit": s.docker_memory,
+            "nano_cpus": int(s.docker_cpus * 1e9),
+            "shm_size": s.docker_shm_size,
+            "read_only": True,
+            # Paths inside the container: the root is read-only, so these are the only writable places.
+            "tmpfs": {"/tmp": "rw,nosuid,nodev,size=1g,mode=1777",  # noqa: S108
+                      "/home/deskpilot": "rw,nosuid,nodev,size=256m,mode=1777"},
+            "restart_policy": {"Name": "no"},
+        }
+
+    async def _start_desktop(self, width: int, height: int, session_id: str) -> _Desktop:
+        key = secrets.token_hex(6)
+        run_dir, token = await asyncio.to_thread(self._prepare_dir, key)
+        args = self._container_args(key, run_dir, width, height, session_id)
+        try:
+            container = await asyncio.to_thread(self.engine().containers.run, **args)
+        except docker.errors.ImageNotFound as exc:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise ConfigError(f"desktop image {self.settings.docker_image!r} not found: build it with "
+                              "`docker build --target desktop -t deskpilot-desktop .`") from exc
+        except docker.errors.DockerException as exc:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise DesktopStartError(f"could not start a desktop container: {exc}") from exc
+        client = ContainerClient(uds=str(run_dir / "daemon.sock"), token=token, container=container)
+        desktop = _Desktop(key, container.id, run_dir, client, width, height, session_id)
+        try:
+            await self._wait_ready(desktop, container)
+        except BaseException:
+            await asyncio.shield(self._destroy(desktop))
+            raise
+        return desktop
+
+    async def _wait_ready(self, desktop: _Desktop, container: Any) -> None:
+        deadline = time.monotonic() + self.settings.desktop_start_timeout_s
+        sock = desktop.run_dir / "daemon.sock"
+        while True:
+            if sock.exists() and await desktop.client.healthz():
+                return
+            await asyncio.to_thread(container.reload)
+            if container.status in ("exited", "dead"):
+                logs = await asyncio.to_thread(container.logs, tail=30)
+                raise DesktopStartError(f"desktop container exited during start-up: "
+                                        f"{logs.decode(errors='replace').strip()[-1500:]}")
+            if time.monotonic() > deadline:
+                raise DesktopStartError("desktop container did not become healthy in time")
+            await asyncio.sleep(_POLL_S)
+
+    async def _destroy(self, desktop: _Desktop) -> None:
+        with contextlib.suppress(Exception):
+            await desktop.client.aclose()
+
+        def remove() -> None:
+            with contextlib.suppress(docker.errors.NotFound):
+                self.engine().containers.get(desktop.container_id).remove(force=True)
+            shutil.rmtree(desktop.run_dir, ignore_errors=True)
+
+        await asyncio.to_thread(remove)
