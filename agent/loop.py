@@ -69,7 +69,7 @@ class AgentLoop:
         self.usage = usage or UsageTotals()
         self.approvals = Approvals()
         self.decisions: list[dict[str, Any]] = []
-        self.status: RunStatus = "paused"
+        self.status: RunStatus | None = None  # None until the first run starts
         self._announced: tuple[str, str] | None = None
         self._running = False
         self._paused = False
