@@ -174,6 +174,7 @@ def create_app(desktop: Desktop, token: str) -> ASGIApp:
                                      strict=True)),
             "os": os_name(), "browser": await asyncio.to_thread(browser_version, desktop.browser_binary),
             "components": desktop.components(), "restarts": supervisor.restarts,
+            "pids": {name: desktop.pid(name) for name in desktop.components()},
         })
 
     async def tool(request: Request) -> Response:

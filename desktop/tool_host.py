@@ -73,6 +73,10 @@ class ToolHost:
                 tool = await self._tool(name, version)
                 if on_x:
                     result: ToolResult = await self._run_on_x(tool.run(tool_input))
+                elif name == "str_replace_based_edit_tool":
+                    # The editor has versions of its own; a computer version here just means "the default".
+                    editor_version = version if version.startswith("text_editor_") else None
+                    result = await tool.run(tool_input, version=editor_version)  # type: ignore[call-arg]
                 else:
                     result = await tool.run(tool_input)
                 return result

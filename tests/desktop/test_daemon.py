@@ -1,0 +1,203 @@
+"""The desktop daemon, as a real subprocess with a real desktop, through ``DesktopClient`` and raw HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.exceptions import InvalidStatus
+from Xlib import display as xdisplay
+
+from deskpilot.errors import DesktopError, DesktopLostError
+from desktop.client import DesktopClient
+from desktop.local import LocalDesktop, start_local_desktop
+
+
+@pytest.fixture
+async def bare(tmp_path: Path) -> AsyncIterator[LocalDesktop]:
+    """A daemon whose desktop has no browser: quick to start, and a screen that only we change."""
+    async with start_local_desktop(640, 480, data_dir=tmp_path, browser=False) as desk:
+        yield desk
+
+
+def raw_http(desk: LocalDesktop) -> httpx.AsyncClient:
+    assert desk.socket_path is not None
+    return httpx.AsyncClient(base_url="http://desktop", transport=httpx.AsyncHTTPTransport(uds=str(desk.socket_path)))
+
+
+async def info_json(desk: LocalDesktop) -> dict[str, object]:
+    token = (desk.dir / "token").read_text() if desk.dir else ""
+    async with raw_http(desk) as http:
+        response = await http.get("/info", headers={"Authorization": f"Bearer {token}"})
+    response.raise_for_status()
+    data: dict[str, object] = response.json()
+    return data
+
+
+async def test_requests_without_or_with_a_wrong_token_get_401(bare: LocalDesktop) -> None:
+    async with raw_http(bare) as http:
+        assert (await http.get("/healthz")).json() == {"ok": True}  # the one open route
+        for method, path in (("GET", "/info"), ("GET", "/frame"), ("POST", "/tools/bash")):
+            for headers in ({}, {"Authorization": "Bearer wrong-token-wrong-token"}, {"Authorization": "Basic x"}):
+                response = await http.request(method, path, headers=headers, json={"input": {"command": "id"}})
+                assert response.status_code == 401, (method, path, headers)
+                assert response.json()["error"] == "unauthorized"
+    assert bare.socket_path is not None
+    wrong = DesktopClient(uds=str(bare.socket_path), token="not-the-token-at-all")
+    with pytest.raises(DesktopError, match="rejected the token"):
+        await wrong.info()
+    with pytest.raises(InvalidStatus):
+        async with wrong.vnc_connect(view_only=True):
+            pass
+    await wrong.aclose()
+
+
+async def test_info_and_tool_dispatch(bare: LocalDesktop) -> None:
+    info = await bare.client.info()
+    assert info.display == bare.display and info.display.startswith(":")
+    assert (info.screen_width, info.screen_height) == (640, 480)
+    assert (info.model_width, info.model_height) == (640, 480)
+    assert info.components == {"xvfb": "running", "wm": "running", "vnc": "running"}
+
+    result = await bare.client.tool("bash", {"command": "echo hello; echo $DISPLAY"})
+    assert result.output == f"hello\n{bare.display}\n" and not result.is_error
+
+    assert bare.dir is not None
+    target = bare.dir / "note.txt"
+    result = await bare.client.tool("str_replace_based_edit_tool",
+                                    {"command": "create", "path": str(target), "file_text": "one\n"})
+    assert not result.is_error and target.read_text() == "one\n", bare.log_tail(3000)
+
+    bad = await bare.client.tool("bash", {"command": 42})  # the model's mistake: an error result
+    assert bad.is_error
+    unknown = await bare.client.tool("paint", {})
+    assert unknown.is_error and "unknown tool: paint" in unknown.error
+    bad_version = await bare.client.tool("computer", {"action": "screenshot"}, version="computer_1999")
+    assert bad_version.is_error and "unknown computer tool version" in bad_version.error
+
+
+async def test_malformed_bodies_are_400_and_oversized_413(bare: LocalDesktop) -> None:
+    token = (bare.dir / "token").read_text() if bare.dir else ""
+    auth = {"Authorization": f"Bearer {token}"}
+    async with raw_http(bare) as http:
+        for body in (b"not json", b"[1, 2]", b'{"input": "ls"}', b'{"input": {}, "version": 3}',
+                     b'{"input": {}, "extra": 1}'):
+            response = await http.post("/tools/bash", content=body, headers=auth)
+            assert response.status_code == 400, body
+            assert response.json()["ok"] is False
+        response = await http.post("/tools/nope", json={"input": {}}, headers=auth)
+        assert response.status_code == 404
+        response = await http.post("/tools/bash", content=b"x" * (9 << 20), headers=auth)
+        assert response.status_code == 413
+
+
+async def test_frame_etag_and_304(bare: LocalDesktop) -> None:
+    first = await bare.client.frame(max_width=320)
+    assert first is not None
+    jpeg, etag = first
+    assert jpeg[:3] == b"\xff\xd8\xff" and etag
+    assert await bare.client.frame(etag, max_width=320) is None  # unchanged screen: 304, nothing encoded
+
+    # Paint the root window from outside the daemon: the next frame is new.
+    disp = xdisplay.Display(bare.display)
+    try:
+        root = disp.screen().root
+        root.change_attributes(background_pixel=disp.screen().white_pixel)
+        root.clear_area(0, 0, 640, 480)
+        disp.sync()
+    finally:
+        disp.close()
+    changed = await bare.client.frame(etag, max_width=320)
+    assert changed is not None and changed[1] != etag
+
+
+async def test_dead_browser_is_restarted_by_the_daemon(tmp_path: Path) -> None:
+    async with start_local_desktop(640, 480, data_dir=tmp_path, kiosk=True) as desk:
+        before = await info_json(desk)
+        pids = before["pids"]
+        assert isinstance(pids, dict)
+        os.killpg(pids["browser"], signal.SIGKILL)
+        async with asyncio.timeout(60):
+            while True:
+                now = await info_json(desk)
+                if now["restarts"] == {"browser": 1} and now["components"] == before["components"]:
+                    break
+                await asyncio.sleep(0.1)
+        assert now["pids"]["browser"] != pids["browser"]  # type: ignore[index]
+        assert await desk.client.healthz()
+
+
+async def test_dead_xvfb_is_503_and_a_clear_error_without_hanging(bare: LocalDesktop) -> None:
+    pids = (await info_json(bare))["pids"]
+    assert isinstance(pids, dict)
+    os.kill(pids["xvfb"], signal.SIGKILL)
+    async with asyncio.timeout(15):
+        while await bare.client.healthz():
+            await asyncio.sleep(0.05)
+        with pytest.raises(DesktopLostError, match="desktop lost: Xvfb exited"):
+            await bare.client.tool("computer", {"action": "screenshot"})
+        with pytest.raises(DesktopLostError, match="Xvfb exited"):
+            await bare.client.frame()
+    async with raw_http(bare) as http:
+        response = await http.get("/healthz")
+    assert response.status_code == 503
+    assert response.json() == {"ok": False, "error": "desktop lost: Xvfb exited", "status": 503}
+
+
+async def test_unreachable_daemon_is_desktop_lost(tmp_path: Path) -> None:
+    client = DesktopClient(uds=str(tmp_path / "nothing.sock"), token="x" * 20)
+    with pytest.raises(DesktopLostError, match="unreachable"):
+        await client.tool("bash", {"command": "true"})
+    assert await client.healthz() is False
+    await client.aclose()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_tcp_loopback_mode_and_token_from_env(tmp_path: Path) -> None:
+    port = free_port()
+    token = "env-token-0123456789"
+    env = {**os.environ, "DESKPILOT_DESKTOP_TOKEN": token}
+    proc = subprocess.Popen([sys.executable, "-m", "deskpilot.cli", "desktopd", "--port", str(port),
+                             "--width", "640", "--height", "480", "--no-browser"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    client = DesktopClient(f"http://127.0.0.1:{port}", token=token)
+    try:
+        async with asyncio.timeout(60):
+            while not await client.healthz():
+                assert proc.poll() is None
+                await asyncio.sleep(0.05)
+        assert (await client.info()).screen_width == 640
+    finally:
+        await client.aclose()
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_refuses_to_start_without_a_token(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DESKPILOT_DESKTOP_TOKEN"}
+    proc = subprocess.run([sys.executable, "-m", "deskpilot.cli", "desktopd", "--uds", str(tmp_path / "d.sock")],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "no token" in proc.stderr
+    short = tmp_path / "short"
+    short.write_text("abc")
+    proc = subprocess.run([sys.executable, "-m", "deskpilot.cli", "desktopd", "--uds", str(tmp_path / "d.sock"),
+                           "--token-file", str(short)], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "at least 16" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "deskpilot.cli", "desktopd", "--port", "1",
+                           "--host", "0.0.0.0"], env={**env, "DESKPILOT_DESKTOP_TOKEN": "t" * 20},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "loopback" in proc.stderr
