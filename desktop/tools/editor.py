@@ -151,11 +151,9 @@ class EditTool:
                             f"in lines {_occurrence_lines(text, old_str)}. Please ensure it is unique")
         new_text = text[:first] + new_str + text[first + len(old_str):]
         self._write(path, new_text, crlf, original)
-        line = text.count("\n", 0, first)
-        start = max(0, line - _SNIPPET_LINES)
-        snippet = _lines(new_text)[start:line + _SNIPPET_LINES + new_str.count("\n") + 1]
+        start, snippet = _snippet(new_text, first, max(first, first + len(new_str) - 1))
         return (f"The file {path} has been edited. "
-                + _cat_n(snippet, f"a snippet of {path}", start + 1, self.view_cap)
+                + _cat_n(snippet, f"a snippet of {path}", start, self.view_cap)
                 + "Review the changes and make sure they are as expected. Edit the file again if necessary.")
 
     def _insert(self, path: Path, insert_line: int, new_str: str) -> str:
@@ -296,6 +294,26 @@ def _lines(text: str) -> list[str]:
     return (text[:-1] if text.endswith("\n") else text).split("\n") if text else []
 
 
+def _snippet(text: str, first: int, last: int) -> tuple[int, list[str]]:
+    """The lines holding ``text[first:last + 1]`` with some context, and the number of the first one.
+
+    Found by scanning around the edit, so a small edit in a big file does not split the whole file.
+    """
+    lo = first
+    for _ in range(_SNIPPET_LINES + 1):
+        lo = text.rfind("\n", 0, lo)
+        if lo < 0:
+            break
+    lo += 1
+    hi = last
+    for _ in range(_SNIPPET_LINES + 1):
+        hi = text.find("\n", hi) + 1
+        if hi == 0:
+            hi = len(text)
+            break
+    return text.count("\n", 0, lo) + 1, _lines(text[lo:hi])
+
+
 def _cat_n(lines: list[str], descriptor: str, first: int, cap: int) -> str:
     out: list[str] = []
     used = 0
@@ -364,3 +382,6 @@ def _near_miss_hint(text: str, old_str: str) -> str:
 
 def _clip(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+EditorTool = EditTool  # the name desktop/tool_host.py builds

@@ -174,6 +174,23 @@ async def test_str_replace_unique_with_snippet(tool: EditTool, sample: Path) -> 
                       + "Review the changes and make sure they are as expected. Edit the file again if necessary.")
 
 
+@pytest.mark.parametrize(("old", "new", "lines"), [
+    # Four lines of context on each side of the lines the new text occupies.
+    ("10\n", "ten\n", [(6, "6"), (7, "7"), (8, "8"), (9, "9"), (10, "ten"), (11, "11"), (12, "12"), (13, "13"),
+                       (14, "14")]),
+    ("\n10\n", "\n10a\n10b\n", [(5, "5"), (6, "6"), (7, "7"), (8, "8"), (9, "9"), (10, "10a"), (11, "10b"),
+                                 (12, "11"), (13, "12"), (14, "13"), (15, "14")]),
+    ("1\n2\n", "", [(1, "3"), (2, "4"), (3, "5"), (4, "6"), (5, "7")]),
+    ("19\n20", "last", [(15, "15"), (16, "16"), (17, "17"), (18, "18"), (19, "last")]),
+])
+async def test_str_replace_snippet_is_the_edit_with_context(tool: EditTool, tmp_path: Path, old: str, new: str,
+                                                            lines: list[tuple[int, str]]) -> None:
+    path = tmp_path / "n.txt"
+    path.write_text("".join(f"{i}\n" for i in range(1, 21)))
+    output = await ok(tool, command="str_replace", path=str(path), old_str=old, new_str=new)
+    assert output.split(":\n", 1)[1].split("Review the changes")[0] == numbered(*lines)
+
+
 async def test_str_replace_without_new_str_deletes(tool: EditTool, sample: Path) -> None:
     await ok(tool, command="str_replace", path=str(sample), old_str="\ndef g():\n    return 1\n")
     assert sample.read_text() == "def f():\n    return 1\n"
