@@ -24,6 +24,7 @@ class Viewer:
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize)
         self.frame: bytes | None = None
         self.dropped = False
+        self.gone = asyncio.Event()  # set once dropped: the viewer's socket task stops even mid-send
         self._wake = asyncio.Event()
 
     def offer_event(self, message: dict[str, Any]) -> None:
@@ -33,6 +34,7 @@ class Viewer:
             self.queue.put_nowait(message)
         except asyncio.QueueFull:
             self.dropped = True
+            self.gone.set()
             DROPPED.inc()
         self._wake.set()
 
@@ -42,6 +44,7 @@ class Viewer:
 
     def close(self) -> None:
         self.dropped = True
+        self.gone.set()
         self._wake.set()
 
     async def next(self) -> dict[str, Any] | bytes | None:

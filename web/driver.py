@@ -1,16 +1,40 @@
-"""Glue between a session and the agent loop (``agent/loop.py``)."""
+"""Glue between a session and ``agent.loop.AgentLoop``: build it, restore it after a restart, talk to it.
+
+The loop's history is checkpointed to ``data_dir/sessions/<id>/history.json`` with every image replaced
+by its screenshot ref, so a restarted service continues the same conversation.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
+import os
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deskpilot.errors import ConfigError
+from agent import history as hist
+from agent.approvals import Decision
+from agent.config import LoopConfig
+from agent.events import Event
+from agent.loop import AgentLoop
+from agent.models import DESKTOP_TOOL, make_client
+from agent.policy import ApprovalPolicy, Rule
+from agent.prompts import DesktopFacts
+from agent.usage import UsageTotals
+from deskpilot.errors import BadRequest, Conflict
+from desktop.tools.base import ToolResult
 
 if TYPE_CHECKING:
+    import anthropic
+
     from web.live import GatedDesktop, Live
     from web.runner import Runner
-    from web.store import SessionRow
+    from web.store import ApprovalRow, SessionRow, Store
+
+_client: anthropic.AsyncAnthropic | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,9 +45,173 @@ class Outcome:
     error: str | None = None
 
 
+def model_client(runner: Runner) -> anthropic.AsyncAnthropic:
+    """One client for the process (connection pool, one place for base URL and timeouts)."""
+    global _client
+    settings = runner.settings
+    if _client is None:
+        key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else ""
+        _client = make_client(key, settings.anthropic_base_url, settings.model_timeout_s)
+    return _client
+
+
+def make_policy(settings_preset: str, spec: dict[str, Any]) -> ApprovalPolicy:
+    try:
+        rules = [Rule.from_dict(r) for r in spec.get("rules", [])]
+        return ApprovalPolicy(str(spec.get("preset", settings_preset)), rules)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise BadRequest(f"invalid policy: {exc}") from exc
+
+
+# --- history checkpoints ---
+def history_path(store: Store, session_id: str) -> Path:
+    return store.data_dir / "sessions" / session_id / "history.json"
+
+
+def _pack(store: Store, node: Any) -> Any:
+    if isinstance(node, dict):
+        src = node.get("source")
+        if node.get("type") == "image" and isinstance(src, dict) and src.get("type") == "base64":
+            ref = store.save_image(base64.b64decode(src["data"]), str(src.get("media_type", "image/png")))
+            return {**node, "source": {"type": "ref", "ref": ref, "media_type": src.get("media_type")}}
+        return {k: _pack(store, v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_pack(store, v) for v in node]
+    return node
+
+
+def _unpack(store: Store, node: Any) -> Any:
+    if isinstance(node, dict):
+        src = node.get("source")
+        if node.get("type") == "image" and isinstance(src, dict) and src.get("type") == "ref":
+            path = store.image_path(str(src["ref"]))
+            if path is None:
+                return {"type": "text", "text": hist.PLACEHOLDER}
+            data = base64.b64encode(path.read_bytes()).decode()
+            return {**node, "source": {"type": "base64", "media_type": src.get("media_type"), "data": data}}
+        return {k: _unpack(store, v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_unpack(store, v) for v in node]
+    return node
+
+
+def save_history(store: Store, session_id: str, history: list[dict[str, Any]]) -> None:
+    path = history_path(store, session_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
+    tmp.write_text(json.dumps(_pack(store, history)))
+    os.replace(tmp, path)  # a crash mid-write leaves the previous checkpoint intact
+
+
+def load_history(store: Store, session_id: str) -> list[dict[str, Any]] | None:
+    path = history_path(store, session_id)
+    if not path.is_file():
+        return None
+    data: list[dict[str, Any]] = _unpack(store, json.loads(path.read_text()))
+    return data
+
+
+# --- running ---
 async def run_agent(runner: Runner, live: Live, desktop: GatedDesktop, row: SessionRow, *, resume: bool) -> Outcome:
-    raise ConfigError("the agent loop is not available yet")
+    store, settings, sid = runner.store, runner.settings, row.id
+    info = await live.client.info()
+    default = DesktopFacts()
+    facts = DesktopFacts(os=info.os or default.os, browser=info.browser or default.browser,
+                         width=info.model_width, height=info.model_height)
+    config = LoopConfig.from_settings(settings, facts, model=row.model, max_steps=row.max_steps,
+                                      max_cost_usd=row.max_cost_usd or 0.0)
+    history = await asyncio.to_thread(load_history, store, sid) if resume else None
+    usage = UsageTotals.from_dict(row.usage_totals or {}) if resume else None
+
+    async def checkpoint(h: list[dict[str, Any]]) -> None:
+        await asyncio.to_thread(save_history, store, sid, h)
+
+    async def emit(event: Event) -> None:
+        await runner.emit(sid, event)
+        if event.type == "usage":
+            await store.update_session(sid, usage_totals=dict(event.data.get("total") or {}))
+
+    loop = AgentLoop(client=model_client(runner), desktop=desktop, policy=make_policy(settings.approval_policy,
+                     row.policy), emit=emit, config=config, history=history, usage=usage, on_history=checkpoint)
+    live.loop = loop
+    if history is not None:
+        await settle_restored_approvals(runner, live, loop, config)
+    for text in await store.take_inbox(sid):
+        loop.add_user_message(text)
+    result = await loop.run(None if history is not None else row.task)
+    if result.status == "paused":  # retries ran out: resumable, not failed
+        return Outcome("paused", result.reason, None, result.message)
+    ok = result.status == "succeeded"
+    return Outcome(result.status, result.reason, result.text or None, None if ok else result.message)
 
 
-async def deliver_message(runner: Runner, row: SessionRow, live: Live | None, text: str) -> Any:
-    raise ConfigError("the agent loop is not available yet")
+async def settle_restored_approvals(runner: Runner, live: Live, loop: AgentLoop, config: LoopConfig) -> None:
+    """Tool calls cut off by a restart while awaiting approval: wait for (or apply) the person's decision.
+
+    Everything else left unanswered is answered "outcome unknown" by the loop itself — never re-run.
+    """
+    sid = live.session_id
+    for use in hist.pending_tool_uses(loop.history):
+        approval = await runner.store.approval_for_tool_use(sid, str(use["id"]))
+        if approval is None:
+            continue
+        if approval.status == "pending":
+            await runner.set_status(sid, "awaiting_approval", "approval")
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            live.decisions[approval.id] = future
+            await future
+            approval = await runner.store.get_approval(sid, approval.id)
+            await runner.set_status(sid, "running", "")
+        block = await _apply(runner, live, loop, config, use, approval)
+        hist.add_tool_result(loop.history, block)
+        await asyncio.to_thread(save_history, runner.store, sid, loop.history)
+
+
+async def _apply(runner: Runner, live: Live, loop: AgentLoop, config: LoopConfig, use: dict[str, Any],
+                 approval: ApprovalRow) -> dict[str, Any]:
+    sid, use_id, name = live.session_id, str(use["id"]), str(use["name"])
+    given = approval.edited_input if approval.status == "edit" else use.get("input")
+    await runner.emit(sid, Event("approval_decided", {
+        "approval_id": approval.id, "tool_use_id": use_id, "by": "user", "decision": approval.status,
+        "note": approval.note or "", "input": approval.edited_input, "reason": approval.reason, "rule": None}))
+    tool = DESKTOP_TOOL.get(name)
+    if approval.status == "reject" or tool is None or not isinstance(given, dict):
+        why = "the user rejected this action" + (f": {approval.note}" if approval.note else "")
+        result = ToolResult(error=why)
+    else:
+        assert live.gated is not None
+        result = await live.gated.tool(tool, given, version=config.version_for(tool))
+    await runner.emit(sid, Event("tool_result", {
+        "id": use_id, "tool": name, "output": result.output, "error": result.error, "system": result.system,
+        "is_error": result.is_error, "step": loop.usage.steps, "meta": result.meta,
+    }, image=result.image, image_media_type=result.image_media_type))
+    content: list[dict[str, Any]] = []
+    if result.error or result.output:
+        content.append({"type": "text", "text": result.error or result.output})
+    if result.image is not None:
+        content.append({"type": "image", "source": {"type": "base64", "media_type": result.image_media_type,
+                                                    "data": base64.b64encode(result.image).decode()}})
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": use_id, "content": content}
+    if result.is_error:
+        block["is_error"] = True
+    return block
+
+
+async def deliver_message(runner: Runner, row: SessionRow, live: Live | None, text: str) -> None:
+    """Into the running loop's next turn; otherwise kept and the session (re)queued to continue."""
+    loop: AgentLoop | None = live.loop if live is not None else None
+    if loop is not None and loop.running:
+        loop.add_user_message(text)
+        return
+    if row.status in ("starting",) or (live is not None and live.task is not None):
+        await runner.store.add_inbox(row.id, text)
+        return
+    if row.status == "cancelled":
+        raise Conflict("the session was cancelled; start a new one")
+    await runner.store.add_inbox(row.id, text)
+    if row.status != "queued":
+        await runner.requeue(row.id)
+
+
+def decision_for(approval: ApprovalRow) -> Decision:
+    return Decision(approval.status, approval.note or "", approval.edited_input)  # type: ignore[arg-type]

@@ -10,19 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from typing import Any
 
 from agent.events import Event
-from deskpilot.errors import Conflict, DeskpilotError, ServiceUnavailable
+from deskpilot.errors import BadRequest, Conflict, DeskpilotError, ServiceUnavailable
 from deskpilot.logs import bind_log_context
 from deskpilot.settings import Settings
 from web.bus import Bus
 from web.live import GatedDesktop, Handover, Live
 from web.models import ApprovalDecision, SessionCreate
-from web.store import ACTIVE_STATES, FINAL_STATES, ApprovalRow, EventRow, SessionRow, Store
+from web.store import ACTIVE_STATES, FINAL_STATES, ApprovalRow, EventRow, SessionRow, Store, utcnow
 
 log = logging.getLogger(__name__)
-OUTCOME_UNKNOWN = "outcome unknown: the service stopped while this action ran; it was not repeated"
 
 
 class Runner:
@@ -59,26 +59,38 @@ class Runner:
                 await task
         for live in list(self.live.values()):
             await self._release(live)
+        closer = getattr(self._backend, "aclose", None)
+        if closer is not None:
+            await closer()
 
     async def recover(self) -> None:
-        """Runs once at start: nothing is live, so whatever the database calls active was cut short."""
+        """Runs once at start: nothing is live, so whatever the database calls active was cut short.
+
+        Tool calls with no recorded result get "outcome unknown" (never re-run) — except one still waiting
+        for a person's approval, which stays pending until decided.
+        """
+        from agent import history as hist
+        from web.driver import load_history, save_history
+
         for row in await self.store.sessions_in(ACTIVE_STATES):
-            open_calls: dict[str, dict[str, Any]] = {}
-            for ev in await self.store.events_after(row.id, 0, limit=1_000_000):
-                if ev.type == "tool_call":
-                    open_calls[str(ev.data.get("id"))] = ev.data
-                elif ev.type == "tool_result":
-                    open_calls.pop(str(ev.data.get("id")), None)
-            pending = await self.store.pending_approval(row.id)
-            for call_id, call in open_calls.items():
-                if pending is not None and pending.input.get("tool_use_id", call_id) == call_id:
-                    continue  # waiting for a human, not started: it stays pending
-                await self.emit(row.id, Event("tool_result", {
-                    "id": call_id, "tool": call.get("tool"), "output": "", "error": OUTCOME_UNKNOWN,
-                    "system": "", "is_error": True, "step": call.get("step"), "meta": {"outcome": "unknown"},
-                }))
+            history = await asyncio.to_thread(load_history, self.store, row.id)
+            if history is not None:
+                unknown = []
+                for use in hist.pending_tool_uses(history):
+                    approval = await self.store.approval_for_tool_use(row.id, str(use["id"]))
+                    if approval is not None and approval.status != "pending":
+                        continue  # decided but not yet run: the resumed run applies the decision
+                    if approval is None:
+                        hist.add_tool_result(history, hist.error_result(str(use["id"]), hist.RESTART_UNKNOWN))
+                        unknown.append(use)
+                if unknown:
+                    await asyncio.to_thread(save_history, self.store, row.id, history)
+                for use in unknown:
+                    await self.emit(row.id, Event("tool_result", {
+                        "id": use["id"], "tool": use.get("name"), "output": "", "error": hist.RESTART_UNKNOWN,
+                        "system": "", "is_error": True, "step": None, "meta": {"outcome": "unknown"}}))
             await self.store.update_session(row.id, control="agent")
-            await self.set_status(row.id, "interrupted", "the service restarted while this session was active")
+            await self.set_status(row.id, "interrupted", "restart")
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -93,10 +105,19 @@ class Runner:
         if event.image is not None:
             image_ref = await asyncio.to_thread(self.store.save_image, event.image, event.image_media_type)
         data = dict(event.data)
+        live = self.live.get(session_id)
+        if event.type in ("approval_requested", "approval_decided") and data.get("approval_id") and live:
+            # The loop numbers approvals per process; the stored id must stay unique across restarts.
+            loop_id = str(data["approval_id"])
+            if event.type == "approval_requested":
+                live.approval_ids[loop_id] = f"ap_{uuid.uuid4().hex[:16]}"
+            data["approval_id"] = live.approval_ids.get(loop_id, loop_id)
         if event.type == "approval_requested":
+            shot = await self.store.last_image(session_id)
             await self.store.add_approval(ApprovalRow(
-                id=str(data.get("approval_id")), session_id=session_id, tool=str(data.get("tool", "")),
-                input={**dict(data.get("input") or {})}, reason=str(data.get("reason", "")), image_ref=image_ref,
+                id=str(data.get("approval_id")), session_id=session_id, tool_use_id=str(data.get("tool_use_id", "")),
+                tool=str(data.get("tool", "")), input=dict(data.get("input") or {}),
+                reason=str(data.get("reason", "")), image_ref=image_ref or shot,
             ))
         elif event.type == "usage":
             await self.store.add_usage(
@@ -106,12 +127,22 @@ class Runner:
                 cache_creation_tokens=int(data.get("cache_write_tokens", 0)),
                 cost_usd=float(data.get("cost_usd", 0.0)),
             )
+        elif event.type == "status":
+            status = str(data.get("status"))
+            fields: dict[str, Any] = {}
+            if status in FINAL_STATES and live is not None and live.loop is not None:
+                # Result and error land with the final status, so whoever sees it can read them.
+                fields = {"result": last_words(live.loop.history) or None,
+                          "error": None if status == "succeeded" else str(data.get("message") or status)}
+            if not (live is not None and live.hold == "takeover" and status in ("running", "awaiting_approval")):
+                await self.store.update_session(session_id, status=status, **fields)
         row = await self.store.append_event(session_id, event.type, data, image_ref)
         self.bus.publish(session_id, stream_message(row))
         return row
 
     async def set_status(self, session_id: str, status: str, reason: str = "", **fields: Any) -> None:
-        await self.store.update_session(session_id, status=status, **fields)
+        if fields:
+            await self.store.update_session(session_id, **fields)
         await self.emit(session_id, Event("status", {"status": status, "reason": reason}))
 
     # --- sessions ---
@@ -126,24 +157,28 @@ class Runner:
             width=screen.width if screen else self.settings.screen_width,
             height=screen.height if screen else self.settings.screen_height,
         )
-        await self.emit(row.id, Event("status", {"status": "queued", "reason": ""}))
+        await self.set_status(row.id, "queued")
         self._queue.put_nowait(row.id)
         return await self.store.get_session(row.id)
+
+    async def requeue(self, session_id: str) -> None:
+        await self.set_status(session_id, "queued", "resume")
+        self._queue.put_nowait(session_id)
 
     async def _dispatch(self) -> None:
         while True:
             session_id = await self._queue.get()
             await self._slots.acquire()
             row = await self.store.get_session(session_id)
-            if row.status not in ("queued", "interrupted"):  # cancelled while queued
+            if row.status != "queued" or session_id in self.live:  # cancelled while queued, or already running
                 self._slots.release()
                 continue
             live = Live(session_id, row.owner)
             self.live[session_id] = live
-            live.task = self._spawn(self._run(live, resume=row.status == "interrupted"))
+            live.task = self._spawn(self._run(live))
 
-    async def _run(self, live: Live, *, resume: bool) -> None:
-        from web.driver import run_agent
+    async def _run(self, live: Live) -> None:
+        from web.driver import history_path, run_agent
 
         sid = live.session_id
         bind_log_context(session_id=sid)
@@ -153,12 +188,12 @@ class Runner:
             live.handle = await self.backend().acquire(sid, row.width, row.height)
             if self.bus.viewer_count(sid):
                 self._watch(sid)
-            await self.set_status(sid, "running")
-            desktop = GatedDesktop(live, on_handback=lambda h: self._handed_back(live, h))
-            outcome = await run_agent(self, live, desktop, row, resume=resume)
-            await self.set_status(sid, outcome.status, outcome.reason, result=outcome.result, error=outcome.error)
+            live.gated = GatedDesktop(live, on_handback=lambda h: self._handed_back(live, h))
+            resume = history_path(self.store, sid).is_file()
+            outcome = await run_agent(self, live, live.gated, row, resume=resume)
+            await self.store.update_session(sid, result=outcome.result, error=outcome.error)
         except asyncio.CancelledError:
-            if live.cancelled:
+            if live.cancelled:  # cancelled before the loop existed (e.g. while the desktop started)
                 await asyncio.shield(self.set_status(sid, "cancelled", "user"))
             raise
         except DeskpilotError as exc:
@@ -175,6 +210,8 @@ class Runner:
         frames = self._frames.pop(live.session_id, None)
         if frames is not None:
             frames.cancel()
+        for kick in list(live.vnc_kicks):
+            kick.set()
         handle, live.handle = live.handle, None
         if handle is not None:
             try:
@@ -193,41 +230,43 @@ class Runner:
         return self._backend
 
     # --- control ---
-    def _live(self, row: SessionRow, action: str) -> Live:
+    def _loop(self, row: SessionRow, action: str) -> tuple[Live, Any]:
         live = self.live.get(row.id)
-        if live is None or live.task is None or live.handle is None:
+        if live is None or live.loop is None or not live.loop.running:
             raise Conflict(f"cannot {action}: the session is {row.status}")
-        return live
+        return live, live.loop
 
     async def pause(self, row: SessionRow) -> None:
-        live = self._live(row, "pause")
-        if live.hold is None:
-            live.close_gate("pause")
-            await self.set_status(row.id, "paused", "user")
+        _, loop = self._loop(row, "pause")
+        loop.pause()  # takes effect at the next step boundary; the loop reports "paused" then
+        await self.store.update_session(row.id, status="paused")
 
     async def resume(self, row: SessionRow) -> None:
         if row.status == "interrupted":
-            self._queue.put_nowait(row.id)
+            await self.requeue(row.id)
             return
-        live = self._live(row, "resume")
+        if row.status == "paused" and row.id not in self.live:
+            raise Conflict("the session is not running")
+        live, loop = self._loop(row, "resume")
         if live.hold == "takeover":
-            raise Conflict("the user holds control; hand back instead")
-        if live.hold == "pause":
-            live.open_gate()
-            pending = await self.store.pending_approval(row.id)
-            await self.set_status(row.id, "awaiting_approval" if pending else "running", "user")
+            raise Conflict("you hold control; hand back instead")
+        loop.resume()
 
     async def cancel(self, row: SessionRow) -> None:
         if row.status in FINAL_STATES:
             raise Conflict(f"the session already {row.status}")
         live = self.live.get(row.id)
-        if live is not None and live.task is not None:
-            live.cancelled = True
-            live.task.cancel()
-            with contextlib.suppress(BaseException):
-                await live.task
-        else:
+        if live is None or live.task is None:
             await self.set_status(row.id, "cancelled", "user")
+            return
+        live.cancelled = True
+        if live.loop is not None and live.loop.running:
+            live.open_gate()  # a run held by takeover must be able to see the cancel
+            live.loop.cancel()
+        else:
+            live.task.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(asyncio.shield(live.task), 30)
 
     async def message(self, row: SessionRow, text: str) -> None:
         from web.driver import deliver_message
@@ -235,36 +274,51 @@ class Runner:
         await deliver_message(self, row, self.live.get(row.id), text)
 
     async def decide(self, row: SessionRow, approval_id: str, body: ApprovalDecision) -> ApprovalRow:
-        if body.decision == "edit" and body.input is None:
-            from deskpilot.errors import BadRequest
+        from agent.approvals import Decision
 
+        if body.decision == "edit" and body.input is None:
             raise BadRequest("decision 'edit' needs the edited 'input'")
-        decided = await self.store.decide_approval(
-            row.id, approval_id, body.decision, body.note, body.input if body.decision == "edit" else None
-        )
+        decision = Decision(body.decision, body.note or "", body.input if body.decision == "edit" else None,
+                            always=body.always_allow and body.decision == "approve")
+        # The conditional UPDATE is the single point of truth: of two racing deciders exactly one gets here.
+        decided = await self.store.decide_approval(row.id, approval_id, body.decision, body.note, decision.input)
         live = self.live.get(row.id)
-        waiter = live.decisions.pop(approval_id, None) if live is not None else None
+        if live is None:
+            if row.status == "interrupted":
+                await self.requeue(row.id)  # the run goes on from where the restart cut it
+            return decided
+        waiter = live.decisions.pop(approval_id, None)
+        loop_id = next((k for k, v in live.approval_ids.items() if v == approval_id), None)
         if waiter is not None and not waiter.done():
-            waiter.set_result(body)
+            waiter.set_result(decision)
+        elif loop_id is not None and live.loop is not None and loop_id in live.loop.approvals.pending:
+            live.loop.decide(loop_id, decision)
         return decided
 
     async def takeover(self, row: SessionRow) -> None:
-        live = self._live(row, "take over")
+        live = self.live.get(row.id)
+        if live is None or live.handle is None:
+            raise Conflict(f"cannot take over: the session is {row.status}")
         if live.hold == "takeover":
             raise Conflict("you already hold control")
         live.close_gate("takeover")
         await live.until_idle(self.settings.settle_cap_ms / 1000 + self.settings.bash_timeout_s)
-        await self.store.update_session(row.id, control="user")
-        await self.set_status(row.id, "taken_over", "user")
+        await self.store.update_session(row.id, control="user", taken_over_at=utcnow())
+        await self.emit(row.id, Event("status", {"status": "taken_over", "reason": "user"}))
 
     async def handback(self, row: SessionRow, note: str | None) -> None:
-        live = self._live(row, "hand back")
-        if live.hold != "takeover":
+        live = self.live.get(row.id)
+        if live is None or live.hold != "takeover":
             raise Conflict("nobody has taken over this session")
-        await self.store.update_session(row.id, control="agent")
+        await self.store.update_session(row.id, control="agent", taken_over_at=None)
+        for kick in list(live.vnc_kicks):
+            kick.set()
         live.open_gate(note)
-        pending = await self.store.pending_approval(row.id)
-        await self.set_status(row.id, "awaiting_approval" if pending else "running", "handback")
+        loop = live.loop
+        status = "running"
+        if loop is not None and loop.status in ("awaiting_approval", "paused"):
+            status = loop.status
+        await self.emit(row.id, Event("status", {"status": status, "reason": "handback"}))
 
     async def _handed_back(self, live: Live, handover: Handover) -> None:
         text = f"The user had control for {handover.seconds:.0f} s and handed it back."
@@ -303,3 +357,9 @@ class Runner:
 def stream_message(row: EventRow) -> dict[str, Any]:
     return {"kind": "event", "seq": row.seq, "type": row.type, "data": row.data, "image": row.image_ref,
             "ts": row.created_at.isoformat()}
+
+
+def last_words(history: list[dict[str, Any]]) -> str:
+    last = next((m for m in reversed(history) if m.get("role") == "assistant"), None)
+    content = (last or {}).get("content") or []
+    return "\n".join(b["text"] for b in content if isinstance(b, dict) and b.get("type") == "text").strip()

@@ -75,6 +75,8 @@ class SessionRow(Base):
     input_tokens: Mapped[int] = mapped_column(Integer, default=0)
     output_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    usage_totals: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the loop's running totals, for resume
+    inbox: Mapped[list[str]] = mapped_column(JSON, default=list)  # follow-up messages not yet in the history
     taken_over_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -98,6 +100,7 @@ class ApprovalRow(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), primary_key=True)
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|approve|reject|edit
+    tool_use_id: Mapped[str] = mapped_column(String(128), default="")
     tool: Mapped[str] = mapped_column(String(64))
     input: Mapped[dict[str, Any]] = mapped_column(default=dict)
     reason: Mapped[str] = mapped_column(Text, default="")
@@ -216,6 +219,21 @@ class Store:
                 select(SessionRow).where(SessionRow.status.in_(states)).order_by(SessionRow.created_at)
             )).all()
 
+    async def add_inbox(self, session_id: str, text: str) -> None:
+        async with self.sessionmaker.begin() as db:
+            row = await db.get(SessionRow, session_id, with_for_update=True)
+            if row is None:
+                raise NotFound(f"session {session_id} not found")
+            row.inbox = [*row.inbox, text]
+
+    async def take_inbox(self, session_id: str) -> list[str]:
+        async with self.sessionmaker.begin() as db:
+            row = await db.get(SessionRow, session_id, with_for_update=True)
+            if row is None:
+                return []
+            texts, row.inbox = list(row.inbox), []
+        return texts
+
     # --- events ---
     async def append_event(
         self, session_id: str, type_: str, data: dict[str, Any], image_ref: str | None = None
@@ -243,6 +261,15 @@ class Store:
                 .order_by(EventRow.seq)
                 .limit(limit)
             )).all()
+
+    async def last_image(self, session_id: str) -> str | None:
+        async with self.sessionmaker() as db:
+            return await db.scalar(
+                select(EventRow.image_ref)
+                .where(EventRow.session_id == session_id, EventRow.image_ref.is_not(None))
+                .order_by(EventRow.seq.desc())
+                .limit(1)
+            )
 
     async def session_has_image(self, session_id: str, ref: str) -> bool:
         async with self.sessionmaker() as db:
@@ -275,6 +302,15 @@ class Store:
                 select(ApprovalRow)
                 .where(ApprovalRow.session_id == session_id, ApprovalRow.status == "pending")
                 .order_by(ApprovalRow.created_at)
+                .limit(1)
+            )
+
+    async def approval_for_tool_use(self, session_id: str, tool_use_id: str) -> ApprovalRow | None:
+        async with self.sessionmaker() as db:
+            return await db.scalar(
+                select(ApprovalRow)
+                .where(ApprovalRow.session_id == session_id, ApprovalRow.tool_use_id == tool_use_id)
+                .order_by(ApprovalRow.created_at.desc())
                 .limit(1)
             )
 

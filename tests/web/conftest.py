@@ -16,6 +16,7 @@ import pytest
 import uvicorn
 
 from deskpilot.settings import Settings
+from tests.support.fake_messages import FakeMessages
 from web.app import create_app
 from web.auth import create_token
 from web.store import Store
@@ -95,3 +96,44 @@ def service(tmp_path: Path) -> Iterator[Service]:
         yield svc
     finally:
         stop_service(svc)
+
+
+def wait_for(fn: Any, timeout: float = 60, interval: float = 0.1) -> Any:
+    """Poll ``fn`` until it returns something truthy; fail with its last value."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting; last value: {last!r}")
+
+
+def wait_status(svc: Service, sid: str, *states: str, who: str = "alice", timeout: float = 90) -> dict[str, Any]:
+    with svc.client(who) as c:
+        def check() -> dict[str, Any] | None:
+            body: dict[str, Any] = c.get(f"/api/sessions/{sid}").json()
+            return body if body["status"] in states else None
+
+        result: dict[str, Any] = wait_for(check, timeout)
+        return result
+
+
+def events(svc: Service, sid: str, who: str = "alice", after: int = 0) -> list[dict[str, Any]]:
+    with svc.client(who) as c:
+        items: list[dict[str, Any]] = c.get(f"/api/sessions/{sid}/events", params={"after": after}).json()["items"]
+        return items
+
+
+@pytest.fixture
+def agent_service(tmp_path: Path) -> Iterator[Service]:
+    """The service wired to a fake Messages API (``extra["fake"]``) and real local desktops."""
+    with FakeMessages() as fake:
+        svc = start_service(tmp_path / "data", anthropic_base_url=fake.url, model="claude-opus-4-5",
+                            thinking_budget_tokens=0)
+        svc.extra["fake"] = fake
+        try:
+            yield svc
+        finally:
+            stop_service(svc)

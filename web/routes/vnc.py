@@ -1,7 +1,75 @@
-"""WS /api/sessions/{id}/stream — placeholder until the stream lands."""
+"""WS /api/sessions/{id}/vnc: the RFB protocol for noVNC, through the desktop daemon's bridge.
+
+Input is allowed only on a connection opened while the session's owner holds control (after takeover);
+every other connection is opened with the daemon's ``view_only=1``, so the bridge drops key and pointer
+messages on the server. Handback closes the input-capable connections; the UI reconnects view-only.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from fastapi import APIRouter, WebSocket
+from starlette.websockets import WebSocketDisconnect
+
+from web.routes.wsguard import deny, guard
+from web.runner import Runner
 
 router = APIRouter()
+log = logging.getLogger(__name__)
+
+
+@router.websocket("/api/sessions/{session_id}/vnc")
+async def vnc(websocket: WebSocket, session_id: str) -> None:
+    checked = await guard(websocket, session_id)
+    if checked is None:
+        return
+    _, row = checked
+    runner: Runner = websocket.app.state.runner
+    live = runner.live.get(session_id)
+    if live is None or live.handle is None or not getattr(live.handle, "vnc_available", True):
+        await deny(websocket, 409, f"no live desktop: the session is {row.status}")
+        return
+    view_only = not (row.control == "user" and live.hold == "takeover")
+    offered = websocket.scope.get("subprotocols") or []
+    await websocket.accept(subprotocol="binary" if "binary" in offered else None)
+    kicked = asyncio.Event()
+    if not view_only:
+        live.vnc_kicks.add(kicked)
+    try:
+        async with live.client.vnc_connect(view_only=view_only) as upstream:
+            tasks = [asyncio.create_task(_up(websocket, upstream)), asyncio.create_task(_down(websocket, upstream)),
+                     asyncio.create_task(kicked.wait())]
+            try:
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in tasks:
+                    task.cancel()
+    except Exception as exc:  # the desktop went away or refused: end this viewer only
+        log.info("vnc proxy ended: %r", exc)
+    finally:
+        live.vnc_kicks.discard(kicked)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(websocket.close(code=1000, reason="control handed back" if kicked.is_set() else ""),
+                                   2)
+
+
+async def _up(websocket: WebSocket, upstream: Any) -> None:
+    with contextlib.suppress(WebSocketDisconnect):
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            data = message.get("bytes")
+            if data is None and message.get("text") is not None:
+                data = message["text"].encode("latin-1", "replace")
+            if data:
+                await upstream.send(data)
+
+
+async def _down(websocket: WebSocket, upstream: Any) -> None:
+    async for data in upstream:
+        await websocket.send_bytes(data if isinstance(data, bytes) else data.encode())
