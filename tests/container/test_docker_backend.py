@@ -1,0 +1,163 @@
+"""The docker backend against a real engine: hardening, a click in the containerized browser, faults,
+the warm pool and orphan removal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+import pytest
+
+from deskpilot.errors import DesktopLostError
+from tests.container.conftest import MakeBackend, docker_cli, docker_exec
+from tests.support.testpage import BIG_BUTTON, TestPageServer
+
+CANARY = "sk-ant-canary-must-not-reach-the-desktop"
+
+
+def _gone(engine: Any, container_id: str) -> bool:
+    try:
+        engine.containers.get(container_id)
+    except docker.errors.NotFound:
+        return True
+    return False
+
+
+async def test_desktop_container_is_hardened(make_backend: MakeBackend, engine: Any,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # The service process holds the model key; the desktop must never see it.
+    monkeypatch.setenv("ANTHROPIC_API_KEY", CANARY)
+    monkeypatch.setenv("DESKPILOT_ANTHROPIC_API_KEY", CANARY)
+    backend = make_backend()
+    handle = await backend.acquire("sess-harden", 1024, 768)
+    cid = handle.extra["container"]
+    attrs = json.loads(docker_cli("inspect", cid))[0]
+    config, host = attrs["Config"], attrs["HostConfig"]
+
+    assert config["User"] and config["User"].split(":")[0] not in ("0", "root")
+    assert host["CapDrop"] == ["ALL"] and not host["CapAdd"]
+    assert "no-new-privileges:true" in host["SecurityOpt"]
+    assert host["Privileged"] is False
+    assert host["ReadonlyRootfs"] is True
+    assert host["PidsLimit"] == 512
+    assert host["Memory"] == 2 * 1024**3 and host["MemorySwap"] == host["Memory"]
+    assert host["NanoCpus"] == 1_000_000_000
+    assert host["ShmSize"] == 256 * 1024**2
+    assert not host["PortBindings"] and not attrs["NetworkSettings"]["Ports"]
+    assert [m["Destination"] for m in attrs["Mounts"]] == ["/run/deskpilot"]
+    assert config["Labels"]["deskpilot.managed"] == "1" and config["Labels"]["deskpilot.session"] == "sess-harden"
+    env = "\n".join(config["Env"])
+    assert "ANTHROPIC" not in env and CANARY not in env
+
+    # Inside: not root, no capabilities, no way up, nothing writable outside the tmpfs and the socket dir.
+    code, out = docker_exec(engine, cid, "id", "-u")
+    assert code == 0 and out.strip() == "1000"
+    code, out = docker_exec(engine, cid, "sh", "-c", "grep CapEff /proc/self/status")
+    assert out.split()[-1] == "0000000000000000"
+    code, out = docker_exec(engine, cid, "sh", "-c", "sudo -n true")
+    assert code != 0 and "not found" in out
+    code, out = docker_exec(engine, cid, "sh", "-c", "su -c true root </dev/null")
+    assert code != 0
+    code, out = docker_exec(engine, cid, "sh", "-c", "find / -xdev -perm -4000 -type f 2>/dev/null | wc -l")
+    assert out.strip() == "0"
+    code, out = docker_exec(engine, cid, "touch", "/etc/deskpilot-write-test")
+    assert code != 0 and "Read-only file system" in out
+    # The agent's own shell runs in the desktop: the key is absent from every process it can see there.
+    result = await handle.client.tool("bash", {"command": "echo seen: $(cat /proc/*/environ 2>/dev/null | tr '\\0' "
+                                                          "'\\n' | grep -c ANTHROPIC) $(env | grep -c ANTHROPIC)"})
+    assert not result.is_error, result.error
+    assert result.output.strip() == "seen: 0 0"
+
+    await backend.release(handle)
+    assert _gone(engine, cid)
+
+
+async def test_click_reaches_the_containerized_browser_and_release_removes_it(
+        make_backend: MakeBackend, engine: Any, run_root: Path) -> None:
+    with TestPageServer() as page:
+        backend = make_backend(start_url=page.url, kiosk=True)
+        handle = await backend.acquire("sess-click", 1024, 768)
+        cid = handle.extra["container"]
+        await asyncio.to_thread(page.wait_ready)
+        x, y, w, h = BIG_BUTTON
+        result = await handle.client.tool("computer", {"action": "left_click", "coordinate": [x + w // 2, y + h // 2]})
+        assert not result.is_error, result.error
+        clicks = await asyncio.to_thread(page.wait_for, "click")
+        assert clicks[-1]["target"] == "big-button"
+        run_dir = run_root / "desktops" / handle.id
+        assert (run_dir / "daemon.sock").exists()
+        await backend.release(handle)
+        assert _gone(engine, cid)
+        assert not run_dir.exists()
+
+
+async def test_killed_container_is_reported_as_a_lost_desktop(make_backend: MakeBackend, engine: Any) -> None:
+    backend = make_backend()
+    handle = await backend.acquire("sess-kill", 1024, 768)
+    cid = handle.extra["container"]
+    engine.containers.get(cid).kill()
+    with pytest.raises(DesktopLostError) as lost:
+        await handle.client.tool("computer", {"action": "screenshot"})
+    assert f"container {cid[:10]}" in lost.value.message
+    assert "exited" in lost.value.message or "removed" in lost.value.message
+    assert await handle.client.healthz() is False
+    await backend.release(handle)  # never raises for a dead desktop
+    assert _gone(engine, cid)
+
+
+async def test_browser_killed_inside_is_restarted_by_the_supervisor(make_backend: MakeBackend, engine: Any) -> None:
+    with TestPageServer() as page:
+        backend = make_backend(start_url=page.url)
+        handle = await backend.acquire("sess-browser", 1024, 768)
+        cid = handle.extra["container"]
+        await asyncio.to_thread(page.wait_ready)
+        code, out = docker_exec(engine, cid, "pgrep", "-o", "-x", "chromium")
+        assert code == 0, out
+        first = int(out.split()[0])
+        code, out = docker_exec(engine, cid, "kill", "-9", str(first))
+        assert code == 0, out
+        # The restarted browser opens the start page again, which reports ready a second time.
+        await asyncio.to_thread(page.wait_for, "ready", 2, 60)
+        code, out = docker_exec(engine, cid, "pgrep", "-o", "-x", "chromium")
+        assert code == 0 and int(out.split()[0]) != first
+        info = await handle.client.info()
+        assert info.components["browser"] == "running" and info.components["xvfb"] == "running"
+        result = await handle.client.screenshot()
+        assert not result.is_error and result.image
+        await backend.release(handle)
+
+
+async def test_warm_pool_hands_out_a_prestarted_desktop_and_refills(make_backend: MakeBackend, engine: Any) -> None:
+    backend = make_backend(warm_pool=1)
+    await backend.wait_pool_ready()
+    [warm] = backend.pool_ids()
+    handle = await backend.acquire("sess-warm", 1024, 768)
+    assert handle.extra["container"] == warm
+    labels = engine.containers.get(warm).labels
+    assert labels["deskpilot.managed"] == "1"
+    result = await handle.client.screenshot()
+    assert not result.is_error and result.image
+    await backend.wait_pool_ready()
+    [refill] = backend.pool_ids()
+    assert refill != warm
+    # A different screen size cannot use the pool: it gets a cold desktop of its own size.
+    other = await backend.acquire("sess-small", 800, 600)
+    assert other.extra["container"] not in (warm, refill)
+    assert (await other.client.info()).screen_width == 800
+    await backend.release(handle)
+    await backend.release(other)
+    assert _gone(engine, warm)
+
+
+async def test_orphans_of_a_crashed_service_are_removed_at_start(make_backend: MakeBackend, engine: Any) -> None:
+    crashed = make_backend()
+    handle = await crashed.acquire("sess-orphan", 1024, 768)
+    orphan = handle.extra["container"]
+    # A second service on the same data directory (the first one "crashed" without releasing).
+    restarted = make_backend()
+    await restarted.start()
+    assert _gone(engine, orphan)
+    await crashed.release(handle)
