@@ -7,6 +7,7 @@ that says nothing about the internals.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -85,6 +86,7 @@ def create_app(settings: Settings, *, first_token: bool = True) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.loop = asyncio.get_running_loop()
         await store.init()
         if first_token:
             await ensure_first_token(store)

@@ -58,6 +58,10 @@ class Service:
         headers = {"Authorization": f"Bearer {self.tokens[who]}"} if who else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kw)
 
+    def call(self, coro: Any, timeout: float = 60) -> Any:
+        """Run a coroutine on the server's own event loop (e.g. the runner's real ``emit``)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.app.state.loop).result(timeout)
+
     def auth(self, who: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[who]}"}
 

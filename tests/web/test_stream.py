@@ -1,0 +1,114 @@
+"""WS /api/sessions/{id}/stream: handshake checks, replay from ``after``, and slow viewers."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from typing import Any
+
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from agent.events import Event
+from tests.web.conftest import Service, wait_for
+
+
+def bare_session(svc: Service, owner: str = "alice") -> str:
+    """A session row that no runner picks up (it is never queued), for exercising the stream alone."""
+    row = svc.call(svc.app.state.store.create_session(
+        owner=owner, task="t", model="m", max_steps=1, width=800, height=600, status="paused"))
+    return str(row.id)
+
+
+def emit(svc: Service, sid: str, n: int, size: int = 10) -> None:
+    runner = svc.app.state.runner
+
+    async def go() -> None:
+        for i in range(n):
+            await runner.emit(sid, Event("assistant_text", {"text": "x" * size, "i": i}))
+
+    svc.call(go(), timeout=120)
+
+
+def ws(svc: Service, sid: str, who: str | None = "alice", after: int | None = None, **kw: Any) -> Any:
+    query = f"?after={after}" if after is not None else ""
+    headers = kw.pop("headers", {})
+    if who:
+        headers["Authorization"] = f"Bearer {svc.tokens[who]}"
+    return connect(f"{svc.ws_url}/api/sessions/{sid}/stream{query}", additional_headers=headers,
+                   open_timeout=10, **kw)
+
+
+def read_events(conn: Any, until_seq: int) -> list[int]:
+    seqs: list[int] = []
+    while not seqs or seqs[-1] < until_seq:
+        msg = json.loads(conn.recv(timeout=30))
+        if msg["kind"] == "event":
+            seqs.append(msg["seq"])
+    return seqs
+
+
+def test_handshake_needs_token_ownership_and_own_origin(service: Service) -> None:
+    sid = bare_session(service)
+    with pytest.raises(InvalidStatus) as no_token:
+        ws(service, sid, who=None)
+    assert no_token.value.response.status_code == 401
+    with pytest.raises(InvalidStatus) as bad:
+        ws(service, sid, who=None, headers={"Authorization": "Bearer dp_forged"})
+    assert bad.value.response.status_code == 401
+    with pytest.raises(InvalidStatus) as foreign:
+        ws(service, sid, who="bob")
+    assert foreign.value.response.status_code == 404
+    with pytest.raises(InvalidStatus) as evil:
+        ws(service, sid, headers={"Origin": "http://evil.example"})
+    assert evil.value.response.status_code == 403  # close 1008 before accept = a refused handshake
+    host = service.url.removeprefix("http://")
+    with ws(service, sid, headers={"Origin": f"http://{host}"}) as conn:
+        hello = json.loads(conn.recv(timeout=10))
+        assert hello["kind"] == "hello" and hello["session"]["id"] == sid
+
+
+def test_reconnect_with_after_misses_nothing(service: Service) -> None:
+    sid = bare_session(service)
+    emit(service, sid, 20)
+    with ws(service, sid) as conn:
+        assert json.loads(conn.recv(timeout=10))["kind"] == "hello"
+        first = read_events(conn, 20)
+        assert first == list(range(1, 21))
+        emit(service, sid, 10)  # live now
+        assert read_events(conn, 30) == list(range(21, 31))
+    emit(service, sid, 25)  # nobody connected
+    with ws(service, sid, after=30) as conn:
+        conn.recv(timeout=10)
+        assert read_events(conn, 55) == list(range(31, 56))
+        emit(service, sid, 5)
+        assert read_events(conn, 60) == list(range(56, 61))
+
+
+def test_a_viewer_that_never_reads_is_dropped_and_the_agent_goes_on(service: Service) -> None:
+    sid = bare_session(service)
+    bus = service.app.state.bus
+    stuck = ws(service, sid, max_queue=1)  # the client stops reading its socket once one message waits
+    stuck.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    with ws(service, sid) as good:
+        good.recv(timeout=10)
+        wait_for(lambda: bus.viewer_count(sid) == 2, 10)
+        emit(service, sid, 1500, size=4000)  # ~6 MB: far beyond the stuck viewer's buffers and queue
+        assert read_events(good, 1500) == list(range(1, 1501))
+        wait_for(lambda: bus.viewer_count(sid) == 1, 30)  # the stuck one is gone, the good one stays
+    stuck.close_socket()
+    deadline = time.monotonic() + 10
+    while bus.viewer_count(sid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert bus.viewer_count(sid) == 0
+
+
+def test_event_schema_is_published(service: Service) -> None:
+    import httpx
+
+    schema = httpx.get(service.url + "/api/schema/events.json").json()
+    kinds = json.dumps(schema)
+    for needle in ('"hello"', '"event"', '"dropped"', "seq", "approval_requested"):
+        assert needle in kinds
