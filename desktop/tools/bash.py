@@ -109,6 +109,7 @@ class BashTool:
         self._env = base
         self._proc: asyncio.subprocess.Process | None = None
         self._dirty = False  # a call was cancelled mid-command: start afresh next time
+        self._closing = False
         self._lock = asyncio.Lock()
 
     @property
@@ -136,9 +137,17 @@ class BashTool:
         return ToolResult(output=text, meta=meta)
 
     async def close(self) -> None:
-        """Kill the session's whole process group (background jobs included)."""
-        async with self._lock:
-            await self._kill()
+        """Kill the session's whole process group (background jobs included), even mid-command.
+
+        A later call starts a new session.
+        """
+        self._closing = True
+        self._kill_group()  # now, not after a running command: that call then fails at once
+        try:
+            async with self._lock:
+                await self._kill()
+        finally:
+            self._closing = False
 
     async def _start(self) -> None:
         self.cwd.mkdir(parents=True, exist_ok=True)
@@ -193,7 +202,7 @@ class BashTool:
         try:
             async with asyncio.timeout(self.timeout_s):
                 await self._send(line)
-                await asyncio.gather(_pump(proc.stdout, out), _pump(proc.stderr, err))
+                await _pump_both(proc.stdout, out, proc.stderr, err)
         except TimeoutError:
             await self._kill()
             await self._restart_quietly()
@@ -202,6 +211,8 @@ class BashTool:
                             f"variables are reset).{_partial(out, err, self.output_cap)}") from None
         except _ShellExited:
             await self._kill()
+            if self._closing:
+                raise ToolError("The bash session was closed while the command ran.") from None
             code = proc.returncode
             await self._restart_quietly()
             raise ToolError(f"bash exited (exit code {code}) while running the command; a new session "
@@ -220,6 +231,16 @@ class BashTool:
         # A failed restart surfaces on the next call, which tries again.
         with contextlib.suppress(OSError):
             await self._start()
+
+
+async def _pump_both(out_reader: asyncio.StreamReader, out: _Capture, err_reader: asyncio.StreamReader,
+                     err: _Capture) -> None:
+    tasks = [asyncio.ensure_future(_pump(out_reader, out)), asyncio.ensure_future(_pump(err_reader, err))]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()  # the other pipe's reader, when one of them failed
 
 
 async def _pump(reader: asyncio.StreamReader, capture: _Capture) -> None:

@@ -127,6 +127,20 @@ async def test_background_job_does_not_block_and_close_kills_it(make_bash: MakeB
     assert tool.pid is None
 
 
+async def test_close_during_a_command_ends_it_at_once(make_bash: MakeBash, tmp_path: Path) -> None:
+    tool = make_bash(timeout_s=60.0)
+    pidfile = tmp_path / "bg.pid"
+    task = asyncio.create_task(tool.run({"command": f"sleep 300 & echo $! > {pidfile}; sleep 300"}))
+    while not pidfile.exists() or not pidfile.read_text().strip():
+        await asyncio.sleep(0.02)
+    await asyncio.wait_for(tool.close(), 10)
+    with pytest.raises(ToolError, match="closed while the command ran"):
+        await task
+    await wait_dead(int(pidfile.read_text()))
+    assert tool.pid is None
+    assert await out(tool, "echo reopened") == "reopened\n"  # a later call starts a new session
+
+
 async def test_timeout_kills_the_group_and_the_next_call_works(make_bash: MakeBash, tmp_path: Path) -> None:
     tool = make_bash(timeout_s=1.0)
     await out(tool, "MARK=set")
