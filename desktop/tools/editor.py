@@ -243,6 +243,8 @@ def _check_range(view_range: Any, n_lines: int) -> tuple[int, int]:
             or not all(isinstance(i, int) and not isinstance(i, bool) for i in view_range)):
         raise ToolInputError("Invalid `view_range`. It should be a list of two integers.")
     first, last = view_range
+    if not n_lines:
+        raise ToolError(f"Invalid `view_range`: {view_range}. The file is empty: it has no lines to show.")
     if first < 1 or first > n_lines:
         raise ToolError(f"Invalid `view_range`: {view_range}. Its first element `{first}` should be within the "
                         f"range of lines of the file: {[1, n_lines]}")

@@ -81,6 +81,7 @@ async def test_invalid_view_ranges(tool: EditTool, sample: Path, view_range: Any
 async def test_view_empty_file_and_file_without_final_newline(tool: EditTool, tmp_path: Path) -> None:
     (tmp_path / "empty").write_text("")
     assert await ok(tool, command="view", path=str(tmp_path / "empty")) == f"The file {tmp_path / 'empty'} is empty."
+    assert "The file is empty" in await fails(tool, command="view", path=str(tmp_path / "empty"), view_range=[1, -1])
     (tmp_path / "nonl").write_text("a\nb")
     assert (await ok(tool, command="view", path=str(tmp_path / "nonl"))).endswith(numbered((1, "a"), (2, "b")))
 
