@@ -48,6 +48,15 @@ IMAGE_UID = 1000  # the desktop image's user, used when the service itself runs 
 _POLL_S = 0.05
 
 
+def instance_id(run_root: Path) -> str:
+    """The label value naming which service (by its run directory) owns a container."""
+    return hashlib.sha256(str(run_root.resolve()).encode()).hexdigest()[:12]
+
+
+def run_root_of(settings: Settings) -> Path:
+    return (settings.docker_run_dir or settings.data_dir / "desktops").resolve()
+
+
 class ContainerClient(DesktopClient):
     """A ``DesktopClient`` that, when the daemon is unreachable, says what happened to its container."""
 
@@ -97,8 +106,8 @@ class DockerBackend:
         self.settings = settings or get_settings()
         self.start_url = start_url if start_url is not None else self.settings.browser_start_url
         self.kiosk = kiosk
-        self.run_root = (self.settings.docker_run_dir or self.settings.data_dir / "desktops").resolve()
-        self.instance = hashlib.sha256(str(self.run_root).encode()).hexdigest()[:12]
+        self.run_root = run_root_of(self.settings)
+        self.instance = instance_id(self.run_root)
         self._engine = engine
         self._started = False
         self._start_lock = asyncio.Lock()

@@ -27,7 +27,7 @@ import docker.errors
 import pytest
 
 from deskpilot.settings import Settings
-from desktop.backends.docker import LABEL_MANAGED, DockerBackend
+from desktop.backends.docker import LABEL_INSTANCE, LABEL_MANAGED, DockerBackend
 
 IMAGE = os.environ.get("DESKPILOT_TEST_DOCKER_IMAGE", "deskpilot-desktop:latest")
 
@@ -91,7 +91,7 @@ async def make_backend(engine: Any, run_root: Path) -> AsyncIterator[MakeBackend
     # Whatever a failed test left behind in this run directory (only ours: the instance label).
     for backend in made:
         for c in engine.containers.list(all=True, filters={"label": [f"{LABEL_MANAGED}=1",
-                                                                      f"deskpilot.instance={backend.instance}"]}):
+                                                                      f"{LABEL_INSTANCE}={backend.instance}"]}):
             with contextlib.suppress(docker.errors.NotFound):
                 c.remove(force=True)
 
