@@ -49,6 +49,8 @@ class LoopConfig:
                               retry_after_cap_s=settings.retry_after_cap_s),
         )
         base.update(overrides)
+        if "model" in overrides and "tools" not in overrides:  # the tool versions follow the model asked for
+            base["tools"] = toolset_for(base["model"], settings)
         return cls(**base)
 
     def request_params(self, messages: list[dict[str, Any]]) -> dict[str, Any]:

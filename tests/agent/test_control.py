@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 from typing import Any
 
 from agent.approvals import Decision
@@ -30,7 +31,7 @@ def result_text(block: dict[str, Any]) -> str:
 def assert_valid(history: list[dict[str, Any]]) -> None:
     """Roles alternate and every tool_use is answered in the very next turn."""
     assert history[0]["role"] == "user"
-    for a, b in zip(history, history[1:], strict=False):
+    for a, b in itertools.pairwise(history):
         assert a["role"] != b["role"]
     for i, msg in enumerate(history):
         if msg["role"] == "assistant":
@@ -74,7 +75,7 @@ async def test_ask_then_approve_runs_the_call(fake_messages: FakeMessages, make_
 async def test_reject_with_a_note_tells_the_model(fake_messages: FakeMessages, make_loop: LoopFactory) -> None:
     fake_messages.script(reply(tool_use("computer", TYPE_ENTER, id="t1")), reply(text("ok, I won't")))
     desktop = RecordingDesktop()
-    loop, events = make_loop(desktop, policy=ApprovalPolicy("cautious"))
+    loop, _events = make_loop(desktop, policy=ApprovalPolicy("cautious"))
     task, approval_id = await run_until_ask(loop, "type it")
     loop.decide(approval_id, Decision.reject("never delete my home"))
     assert (await task).status == "succeeded"
@@ -221,7 +222,7 @@ async def test_malformed_tool_input_becomes_an_error_result(
 
 async def test_max_steps_stops_cleanly(fake_messages: FakeMessages, make_loop: LoopFactory) -> None:
     fake_messages.script(*[reply(tool_use("computer", {"action": "screenshot"})) for _ in range(3)])
-    loop, events = make_loop(max_steps=2)
+    loop, _events = make_loop(max_steps=2)
     result = await loop.run("loop forever")
     assert (result.status, result.reason) == ("failed", "max_steps")
     assert result.message == "stopped: max_steps reached (2 of 2 model calls)"
@@ -267,7 +268,7 @@ async def test_restart_from_saved_history_never_reruns_a_tool(
 
     fake_messages.script(reply(text("I will check")))
     fresh = RecordingDesktop()
-    again, events = make_loop(fresh, history=saved[-1])
+    again, _events = make_loop(fresh, history=saved[-1])
     result = await again.run()
     assert result.status == "succeeded"
     assert fresh.calls == []

@@ -108,5 +108,5 @@ def test_rules_round_trip_and_reject_nonsense() -> None:
         Rule.from_dict({"effect": "ask", "colour": "red"})
     with pytest.raises(ValueError, match="allow, ask or deny"):
         Rule("maybe")  # type: ignore[arg-type]
-    with pytest.raises(Exception, match="unterminated|missing"):
+    with pytest.raises(Exception, match=r"unterminated|missing"):
         Rule("ask", text="(")

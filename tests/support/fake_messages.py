@@ -19,6 +19,7 @@ A request with ``"stream": true`` is answered with SSE (``message_start``, ``con
 text/thinking/signature/input_json deltas, ``message_delta``, ``message_stop``, and ``ping``s), any
 other with the JSON message. When the script runs out, the server answers 400
 ``invalid_request_error`` "fake_messages: script exhausted" — a run never hangs on a missing entry.
+A responder that raises gets a 400 naming the exception (and it is kept in ``fake.errors``).
 ``api_key`` checks are opt-in: ``FakeMessages(api_key="k")`` answers 401 to any other key.
 """
 
@@ -132,6 +133,7 @@ Entry = Reply | ErrorReply | Callable[[Request], "Reply | ErrorReply"]
 class FakeMessages:
     def __init__(self, *, api_key: str | None = None, model: str = "claude-opus-4-5") -> None:
         self.requests: list[Request] = []
+        self.errors: list[Exception] = []  # exceptions raised by responders
         self._script: list[Entry] = []
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -173,7 +175,13 @@ class FakeMessages:
             entry = self._script.pop(0) if self._script else None
         if entry is None:
             return error(400, message="fake_messages: script exhausted")
-        return entry(request) if callable(entry) else entry
+        if not callable(entry):
+            return entry
+        try:
+            return entry(request)
+        except Exception as exc:  # a broken responder fails the run plainly (400 is never retried)
+            self.errors.append(exc)
+            return error(400, message=f"fake_messages: responder raised {type(exc).__name__}: {exc}")
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         fake = self
