@@ -4,6 +4,10 @@ Uses mss's XCB backend: MIT-SHM ``XShmGetImage`` (the server writes the pixels s
 about 1 ms for 1024×768 on Xvfb) and, when SHM is unavailable (e.g. a remote X connection), plain
 ``XGetImage``. ``method`` says which one is in use. No subprocess, no file.
 
+The pointer is kept apart from the pixels: ``grab_raw()`` is the screen's content without it (so a settling
+screen is not kept "busy" by the pointer changing shape, e.g. to the progress cursor while a page loads), and
+``grab()`` / ``paint_cursor()`` draw it on top, as ``scrot -p`` does, so the model sees where it is.
+
 Not thread-safe by design: an X connection belongs to one thread. The daemon does all X work on one thread
 and creates its ``ScreenCapture`` there; anything else (tests, the benchmark) makes its own.
 """
@@ -17,7 +21,10 @@ from typing import Any
 
 import mss
 import mss.exception
+import numpy as np
 from PIL import Image
+from Xlib import error as xerror
+from Xlib.display import Display
 
 from deskpilot.errors import DesktopLostError
 
@@ -54,24 +61,33 @@ class RawFrame:
         return f"{zlib.crc32(self.data):08x}{self.width:x}x{self.height:x}"
 
 
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """The pointer: its image (RGBA, straight alpha) and where the image's top-left corner is on screen."""
+
+    image: Image.Image
+    left: int
+    top: int
+
+
 class ScreenCapture:
     """Grabs the full screen of ``display`` (e.g. ``":1"``). Use from one thread only; ``close()`` when done.
 
-    ``with_cursor`` paints the pointer into the image (as ``scrot -p`` does) so the model sees where it is and a
-    mouse move counts as a visible change. ``use_shm=False`` forces ``XGetImage``.
+    ``with_cursor`` makes ``grab()`` paint the pointer in; ``use_shm=False`` forces ``XGetImage``.
     """
 
     def __init__(self, display: str, *, with_cursor: bool = True, use_shm: bool = True) -> None:
         self.display = display
+        self.with_cursor = with_cursor
         try:
-            self._mss = mss.MSS(display=display, with_cursor=with_cursor,
-                                backend="xshmgetimage" if use_shm else "xgetimage")
+            self._mss = mss.MSS(display=display, backend="xshmgetimage" if use_shm else "xgetimage")
             self._monitor: dict[str, Any] = dict(self._mss.monitors[0])  # monitor 0 = the whole root window
         except mss.exception.ScreenShotError as e:
             raise DesktopLostError(f"cannot open X display {display}: {e}") from e
         self.width = int(self._monitor["width"])
         self.height = int(self._monitor["height"])
         self._closed = False
+        self._xlib: Display | None = None  # opened on the first cursor() call
         self.grab_raw()  # fail now, not on the first action, and settle which method works
 
     @property
@@ -85,7 +101,7 @@ class ScreenCapture:
         return self.width, self.height
 
     def grab_raw(self) -> RawFrame:
-        """The whole screen as BGRX bytes: the cheapest form, for equality checks and hashing."""
+        """The whole screen without the pointer, as BGRX bytes: for equality checks and hashing."""
         if self._closed:
             raise DesktopLostError(f"capture of {self.display} is closed")
         try:
@@ -96,8 +112,43 @@ class ScreenCapture:
         return RawFrame(shot.raw, shot.width, shot.height)
 
     def grab(self) -> Image.Image:
-        """The whole screen as an RGB Pillow image."""
-        return self.grab_raw().to_image()
+        """The whole screen as an RGB Pillow image, with the pointer if ``with_cursor``."""
+        img = self.grab_raw().to_image()
+        if self.with_cursor:
+            self.paint_cursor(img)
+        return img
+
+    def cursor(self) -> Cursor:
+        """The pointer's current image and place (XFixes GetCursorImage)."""
+        if self._closed:
+            raise DesktopLostError(f"capture of {self.display} is closed")
+        try:
+            if self._xlib is None:
+                self._xlib = Display(self.display)
+                self._xlib.xfixes_query_version()
+            reply = self._xlib.xfixes_get_cursor_image(self._xlib.screen().root)
+        except (xerror.DisplayError, xerror.ConnectionClosedError, OSError) as e:
+            raise DesktopLostError(f"cursor of {self.display} unavailable: {e}") from e
+        w, h = reply.width, reply.height
+        argb = np.array(reply.cursor_image, dtype=np.uint32).reshape(h, w)
+        # Premultiplied ARGB → straight RGBA, so Pillow's alpha paste gives the right edge colours.
+        alpha = (argb >> 24).astype(np.uint16)
+        rgba = np.empty((h, w, 4), dtype=np.uint8)
+        safe = np.maximum(alpha, 1)
+        for i, shift in enumerate((16, 8, 0)):
+            channel = ((argb >> shift) & 0xFF).astype(np.uint16)
+            rgba[..., i] = np.minimum(channel * 255 // safe, 255)
+        rgba[..., 3] = alpha
+        return Cursor(Image.fromarray(rgba, "RGBA"), reply.x - reply.xhot, reply.y - reply.yhot)
+
+    def paint_cursor(self, img: Image.Image, scale: tuple[float, float] = (1.0, 1.0)) -> None:
+        """Paint the current pointer onto ``img`` (a frame of this screen, possibly resized by ``scale``)."""
+        cur = self.cursor()
+        sprite = cur.image
+        if scale != (1.0, 1.0):
+            sprite = sprite.resize((max(1, round(sprite.width * scale[0])), max(1, round(sprite.height * scale[1]))),
+                                   Image.Resampling.BILINEAR)
+        img.paste(sprite, (round(cur.left * scale[0]), round(cur.top * scale[1])), sprite)
 
     def close(self) -> None:
         if not self._closed:
@@ -105,6 +156,9 @@ class ScreenCapture:
             # Closing after the X server died reports the lost connection again; nothing left to free.
             with contextlib.suppress(mss.exception.ScreenShotError):
                 self._mss.close()
+            if self._xlib is not None:
+                with contextlib.suppress(xerror.DisplayError, xerror.ConnectionClosedError, OSError):
+                    self._xlib.close()
 
     def __enter__(self) -> ScreenCapture:
         return self

@@ -57,8 +57,11 @@ class Screenshotter:
         """The current frame, raw: take one before an action and pass it to ``settled_screenshot``."""
         return self.capture.grab_raw()
 
-    def to_model_image(self, frame: RawFrame) -> Image.Image:
+    def to_model_image(self, frame: RawFrame, *, cursor: bool = True) -> Image.Image:
+        """``frame`` as an RGB image at model size, with the pointer painted in (if the capture draws it)."""
         img = frame.to_image()
+        if cursor and self.capture.with_cursor:
+            self.capture.paint_cursor(img)
         if self.scaler.scaled:
             img = img.resize(self.scaler.model_size, RESAMPLE)
         return img
@@ -108,15 +111,19 @@ class Screenshotter:
         if max_width < 16:
             raise ValueError(f"max_width must be at least 16, got {max_width}")
         frame = self.capture.grab_raw()
+        cursor = self.capture.cursor() if self.capture.with_cursor else None
         width, height = frame.size
         if width > max_width:
             width, height = max_width, max(1, round(height * max_width / width))
-        etag = f'"{frame.digest()}-q{quality}-w{width}"'
+        where = f"-c{cursor.left}x{cursor.top}" if cursor is not None else ""  # a moved pointer is a new frame
+        etag = f'"{frame.digest()}{where}-q{quality}-w{width}"'
         if etag == if_none_match:
             return JpegFrame(None, etag, width, height)
         if self._jpeg_cache is not None and self._jpeg_cache[0] == etag:
             return JpegFrame(self._jpeg_cache[1], etag, width, height)
         img = frame.to_image()
+        if cursor is not None:
+            img.paste(cursor.image, (cursor.left, cursor.top), cursor.image)
         if img.size != (width, height):
             # Viewers want speed over fidelity: bilinear is the cheapest antialiased filter.
             img = img.resize((width, height), Image.Resampling.BILINEAR)
@@ -126,3 +133,9 @@ class Screenshotter:
 
     def close(self) -> None:
         self.capture.close()
+
+    def __enter__(self) -> Screenshotter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

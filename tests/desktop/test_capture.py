@@ -52,7 +52,7 @@ def test_grab_raw_is_bgrx_and_compares_by_content(bare_display: Desktop, painter
         assert px(c.to_image(), 500, 500) == RED
 
 
-def test_cursor_is_painted_when_asked(bare_display: Desktop, painter: Painter) -> None:
+def test_cursor_is_painted_by_grab_but_not_in_raw_frames(bare_display: Desktop, painter: Painter) -> None:
     painter.rect(0, 0, 1024, 768, BLUE)
     painter.warp_pointer(400, 300)
     with ScreenCapture(bare_display.display, with_cursor=False) as plain, \
@@ -63,6 +63,16 @@ def test_cursor_is_painted_when_asked(bare_display: Desktop, painter: Painter) -
         assert without.crop(box).getcolors() == [(40 * 40, BLUE)]
         assert len(with_.crop(box).getcolors() or []) > 1  # the pointer is drawn around its hotspot
         assert px(with_, 10, 10) == BLUE
+        cur = cursor.cursor()
+        assert cur.image.mode == "RGBA"
+        assert cur.left <= 400 < cur.left + cur.image.width and cur.top <= 300 < cur.top + cur.image.height
+        # Raw frames never contain the pointer: moving it changes nothing there.
+        raw = cursor.grab_raw()
+        assert raw == plain.grab_raw()
+        painter.warp_pointer(700, 500)
+        wait_for(lambda: cursor.cursor().left > 600)
+        assert cursor.grab_raw() == raw
+        assert px(cursor.grab(), 400, 300) == BLUE
 
 
 def test_closed_capture_and_missing_display_raise_desktop_lost(bare_display: Desktop) -> None:
