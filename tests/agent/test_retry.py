@@ -107,10 +107,16 @@ async def test_401_fails_at_once_with_a_plain_message(make_loop: LoopFactory) ->
         loop.client = client
         result = await loop.run("hi")
         await client.close()
+        fake.script(reply(text("hello")))  # the right key gets through
+        right = anthropic.AsyncAnthropic(api_key="the-right-key", base_url=fake.url, max_retries=0)
+        ok_loop, _ = make_loop()
+        ok_loop.client = right
+        assert (await ok_loop.run("hi")).text == "hello"
+        await right.close()
     assert result.status == "failed"
     assert result.reason == "auth"
     assert result.message.startswith("the API key was rejected (401)")
-    assert len(fake.requests) == 1
+    assert len(fake.requests) == 2  # one refused, no retry; one accepted
     assert events.of("retrying") == []
     assert events.of("error")[0]["message"] == result.message
 

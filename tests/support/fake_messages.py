@@ -20,7 +20,8 @@ text/thinking/signature/input_json deltas, ``message_delta``, ``message_stop``, 
 other with the JSON message. When the script runs out, the server answers 400
 ``invalid_request_error`` "fake_messages: script exhausted" — a run never hangs on a missing entry.
 A responder that raises gets a 400 naming the exception (and it is kept in ``fake.errors``).
-``api_key`` checks are opt-in: ``FakeMessages(api_key="k")`` answers 401 to any other key.
+``api_key`` checks are opt-in: ``FakeMessages(api_key="k")`` answers 401 to any other key
+(``x-api-key`` or ``Authorization: Bearer``).
 """
 
 from __future__ import annotations
@@ -105,6 +106,14 @@ class Request:
     raw: bytes
     body: dict[str, Any]
     at: float
+
+    @property
+    def api_key(self) -> str | None:
+        """The key the client sent: ``x-api-key`` or ``Authorization: Bearer`` (newer SDKs send the latter)."""
+        if "x-api-key" in self.headers:
+            return self.headers["x-api-key"]
+        auth = self.headers.get("authorization", "")
+        return auth[7:] if auth.lower().startswith("bearer ") else None
 
     @property
     def images(self) -> list[bytes]:
@@ -203,7 +212,7 @@ class FakeMessages:
                 if not self.path.startswith("/v1/messages"):
                     self._json(404, _err("not_found_error", f"no route {self.path}"))
                     return
-                if fake.api_key is not None and headers.get("x-api-key") != fake.api_key:
+                if fake.api_key is not None and request.api_key != fake.api_key:
                     with fake._lock:
                         fake.requests.append(request)
                     self._json(401, _err("authentication_error", "invalid x-api-key"))

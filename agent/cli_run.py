@@ -1,0 +1,183 @@
+"""``deskpilot run "TASK"``: one task on a local desktop, progress on stderr, the answer on stdout.
+
+Exit codes: 0 succeeded; 1 failed (reason printed); 2 usage/config error (e.g. no API key);
+3 the model stayed unavailable after every retry; 130 interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Any
+
+import click
+
+from agent.approvals import Decision
+from agent.config import LoopConfig
+from agent.events import Event
+from agent.loop import AgentLoop, RunResult
+from agent.models import get_client
+from agent.policy import PRESETS, ApprovalPolicy
+from agent.prompts import DesktopFacts
+from deskpilot.errors import ConfigError, DeskpilotError
+from deskpilot.settings import Settings, get_settings
+
+EXIT_FAILED, EXIT_CONFIG, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 1, 2, 3, 130
+NO_KEY = ("no Anthropic API key: set ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL to use a proxy or gateway), "
+          "e.g. `export ANTHROPIC_API_KEY=sk-ant-...`")
+
+
+def _say(line: str) -> None:
+    click.echo(line, err=True)
+
+
+def _short(value: Any, limit: int = 100) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class Terminal:
+    """Prints events as progress lines and asks approvals at the prompt."""
+
+    def __init__(self, interactive: bool, auto_approve: bool) -> None:
+        self.interactive, self.auto_approve = interactive, auto_approve
+        self.loop: AgentLoop | None = None
+        self.unavailable = ""
+
+    async def __call__(self, event: Event) -> None:
+        d = event.data
+        step = f"step {d.get('step', '?')}"
+        if event.type == "thinking" and d.get("text"):
+            _say(f"{step} · thinking: {_short(d['text'])}")
+        elif event.type == "assistant_text":
+            _say(f"{step} · says: {_short(d['text'], 200)}")
+        elif event.type == "tool_call":
+            _say(f"{step} · {d['tool']} {_short(d['input'])}")
+        elif event.type == "tool_result":
+            took = d.get("meta", {}).get("total_ms")
+            _say(f"{step} ·   → {'error: ' + _short(d['error']) if d['is_error'] else 'ok'}"
+                 + (f" ({took} ms)" if took is not None else ""))
+        elif event.type == "usage":
+            t = d["total"]
+            _say(f"{step} · tokens in {d['input_tokens']:,} (cache read {d['cache_read_tokens']:,}, "
+                 f"write {d['cache_write_tokens']:,}) out {d['output_tokens']:,} · ${d['cost_usd']:.4f} "
+                 f"(total ${t['cost_usd']:.4f}, {t['steps']} calls)")
+        elif event.type == "retrying":
+            _say(f"retrying in {d['delay_s']:.1f}s ({d['reason']}), attempt {d['attempt']}/{d['max_attempts']}")
+        elif event.type == "error":
+            _say(f"error: {d['message']}")
+        elif event.type == "approval_requested":
+            await self._approve(d)
+        elif event.type == "status" and d["status"] == "paused" and d["reason"] == "model_unavailable":
+            self.unavailable = d.get("message") or "the model is unavailable"
+            if self.loop is not None:
+                self.loop.cancel()  # a terminal run does not wait: say so and exit
+
+    async def _approve(self, d: dict[str, Any]) -> None:
+        assert self.loop is not None
+        _say(f"approval needed: {d['tool']} {_short(d['input'], 300)}\n  why: {d['reason']}")
+        if self.auto_approve:
+            self.loop.decide(d["approval_id"], Decision.approve())
+            _say("  approved (--yes)")
+            return
+        if not self.interactive:
+            self.loop.decide(d["approval_id"], Decision.reject("no one at the terminal to approve it"))
+            _say("  rejected: stdin is not a terminal (use --yes or --policy autonomous)")
+            return
+        decision = await asyncio.to_thread(_prompt_decision)
+        self.loop.decide(d["approval_id"], decision)
+
+
+def _prompt_decision() -> Decision:
+    while True:
+        choice = click.prompt("  [a]pprove, [A]lways allow this, [r]eject, [e]dit input", default="a",
+                              show_default=False, err=True).strip()
+        if choice in ("a", "A"):
+            return Decision.approve(always=choice == "A")
+        if choice == "r":
+            return Decision.reject(click.prompt("  note for the model", default="", err=True))
+        if choice == "e":
+            raw = click.prompt("  corrected input (JSON)", err=True)
+            try:
+                value = json.loads(raw)
+            except ValueError as exc:
+                _say(f"  not JSON: {exc}")
+                continue
+            if isinstance(value, dict):
+                return Decision.edit(value)
+            _say("  the input must be a JSON object")
+
+
+async def _run(task: str, settings: Settings, policy: ApprovalPolicy, term: Terminal, start_url: str | None,
+               width: int, height: int) -> RunResult:
+    from desktop.local import start_local_desktop  # heavy: only when a run really starts
+
+    client = get_client(settings)
+    async with start_local_desktop(width, height, start_url=start_url) as desk:
+        info = await desk.client.info()
+        default = DesktopFacts()
+        facts = DesktopFacts(os=info.os or default.os, browser=info.browser or default.browser,
+                             width=info.model_width, height=info.model_height)
+        config = LoopConfig.from_settings(settings, facts)
+        _say(f"desktop {info.display} {info.screen_width}x{info.screen_height} (model {facts.width}x{facts.height}),"
+             f" model {config.model}, tools {config.tools.computer}, policy {policy.preset}")
+        loop = AgentLoop(client=client, desktop=desk.client, policy=policy, emit=term, config=config)
+        term.loop = loop
+        task_future = asyncio.ensure_future(loop.run(task))
+        try:
+            return await asyncio.shield(task_future)
+        except asyncio.CancelledError:  # Ctrl-C: interrupt politely so the history stays valid
+            loop.cancel()
+            return await task_future
+
+
+@click.command(name="run")
+@click.argument("task")
+@click.option("--policy", "preset", type=click.Choice(PRESETS), default=None,
+              help="Approval preset (default: DESKPILOT_APPROVAL_POLICY, cautious).")
+@click.option("--yes", "auto_approve", is_flag=True, help="Approve every ask without prompting.")
+@click.option("--model", default=None, help="Model name (default: DESKPILOT_MODEL).")
+@click.option("--max-steps", type=int, default=None, help="Stop after this many model calls.")
+@click.option("--max-cost", type=float, default=None, help="Stop after spending this many USD.")
+@click.option("--start-url", default=None, help="Page the browser opens first.")
+@click.option("--width", type=int, default=None, help="Screen width (default: DESKPILOT_SCREEN_WIDTH).")
+@click.option("--height", type=int, default=None, help="Screen height (default: DESKPILOT_SCREEN_HEIGHT).")
+def run_command(task: str, preset: str | None, auto_approve: bool, model: str | None, max_steps: int | None,
+                max_cost: float | None, start_url: str | None, width: int | None, height: int | None) -> None:
+    """Run TASK on a fresh local desktop; print progress, ask approvals here, print the answer."""
+    base = get_settings()
+    updates = {k: v for k, v in {"model": model, "max_steps": max_steps, "max_cost_usd": max_cost}.items()
+               if v is not None}
+    settings = base.model_copy(update=updates)
+    if settings.anthropic_api_key is None or not settings.anthropic_api_key.get_secret_value():
+        click.echo(f"Error: {NO_KEY}", err=True)
+        sys.exit(EXIT_CONFIG)
+    try:
+        policy = ApprovalPolicy(preset or settings.approval_policy)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    term = Terminal(interactive=sys.stdin.isatty(), auto_approve=auto_approve)
+    try:
+        result = asyncio.run(_run(task, settings, policy, term, start_url, width or settings.screen_width,
+                                  height or settings.screen_height))
+    except KeyboardInterrupt:
+        _say("interrupted")
+        sys.exit(EXIT_INTERRUPTED)
+    except ConfigError as exc:
+        click.echo(f"Error: {exc.message}", err=True)
+        sys.exit(EXIT_CONFIG)
+    except DeskpilotError as exc:
+        click.echo(f"Error: {exc.message}", err=True)
+        sys.exit(EXIT_FAILED)
+    if result.text:
+        click.echo(result.text)
+    if result.status == "succeeded":
+        _say(f"done · {result.usage['steps']} model calls · ${result.usage['cost_usd']:.4f}")
+        return
+    if term.unavailable:
+        click.echo(f"Error: {term.unavailable}", err=True)
+        sys.exit(EXIT_UNAVAILABLE)
+    click.echo(f"Error: run {result.status}: {result.message}", err=True)
+    sys.exit(EXIT_INTERRUPTED if result.status == "cancelled" else EXIT_FAILED)
