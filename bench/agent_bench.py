@@ -1,0 +1,210 @@
+"""Agent loop benchmark: controller overhead per step, bytes per request, cache-friendly prefix share.
+
+Both approaches talk to the same instantly-answering fake Messages API (``tests/support/fake_messages``)
+over HTTP and to the same instant in-process desktop (a fixed-cost screenshot, no settle), so the
+numbers are the controller's own cost:
+
+- ours: ``agent.loop.AgentLoop`` — one AsyncAnthropic, streaming, keep 5 / remove 3 screenshots,
+  cache breakpoints on the system prompt and the two newest user turns;
+- reference: the computer-use demo's approach — a new synchronous ``Anthropic`` client per step,
+  non-streaming, every screenshot kept (its truncation is off for the Anthropic provider), cache
+  breakpoints on the three newest user turns.
+
+"Prefix share" compares the prompt in cache order (tools, system, messages; ``cache_control`` markers
+left out, as the API matches cached prefixes on content): ``of_prev`` = the share of the previous
+request this one repeats verbatim (what the cache can serve), ``of_cur`` = that prefix over this request.
+
+Run: ``.venv/bin/python bench/agent_bench.py [--steps 30]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import itertools
+
+import anthropic
+from PIL import Image, ImageDraw
+
+from agent.config import LoopConfig
+from agent.events import discard
+from agent.loop import AgentLoop
+from agent.models import toolset_for
+from agent.policy import ApprovalPolicy
+from agent.prompts import DesktopFacts, system_prompt
+from desktop.tools.base import ToolResult
+from tests.support.fake_messages import FakeMessages, Request, reply, text, tool_use
+
+MODEL = "claude-opus-4-5"
+
+
+def screenshot(step: int) -> bytes:
+    """A 1024x768 PNG that looks like a page (~tens of kB) and differs a little per step."""
+    image = Image.new("RGB", (1024, 768), (244, 244, 240))
+    draw = ImageDraw.Draw(image)
+    for row in range(40):
+        draw.text((20, 20 + row * 18), f"line {row}: lorem ipsum dolor sit amet {row * 7919 % 1000}", fill=(30, 30, 30))
+    draw.rectangle((400, 300 + step % 50, 640, 420 + step % 50), fill=(255, 0, 255))
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+SHOTS: list[bytes] = []  # made before timing starts, so neither approach pays for Pillow
+
+
+class InstantDesktop:
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    async def tool(self, name: str, input: dict[str, Any], *, version: str = "") -> ToolResult:
+        self.times.append(time.perf_counter())
+        return ToolResult(image=SHOTS[len(self.times) % len(SHOTS)])
+
+
+def responder(steps: int) -> Any:
+    def answer(request: Request) -> Any:
+        done = sum(1 for m in request.body["messages"] if m["role"] == "assistant")
+        if done >= steps:
+            return reply(text("done"))
+        return reply(text(f"step {done}"), tool_use("computer", {"action": "left_click", "coordinate": [500, 350]}))
+    return answer
+
+
+def cache_order(body: dict[str, Any]) -> bytes:
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k != "cache_control"}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+
+    parts = [json.dumps(strip(body.get("tools"))), json.dumps(strip(body.get("system"))),
+             *(json.dumps(strip(m)) for m in body["messages"])]
+    return "\n".join(parts).encode()
+
+
+def common_prefix(a: bytes, b: bytes) -> int:
+    n = min(len(a), len(b))
+    lo, hi = 0, n
+    while lo < hi:  # binary search on equal prefixes
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+# ---- the reference approach ----------------------------------------------------------------------------
+def _reference_caching(messages: list[dict[str, Any]]) -> None:
+    breakpoints = 3
+    for message in reversed(messages):
+        if message["role"] == "user" and isinstance(content := message["content"], list):
+            if breakpoints:
+                breakpoints -= 1
+                content[-1]["cache_control"] = {"type": "ephemeral"}
+            else:
+                content[-1].pop("cache_control", None)
+                break
+
+
+async def reference_run(fake: FakeMessages, steps: int, system: str, tools: list[dict[str, Any]]) -> list[float]:
+    desktop = InstantDesktop()
+    messages: list[dict[str, Any]] = [{"role": "user", "content": [{"type": "text", "text": "click it"}]}]
+    while True:
+        client = anthropic.Anthropic(api_key="k", base_url=fake.url, max_retries=4)  # new sync client per step
+        _reference_caching(messages)
+        raw = client.beta.messages.with_raw_response.create(
+            max_tokens=4096, messages=messages, model=MODEL, system=[{"type": "text", "text": system,
+                                                                      "cache_control": {"type": "ephemeral"}}],
+            tools=tools, betas=["computer-use-2025-11-24"], thinking={"type": "enabled", "budget_tokens": 1024})
+        response = raw.parse()
+        content = [b.model_dump(exclude_none=True) for b in response.content]
+        messages.append({"role": "assistant", "content": content})
+        results = []
+        for block in content:
+            if block["type"] == "tool_use":
+                result = await desktop.tool("computer", block["input"])
+                image = base64.b64encode(result.image or b"").decode()
+                results.append({"type": "tool_result", "tool_use_id": block["id"], "is_error": False,
+                                "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                                                         "data": image}}]})
+        client.close()
+        if not results:
+            return desktop.times
+        messages.append({"role": "user", "content": results})
+
+
+async def ours_run(fake: FakeMessages, steps: int, keep: int, chunk: int) -> list[float]:
+    desktop = InstantDesktop()
+    client = anthropic.AsyncAnthropic(api_key="k", base_url=fake.url, max_retries=0)
+    config = LoopConfig(model=MODEL, tools=toolset_for(MODEL), width=1024, height=768,
+                        system=system_prompt(DesktopFacts()), max_tokens=4096, thinking_budget=1024, max_steps=10_000,
+                        keep_screenshots=keep, removal_chunk=chunk)
+    loop = AgentLoop(client=client, desktop=desktop, policy=ApprovalPolicy("autonomous"), emit=discard, config=config)
+    await loop.run("click it")
+    await client.close()
+    return desktop.times
+
+
+def report(name: str, times: list[float], requests: list[Request], skip: int) -> dict[str, float]:
+    per_step = [(b - a) * 1000 for a, b in itertools.pairwise(times)][skip:]
+    sizes = [len(r.raw) for r in requests]
+    shares_prev, shares_cur = [], []
+    for prev, cur in itertools.pairwise(requests):
+        a, b = cache_order(prev.body), cache_order(cur.body)
+        n = common_prefix(a, b)
+        shares_prev.append(n / len(a))
+        shares_cur.append(n / len(b))
+    steady_prev, steady_cur = shares_prev[skip:], shares_cur[skip:]
+    row = {"p50_ms": statistics.median(per_step), "p95_ms": statistics.quantiles(per_step, n=20)[18],
+           "bytes_last": sizes[-1], "bytes_mean": statistics.mean(sizes),
+           "prefix_of_prev_mean": statistics.mean(steady_prev), "prefix_of_prev_p50": statistics.median(steady_prev),
+           "prefix_of_cur_mean": statistics.mean(steady_cur), "images_last": len(requests[-1].images)}
+    print(f"{name:>10}: step p50 {row['p50_ms']:.1f} ms, p95 {row['p95_ms']:.1f} ms | request bytes mean "
+          f"{row['bytes_mean'] / 1e3:.0f} kB, last {row['bytes_last'] / 1e3:.0f} kB ({row['images_last']} images) | "
+          f"prefix of previous: mean {row['prefix_of_prev_mean']:.1%}, median {row['prefix_of_prev_p50']:.1%}; "
+          f"of current: mean {row['prefix_of_cur_mean']:.1%}")
+    return row
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--keep", type=int, default=5, help="screenshots kept (ours)")
+    parser.add_argument("--chunk", type=int, default=3, help="screenshots removed at a time (ours)")
+    args = parser.parse_args()
+    SHOTS.extend(screenshot(i) for i in range(50))
+    skip = args.keep + 1  # steady state: from the first screenshot removal on
+    tools = [{"type": "computer_20251124", "name": "computer", "display_width_px": 1024, "display_height_px": 768},
+             {"type": "bash_20250124", "name": "bash"},
+             {"type": "text_editor_20250728", "name": "str_replace_based_edit_tool"}]
+    print(f"{args.steps} steps, instant fake model over HTTP (SSE for ours, JSON for the reference), "
+          f"instant desktop; screenshot PNG {len(screenshot(1)) / 1e3:.0f} kB")
+    with FakeMessages() as fake:
+        fake.script(*[responder(args.steps)] * (args.steps + 1))
+        ours_times = await ours_run(fake, args.steps, args.keep, args.chunk)
+        ours = report(f"ours {args.keep}/{args.chunk}", ours_times, fake.requests, skip)
+    with FakeMessages() as fake:
+        fake.script(*[responder(args.steps)] * (args.steps + 1))
+        ref_times = await reference_run(fake, args.steps, system_prompt(DesktopFacts()), tools)
+        ref = report("reference", ref_times, fake.requests, skip)
+    print(f"ratios (reference / ours): step p50 {ref['p50_ms'] / ours['p50_ms']:.2f}x, "
+          f"mean request bytes {ref['bytes_mean'] / ours['bytes_mean']:.2f}x, "
+          f"last request bytes {ref['bytes_last'] / ours['bytes_last']:.2f}x")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
