@@ -124,7 +124,7 @@ async def reference_run(fake: FakeMessages, steps: int, system: str, tools: list
     desktop = InstantDesktop()
     messages: list[dict[str, Any]] = [{"role": "user", "content": [{"type": "text", "text": "click it"}]}]
     while True:
-        client = anthropic.Anthropic(api_key="k", base_url=fake.url, max_retries=4)  # new sync client per step
+        client: Any = anthropic.Anthropic(api_key="k", base_url=fake.url, max_retries=4)  # new sync client per step
         _reference_caching(messages)
         raw = client.beta.messages.with_raw_response.create(
             max_tokens=4096, messages=messages, model=MODEL, system=[{"type": "text", "text": system,
@@ -188,7 +188,7 @@ async def main() -> None:
     args = parser.parse_args()
     SHOTS.extend(screenshot(i) for i in range(50))
     skip = args.keep + 1  # steady state: from the first screenshot removal on
-    tools = [{"type": "computer_20251124", "name": "computer", "display_width_px": 1024, "display_height_px": 768},
+    tools: list[dict[str, Any]] = [{"type": "computer_20251124", "name": "computer", "display_width_px": 1024, "display_height_px": 768},
              {"type": "bash_20250124", "name": "bash"},
              {"type": "text_editor_20250728", "name": "str_replace_based_edit_tool"}]
     print(f"{args.steps} steps, instant fake model over HTTP (SSE for ours, JSON for the reference), "
