@@ -188,7 +188,8 @@ async def main() -> None:
     args = parser.parse_args()
     SHOTS.extend(screenshot(i) for i in range(50))
     skip = args.keep + 1  # steady state: from the first screenshot removal on
-    tools: list[dict[str, Any]] = [{"type": "computer_20251124", "name": "computer", "display_width_px": 1024, "display_height_px": 768},
+    tools: list[dict[str, Any]] = [
+             {"type": "computer_20251124", "name": "computer", "display_width_px": 1024, "display_height_px": 768},
              {"type": "bash_20250124", "name": "bash"},
              {"type": "text_editor_20250728", "name": "str_replace_based_edit_tool"}]
     print(f"{args.steps} steps, instant fake model over HTTP (SSE for ours, JSON for the reference), "
