@@ -48,6 +48,7 @@ class LoopConfig:
             retry=RetryConfig(max_retries=settings.model_retries, backoff_s=settings.retry_backoff_s,
                               retry_after_cap_s=settings.retry_after_cap_s),
         )
+        overrides = {k: v for k, v in overrides.items() if v is not None}  # None = "use the setting"
         base.update(overrides)
         if "model" in overrides and "tools" not in overrides:  # the tool versions follow the model asked for
             base["tools"] = toolset_for(base["model"], settings)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 # USD per million tokens: input, output, cache write (5-minute), cache read. Longest prefix wins.
@@ -66,7 +66,6 @@ class UsageTotals:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     cost_usd: float = 0.0
-    calls: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, usage: CallUsage, cost: float) -> None:
         self.steps += 1
