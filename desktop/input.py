@@ -3,18 +3,18 @@
 Coordinates here are **screen** pixels (the tool maps model space first). Every public method ends with
 ``display.sync()``, so when it returns the X server has queued the events for the clients.
 
-Characters missing from the keymap (é on a US layout, ß, 漢字, emoji) are typed by binding a spare keycode
-(one with no keysyms) to the character's keysym, pressing it, and restoring the keycode later. Restoring
-right after the press would race the client: it re-reads the keymap when it handles the MappingNotify,
-which may be after our restore. So bindings are released at the start of the next action (a settled
-screenshot later) or on ``close()``, and a binding is only recycled inside one ``type`` after a pause.
+Characters missing from the keymap (é on a US layout, ß, 漢字, emoji) are typed by binding spare keycodes
+(ones with no keysyms) to the characters' keysyms (Unicode keysym = 0x01000000 + code point). Clients such
+as chromium re-read the keymap *asynchronously* after a MappingNotify, so after (re)binding we pause briefly
+before pressing, and we never change a keycode whose key events may still be unread: a long text is typed in
+runs that fit the spare keycodes, with a pause between runs, and the bindings are restored to empty at the
+start of the next action (a settled screenshot later) or on ``close()``.
 Not thread-safe: the daemon calls it from its single X worker thread.
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Literal
 
@@ -30,7 +30,7 @@ _SCROLL_BUTTONS: dict[str, int] = {"up": 4, "down": 5, "left": 6, "right": 7}
 _SHIFT = XK.string_to_keysym("Shift_L")
 _RETURN = XK.string_to_keysym("Return")
 _TAB = XK.string_to_keysym("Tab")
-_RECYCLE_PAUSE_S = 0.1  # lets the client handle key events before their keycode is rebound
+_KEYMAP_PAUSE_S = 0.15  # time for clients to re-read the keymap after we change it
 _MULTI_CLICK_GAP_S = 0.02
 _SYNC_EVERY = 64  # characters typed between round trips, so a long text streams without huge buffers
 
@@ -56,7 +56,8 @@ class XInput:
         # Keycode 8 is skipped: some XKB clients never map it.
         self._spares = [self._min_kc + i for i, row in enumerate(self._keymap)
                         if not any(row) and self._min_kc + i > 8]
-        self._bound: OrderedDict[int, int] = OrderedDict()  # keysym -> spare keycode, oldest first
+        self._bound: dict[int, int] = {}  # keysym -> spare keycode, oldest first
+        self._typed_since_bind = False
         self._held_buttons: set[int] = set()
 
     # --- lifecycle -----------------------------------------------------------------------------------
@@ -165,23 +166,16 @@ class XInput:
     def type_text(self, text: str) -> None:
         """Type any text: keymap characters directly, others through spare keycodes; \\n and \\t as keys."""
         self._begin()
-        used: set[int] = set()  # spare keycodes pressed during this call
-        previous = ""
-        for i, char in enumerate(text):
-            if char == "\n" and previous == "\r":
-                previous = char
-                continue  # \r\n is one Return
-            previous = char
-            if char in "\r\n":
-                keysym = _RETURN
-            elif char == "\t":
-                keysym = _TAB
-            else:
-                keysym = char_keysym(char)
-            self._tap(keysym, used)
-            if i % _SYNC_EVERY == _SYNC_EVERY - 1:
-                self._d.sync()
-        self._d.sync()
+        keysyms = _text_keysyms(text)
+        start = 0
+        while start < len(keysyms):
+            end = self._bind_run(keysyms, start)
+            for i, keysym in enumerate(keysyms[start:end]):
+                self._tap(keysym)
+                if i % _SYNC_EVERY == _SYNC_EVERY - 1:
+                    self._d.sync()
+            self._d.sync()
+            start = end
 
     def release_bindings(self) -> None:
         """Give the spare keycodes back their empty mapping."""
@@ -207,29 +201,52 @@ class XInput:
                     return self._min_kc + i, column == 1
         return None
 
-    def _keycode(self, keysym: int, used: set[int]) -> tuple[int, bool]:
+    def _keycode(self, keysym: int) -> tuple[int, bool]:
+        """Keycode for a keysym already on the keymap or bound by ``_bind``."""
         found = self._lookup(keysym)
         if found is not None:
             return found
-        if keysym in self._bound:
-            self._bound.move_to_end(keysym)
-            return self._bound[keysym], False
-        if not self._spares:
-            raise DesktopError("the keymap has no spare keycode to type characters outside the layout")
-        if len(self._bound) < len(self._spares):
-            keycode = next(k for k in self._spares if k not in self._bound.values())
-        else:
-            _, keycode = self._bound.popitem(last=False)
-            if keycode in used:
-                self._d.sync()
-                time.sleep(_RECYCLE_PAUSE_S)
-        self._d.change_keyboard_mapping(keycode, [(keysym, keysym) + (X.NoSymbol,) * (self._width - 2)])
-        self._bound[keysym] = keycode
-        return keycode, False
+        return self._bound[keysym], False
 
-    def _tap(self, keysym: int, used: set[int]) -> None:
-        keycode, shifted = self._keycode(keysym, used)
-        used.add(keycode)
+    def _bind_run(self, keysyms: list[int], start: int) -> int:
+        """Bind the unmapped keysyms of the longest run from ``start`` that fits the spares; return its end."""
+        need: list[int] = []
+        end = start
+        while end < len(keysyms):
+            keysym = keysyms[end]
+            if keysym not in need and self._lookup(keysym) is None:
+                if len(need) == len(self._spares):
+                    break
+                need.append(keysym)
+            end += 1
+        self._bind(need)
+        return end
+
+    def _bind(self, keysyms: list[int]) -> None:
+        """Put each keysym on a spare keycode (recycling bindings not in ``keysyms``), then let clients catch up."""
+        missing = [k for k in keysyms if k not in self._bound]
+        if not missing:
+            return
+        if len(set(keysyms)) > len(self._spares):
+            raise DesktopError("the keymap has too few spare keycodes to type characters outside the layout")
+        free = [k for k in self._spares if k not in self._bound.values()]
+        stale = [k for k in self._bound if k not in keysyms]
+        if len(free) < len(missing) and self._typed_since_bind:
+            # Keys already sent with the old bindings must be translated before those keycodes change.
+            self._d.sync()
+            time.sleep(_KEYMAP_PAUSE_S)
+        for keysym in missing:
+            keycode = free.pop(0) if free else self._bound.pop(stale.pop(0))
+            self._d.change_keyboard_mapping(keycode, [(keysym, keysym) + (X.NoSymbol,) * (self._width - 2)])
+            self._bound[keysym] = keycode
+        self._d.sync()
+        # Clients (chromium) re-read the keymap asynchronously after MappingNotify; a key sent at once
+        # would be translated with the old mapping.
+        time.sleep(_KEYMAP_PAUSE_S)
+        self._typed_since_bind = False
+
+    def _tap(self, keysym: int) -> None:
+        keycode, shifted = self._keycode(keysym)
         shift_code = self._lookup(_SHIFT) if shifted else None
         if shift_code:
             xtest.fake_input(self._d, X.KeyPress, shift_code[0])
@@ -237,9 +254,21 @@ class XInput:
         xtest.fake_input(self._d, X.KeyRelease, keycode)
         if shift_code:
             xtest.fake_input(self._d, X.KeyRelease, shift_code[0])
+        self._typed_since_bind = True
 
     def _holding(self, combo: Combo) -> _Held:
         return _Held(self, combo)
+
+
+def _text_keysyms(text: str) -> list[int]:
+    """Characters → keysyms; \\r\\n and \\r are one Return, \\t is Tab."""
+    keysyms: list[int] = []
+    previous = ""
+    for char in text:
+        if not (char == "\n" and previous == "\r"):
+            keysyms.append(_RETURN if char in "\r\n" else _TAB if char == "\t" else char_keysym(char))
+        previous = char
+    return keysyms
 
 
 class _Held:
@@ -252,12 +281,12 @@ class _Held:
 
     def __enter__(self) -> None:
         o = self._owner
-        used: set[int] = set()
+        o._bind([k.keysym for k in self._combo if o._lookup(k.keysym) is None])
+        o._typed_since_bind = True
         shift = o._lookup(_SHIFT)
         try:
             for key in self._combo:
-                keycode, shifted = o._keycode(key.keysym, used)
-                used.add(keycode)
+                keycode, shifted = o._keycode(key.keysym)
                 if shifted and shift is not None and shift[0] not in self._pressed:
                     xtest.fake_input(o._d, X.KeyPress, shift[0])
                     self._pressed.append(shift[0])
