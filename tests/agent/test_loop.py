@@ -85,3 +85,16 @@ async def test_multi_step_run_sends_documented_images_breakpoints_and_stable_pre
     assert len([e for e in events.events if e.type == "tool_result" and e.image]) == steps
     assert events.statuses()[0] == ("running", "")
     assert events.statuses()[-1][0] == "succeeded"
+
+
+async def test_plain_json_responses_work_too(fake_messages: FakeMessages, make_loop: LoopFactory) -> None:
+    thought = thinking("look first", signature="sig-json")
+    fake_messages.script(reply(thought, tool_use("computer", {"action": "screenshot"}, id="t1")),
+                         reply(text("done")))
+    desktop = RecordingDesktop()
+    loop, _ = make_loop(desktop, stream=False)
+    result = await loop.run("look")
+    assert (result.status, result.text) == ("succeeded", "done")
+    assert "stream" not in fake_messages.requests[0].body
+    assert fake_messages.requests[1].body["messages"][1]["content"][0] == thought
+    assert len(desktop.calls) == 1
