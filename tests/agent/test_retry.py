@@ -33,7 +33,7 @@ async def test_429_honours_retry_after_and_reports_when(fake_messages: FakeMessa
     assert (retry[0]["status_code"], retry[0]["delay_s"], retry[0]["attempt"]) == (429, 2.0, 2)
     r = fake_messages.requests
     assert r[2].at - r[1].at >= 2.0  # waited as told
-    assert abs(retry[0]["retry_at"] - r[2].at) < 0.5
+    assert abs(retry[0]["retry_at"] - r[2].at) < 1.0  # the event said when the retry would come
     assert len(desktop.calls) == 1
 
 
