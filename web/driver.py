@@ -34,9 +34,6 @@ if TYPE_CHECKING:
     from web.runner import Runner
     from web.store import ApprovalRow, SessionRow, Store
 
-_client: anthropic.AsyncAnthropic | None = None
-
-
 @dataclass(frozen=True, slots=True)
 class Outcome:
     status: str
@@ -46,13 +43,13 @@ class Outcome:
 
 
 def model_client(runner: Runner) -> anthropic.AsyncAnthropic:
-    """One client for the process (connection pool, one place for base URL and timeouts)."""
-    global _client
-    settings = runner.settings
-    if _client is None:
+    """One client per service (connection pool, one place for base URL and timeouts)."""
+    if runner.model_client is None:
+        settings = runner.settings
         key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else ""
-        _client = make_client(key, settings.anthropic_base_url, settings.model_timeout_s)
-    return _client
+        runner.model_client = make_client(key, settings.anthropic_base_url, settings.model_timeout_s)
+    client: anthropic.AsyncAnthropic = runner.model_client
+    return client
 
 
 def make_policy(settings_preset: str, spec: dict[str, Any]) -> ApprovalPolicy:

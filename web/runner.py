@@ -36,6 +36,7 @@ class Runner:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._frames: dict[str, asyncio.Task[None]] = {}
         self._backend: Any = None
+        self.model_client: Any = None  # anthropic.AsyncAnthropic, made on first use
         self.unavailable_reason: str | None = None
         if settings.anthropic_api_key is None:
             self.unavailable_reason = (
@@ -62,6 +63,8 @@ class Runner:
         closer = getattr(self._backend, "aclose", None)
         if closer is not None:
             await closer()
+        if self.model_client is not None:
+            await self.model_client.close()
 
     async def recover(self) -> None:
         """Runs once at start: nothing is live, so whatever the database calls active was cut short.

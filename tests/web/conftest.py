@@ -116,11 +116,17 @@ def wait_for(fn: Any, timeout: float = 60, interval: float = 0.1) -> Any:
 
 def wait_status(svc: Service, sid: str, *states: str, who: str = "alice", timeout: float = 90) -> dict[str, Any]:
     with svc.client(who) as c:
+        seen: list[dict[str, Any]] = []
+
         def check() -> dict[str, Any] | None:
             body: dict[str, Any] = c.get(f"/api/sessions/{sid}").json()
+            seen[:] = [body]
             return body if body["status"] in states else None
 
-        result: dict[str, Any] = wait_for(check, timeout)
+        try:
+            result: dict[str, Any] = wait_for(check, timeout)
+        except AssertionError:
+            raise AssertionError(f"session never reached {states}: {seen}") from None
         return result
 
 

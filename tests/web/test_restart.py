@@ -1,0 +1,88 @@
+"""Kill the service (SIGKILL) mid-step and during a pending approval; start it again on the same data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support.fake_messages import FakeMessages, Reply, Request, reply, text, tool_use
+from tests.web.conftest import make_tokens, wait_for
+from tests.web.procs import ServerProcess
+
+
+def get(server: ServerProcess, token: str, path: str, **params: Any) -> Any:
+    r = httpx.get(server.url + path, headers={"Authorization": f"Bearer {token}"}, params=params, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def post(server: ServerProcess, token: str, path: str, body: Any = None) -> httpx.Response:
+    return httpx.post(server.url + path, headers={"Authorization": f"Bearer {token}"}, json=body, timeout=60)
+
+
+def wait_session(server: ServerProcess, token: str, sid: str, *states: str, timeout: float = 120) -> Any:
+    return wait_for(lambda: (s := get(server, token, f"/api/sessions/{sid}"))["status"] in states and s, timeout)
+
+
+def test_restart_mid_step_and_during_a_pending_approval(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    slow_marker, approved_marker = tmp_path / "slow.txt", tmp_path / "approved.txt"
+    token = make_tokens(data, ["alice"])["alice"]
+
+    def model(req: Request) -> Reply:
+        msgs = req.body["messages"]
+        first, answered = json.dumps(msgs[0]), sum(1 for m in msgs if m["role"] == "assistant")
+        if "TASK-SLOW" in first:
+            if answered == 0:
+                return reply(text("Running a slow command."),
+                             tool_use("bash", {"command": f"sleep 60; echo slow >> {slow_marker}"}))
+            return reply(text("The slow command's outcome is unknown; I will not repeat it."))
+        if answered == 0:
+            return reply(tool_use("bash", {"command": f"echo approved >> {approved_marker}"}))
+        return reply(text("Approved step done."))
+
+    with FakeMessages() as fake:
+        fake.script(*([model] * 8))
+        env = {"ANTHROPIC_API_KEY": "sk-test", "ANTHROPIC_BASE_URL": fake.url, "DESKPILOT_MODEL": "claude-opus-4-5",
+               "DESKPILOT_THINKING_BUDGET_TOKENS": "0", "DESKPILOT_MAX_SESSIONS": "2"}
+        server = ServerProcess(data, env).start()
+        try:
+            slow = post(server, token, "/api/sessions", {"task": "TASK-SLOW", "policy": {"preset": "autonomous"}})
+            gated = post(server, token, "/api/sessions", {"task": "TASK-GATED", "policy": {"preset": "strict"}})
+            slow_id, gated_id = slow.json()["id"], gated.json()["id"]
+            card = wait_session(server, token, gated_id, "awaiting_approval")["pending_approval"]
+            # mid-step: the slow command has started and has no result yet
+            wait_for(lambda: any(e["type"] == "tool_call" for e in get(
+                server, token, f"/api/sessions/{slow_id}/events")["items"]), 120)
+            before = {sid: get(server, token, f"/api/sessions/{sid}/events")["items"] for sid in (slow_id, gated_id)}
+            server.kill()
+
+            server = ServerProcess(data, env, port=server.port).start()
+            for sid in (slow_id, gated_id):
+                after = get(server, token, f"/api/sessions/{sid}/events")["items"]
+                assert after[: len(before[sid])] == before[sid]  # nothing lost or rewritten
+                assert get(server, token, f"/api/sessions/{sid}")["status"] == "interrupted"
+            unknown = [e for e in get(server, token, f"/api/sessions/{slow_id}/events")["items"]
+                       if e["type"] == "tool_result"]
+            assert len(unknown) == 1 and "outcome unknown" in unknown[0]["data"]["error"]
+            still = get(server, token, f"/api/sessions/{gated_id}")["pending_approval"]
+            assert still is not None and still["id"] == card["id"] and still["status"] == "pending"
+            assert not approved_marker.exists()  # never auto-approved
+
+            assert post(server, token, f"/api/sessions/{gated_id}/approvals/{card['id']}",
+                        {"decision": "approve"}).status_code == 200
+            done = wait_session(server, token, gated_id, "succeeded", "failed")
+            assert done["status"] == "succeeded" and done["result"] == "Approved step done."
+            assert approved_marker.read_text() == "approved\n"
+
+            assert post(server, token, f"/api/sessions/{slow_id}/resume").status_code == 200
+            done = wait_session(server, token, slow_id, "succeeded", "failed")
+            assert done["status"] == "succeeded"
+            assert not slow_marker.exists()  # the cut-off command was never run again
+            slow_calls = [r for r in fake.requests if "TASK-SLOW" in json.dumps(r.body["messages"][0])]
+            assert len(slow_calls) == 2 and "outcome unknown" in json.dumps(slow_calls[1].body["messages"][-1])
+        finally:
+            server.stop()
