@@ -157,11 +157,13 @@ class XInput:
         self._d.sync()
 
     def hold(self, combo: Combo, duration_s: float) -> None:
-        self._begin()
-        with self._holding(combo):
-            self._d.sync()
+        with self.holding(combo):
             time.sleep(duration_s)
-        self._d.sync()
+
+    def holding(self, combo: Combo) -> _Held:
+        """Context manager: the combo's keys are down (and synced) inside, released in reverse on exit."""
+        self._begin()
+        return _Held(self, combo, sync=True)
 
     def type_text(self, text: str) -> None:
         """Type any text: keymap characters directly, others through spare keycodes; \\n and \\t as keys."""
@@ -257,7 +259,7 @@ class XInput:
         self._typed_since_bind = True
 
     def _holding(self, combo: Combo) -> _Held:
-        return _Held(self, combo)
+        return _Held(self, combo, sync=False)
 
 
 def _text_keysyms(text: str) -> list[int]:
@@ -274,9 +276,10 @@ def _text_keysyms(text: str) -> list[int]:
 class _Held:
     """Context manager: press a combo's keys in order (adding Shift where a key needs it), release in reverse."""
 
-    def __init__(self, owner: XInput, combo: Combo) -> None:
+    def __init__(self, owner: XInput, combo: Combo, *, sync: bool) -> None:
         self._owner = owner
         self._combo = combo
+        self._sync = sync
         self._pressed: list[int] = []
 
     def __enter__(self) -> None:
@@ -296,9 +299,13 @@ class _Held:
         except BaseException:
             self.__exit__()  # never leave a key stuck down
             raise
+        if self._sync:
+            o._d.sync()
 
     def __exit__(self, *exc: object) -> None:
         o = self._owner
         for keycode in reversed(self._pressed):
             xtest.fake_input(o._d, X.KeyRelease, keycode)
         self._pressed.clear()
+        if self._sync:
+            o._d.sync()
