@@ -152,6 +152,9 @@ class Runner:
     async def create(self, owner: str, body: SessionCreate) -> SessionRow:
         if self.unavailable_reason:
             raise ServiceUnavailable(self.unavailable_reason)
+        from web.driver import make_policy
+
+        make_policy(self.settings.approval_policy, body.policy or {})  # a bad policy is a 400 now, not a failed run
         screen = body.screen
         row = await self.store.create_session(
             owner=owner, task=body.task, model=body.model or self.settings.model, policy=body.policy or {},
