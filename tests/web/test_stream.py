@@ -90,7 +90,7 @@ def test_reconnect_with_after_misses_nothing(service: Service) -> None:
 def test_a_viewer_that_never_reads_is_dropped_and_the_agent_goes_on(service: Service) -> None:
     sid = bare_session(service)
     bus = service.app.state.bus
-    stuck = ws(service, sid, max_queue=1)  # the client stops reading its socket once one message waits
+    stuck = ws(service, sid, max_queue=1, legacy=True)  # the client stops reading its socket once one message waits
     stuck.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     with ws(service, sid) as good:
         good.recv(timeout=10)
