@@ -14,6 +14,7 @@ Not thread-safe: the daemon calls it from its single X worker thread.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable
 from typing import Literal
@@ -53,6 +54,13 @@ class XInput:
         self._keymap = [list(row) for row in
                         self._d.get_keyboard_mapping(self._min_kc, self._max_kc - self._min_kc + 1)]
         self._width = len(self._keymap[0])
+        # keysym -> (keycode, needs shift) for the first group; column 0 (unshifted) wins over column 1.
+        self._layout: dict[int, tuple[int, bool]] = {}
+        for column in (1, 0):
+            for i in reversed(range(len(self._keymap))):  # so the lowest keycode wins
+                keysym = self._keymap[i][column]
+                if keysym:
+                    self._layout[keysym] = (self._min_kc + i, column == 1)
         # Keycode 8 is skipped: some XKB clients never map it.
         self._spares = [self._min_kc + i for i, row in enumerate(self._keymap)
                         if not any(row) and self._min_kc + i > 8]
@@ -62,11 +70,12 @@ class XInput:
 
     # --- lifecycle -----------------------------------------------------------------------------------
     def close(self) -> None:
-        try:
+        """Release held buttons and bound keycodes, then disconnect; quiet if the server is already gone."""
+        with contextlib.suppress(Exception):
             for button in list(self._held_buttons):
                 self.button_up(button)
             self.release_bindings()
-        finally:
+        with contextlib.suppress(Exception):
             self._d.close()
 
     def __enter__(self) -> XInput:
@@ -197,11 +206,7 @@ class XInput:
 
     def _lookup(self, keysym: int) -> tuple[int, bool] | None:
         """(keycode, needs shift) from the keymap's first group, unshifted preferred."""
-        for column in (0, 1):
-            for i, row in enumerate(self._keymap):
-                if row[column] == keysym:
-                    return self._min_kc + i, column == 1
-        return None
+        return self._layout.get(keysym)
 
     def _keycode(self, keysym: int) -> tuple[int, bool]:
         """Keycode for a keysym already on the keymap or bound by ``_bind``."""

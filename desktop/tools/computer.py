@@ -21,7 +21,9 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from deskpilot.errors import ToolInputError
+from Xlib import error as xerror
+
+from deskpilot.errors import DesktopLostError, ToolInputError
 from desktop.input import XInput
 from desktop.keys import Combo, parse_key_action, parse_modifiers
 from desktop.scaling import Scaler
@@ -195,6 +197,12 @@ class ComputerTool20250124:
 
     async def run(self, input: dict[str, Any]) -> ToolResult:
         action = parse_action(input, self.fields, self.scaler)
+        try:
+            return await self._run(action)
+        except (xerror.ConnectionClosedError, ConnectionError) as exc:  # Xvfb died under us
+            raise DesktopLostError(f"the X display {self.display} is gone: {exc}") from exc
+
+    async def _run(self, action: Action) -> ToolResult:
         started = time.perf_counter()
         if action.name == "screenshot":
             return ToolResult(image=self.screen.screenshot(), meta=_ms(started, action.name))

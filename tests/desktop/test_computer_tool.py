@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from PIL import Image
 
-from deskpilot.errors import ToolInputError
+from deskpilot.errors import DesktopLostError, ToolInputError
 from desktop.display import Desktop
 from desktop.scaling import Scaler
 from desktop.tools.computer import ComputerTool20250124, ComputerTool20251124
@@ -224,3 +224,14 @@ async def test_zoom_only_in_the_newer_version(tools: dict[str, Tool], scaler: Sc
 async def test_tool_params(tools: dict[str, Tool]) -> None:
     assert tools["computer_20251124"].to_params() == {
         "name": "computer", "type": "computer_20251124", "display_width_px": 1024, "display_height_px": 768}
+
+
+async def test_a_dead_display_is_desktop_lost(make_desktop: MakeDesktop) -> None:
+    desktop = make_desktop(browser=False, wm=False)
+    tool = ComputerTool20250124(desktop.display)
+    try:
+        desktop.stop()
+        with pytest.raises(DesktopLostError):
+            await tool.run({"action": "mouse_move", "coordinate": [10, 10]})
+    finally:
+        tool.close()
