@@ -8,6 +8,7 @@ from Xlib import XK
 from deskpilot.errors import ToolInputError
 from desktop.keys import (
     UNICODE_KEYSYM_BASE,
+    Combo,
     char_keysym,
     parse_combo,
     parse_key,
@@ -17,13 +18,13 @@ from desktop.keys import (
 
 
 def ks(name: str) -> int:
-    value = XK.string_to_keysym(name)
+    value = int(XK.string_to_keysym(name))
     assert value != XK.NoSymbol, name
     return value
 
 
-def names(combo: tuple[object, ...]) -> list[int]:
-    return [k.keysym for k in combo]  # type: ignore[attr-defined]
+def names(combo: Combo) -> list[int]:
+    return [k.keysym for k in combo]
 
 
 @pytest.mark.parametrize(
