@@ -204,6 +204,10 @@ class DockerBackend:
             except DesktopStartError as exc:
                 log.error("warm pool: %s", exc.message)
                 return
+            # One screenshot now loads the computer tool and its X connection, so the session's first
+            # screenshot costs what any later one does.
+            with contextlib.suppress(DesktopLostError):
+                await desktop.client.screenshot()
             if self._closed:
                 await self._destroy(desktop)
                 return
