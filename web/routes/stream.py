@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from typing import Any
 
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
@@ -37,12 +38,11 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
     bus: Bus = websocket.app.state.bus
     await websocket.accept()
     viewer = bus.subscribe(session_id)
-    sender = asyncio.create_task(_send(websocket, store, viewer, after))
+    hello = {"kind": "hello", "session": (await session_out(store, row)).model_dump(mode="json")}
+    sender = asyncio.create_task(_send(websocket, store, viewer, after, hello))
     reader = asyncio.create_task(_read(websocket))
     gone = asyncio.create_task(viewer.gone.wait())
     try:
-        await websocket.send_text(json.dumps({"kind": "hello", "session": (await session_out(store, row)).model_dump(
-            mode="json")}))
         await asyncio.wait({sender, reader, gone}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         bus.unsubscribe(viewer)
@@ -55,7 +55,8 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
                                                    reason="too slow: reconnect with after=SEQ" if dropped else ""), 2)
 
 
-async def _send(websocket: WebSocket, store: Store, viewer: Viewer, after: int) -> None:
+async def _send(websocket: WebSocket, store: Store, viewer: Viewer, after: int, hello: dict[str, Any]) -> None:
+    await websocket.send_text(json.dumps(hello))  # one sender per socket: messages never interleave
     last = after
     while True:  # the stored log, page by page
         page = await store.events_after(viewer.session_id, last, limit=500)
