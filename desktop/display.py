@@ -256,9 +256,10 @@ class Desktop:
             sock = self._dir / "vnc.sock"
             with contextlib.suppress(FileNotFoundError):
                 sock.unlink()
-            # -rfbport 0 + -noipv6: no TCP listener at all, only the unix socket (file mode guards it).
+            # -rfbport 0 -noipv6 alone still listens on [::]:5900; -rfbportv6 -1 stops that. (-localhost would
+            # also stop it but refuses unix-socket clients.) The socket file mode and dir guard access.
             proc = self._spawn("vnc", [
-                "x11vnc", "-display", self.display, "-rfbport", "0", "-noipv6", "-localhost",
+                "x11vnc", "-display", self.display, "-rfbport", "0", "-noipv6", "-rfbportv6", "-1",
                 "-unixsock", str(sock), "-shared", "-forever", "-nopw", "-quiet", "-noxdamage",
             ])
             self._wait("vnc", proc, lambda: self._rfb_greets(sock))

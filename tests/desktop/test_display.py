@@ -71,6 +71,8 @@ def test_full_desktop_starts_probes_and_stops_cleanly() -> None:
         with socket.socket(socket.AF_UNIX) as sock:
             sock.connect(str(sock_path))
             assert sock.recv(12) == b"RFB 003.008\n"
+            sock.sendall(b"RFB 003.008\n")
+            assert sock.recv(2) == b"\x01\x01"  # one security type: None (the socket's mode guards it)
         vnc_pid = desktop.pid("vnc")
         assert vnc_pid is not None
         # x11vnc holds its unix socket but no listening TCP socket, v4 or v6.
