@@ -17,6 +17,7 @@ they belong to), so a restarted service removes its orphans before it starts new
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import hashlib
 import logging
@@ -46,6 +47,7 @@ LABEL_SESSION = "deskpilot.session"
 CONTAINER_RUN_DIR = "/run/deskpilot"
 IMAGE_UID = 1000  # the desktop image's user, used when the service itself runs as root
 _POLL_S = 0.05
+_MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes, including the terminating NUL
 
 
 def instance_id(run_root: Path) -> str:
@@ -142,17 +144,24 @@ class DockerBackend:
         async with self._start_lock:
             if self._started:
                 return
+            sock = self.run_root / ("x" * 12) / "daemon.sock"
+            if len(str(sock).encode()) > _MAX_SOCKET_PATH:
+                raise ConfigError(f"the desktop socket path {sock} is too long for a unix socket; set "
+                                  "DESKPILOT_DOCKER_RUN_DIR to a shorter directory")
             self.run_root.mkdir(parents=True, exist_ok=True)
             os.chmod(self.run_root, 0o700)
             removed = await asyncio.to_thread(self._remove_orphans)
             if removed:
                 log.info("removed %d orphaned desktop container(s)", removed)
             self._started = True
+            # A service that stops without aclose() must not leave desktops running behind it.
+            atexit.register(self._remove_all_now)
         self._refill()
 
     async def aclose(self) -> None:
         """Remove the warm pool and every desktop still in use."""
         self._closed = True
+        atexit.unregister(self._remove_all_now)
         if self._filling is not None:
             self._filling.cancel()
             with contextlib.suppress(BaseException):
@@ -161,6 +170,15 @@ class DockerBackend:
             await self._destroy(desktop)
         self._pool.clear()
         self._live.clear()
+
+    def _remove_all_now(self) -> None:
+        """Synchronous last resort at interpreter exit: remove every container this backend started."""
+        ids = [d.container_id for d in [*self._pool, *self._live.values()]]
+        self._pool.clear()
+        self._live.clear()
+        for cid in ids:
+            with contextlib.suppress(Exception):
+                self.engine().containers.get(cid).remove(force=True)
 
     async def wait_pool_ready(self, within_s: float = 120.0) -> None:
         """Wait until the warm pool is full (tests and benchmarks)."""

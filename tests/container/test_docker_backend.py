@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import docker.errors
 import pytest
 
-from deskpilot.errors import DesktopLostError
-from tests.container.conftest import MakeBackend, docker_cli, docker_exec
+from deskpilot.errors import ConfigError, DesktopLostError
+from tests.container.conftest import IMAGE, MakeBackend, docker_cli, docker_exec
 from tests.support.testpage import BIG_BUTTON, TestPageServer
 
 CANARY = "sk-ant-canary-must-not-reach-the-desktop"
@@ -161,3 +163,36 @@ async def test_orphans_of_a_crashed_service_are_removed_at_start(make_backend: M
     await restarted.start()
     assert _gone(engine, orphan)
     await crashed.release(handle)
+
+
+async def test_a_socket_path_too_long_is_a_clear_config_error(make_backend: MakeBackend, run_root: Path) -> None:
+    backend = make_backend(docker_run_dir=run_root / ("d" * 100))
+    with pytest.raises(ConfigError, match="DESKPILOT_DOCKER_RUN_DIR"):
+        await backend.start()
+
+
+_EXITING_SERVICE = """
+import asyncio, sys
+from pathlib import Path
+from deskpilot.settings import Settings
+from desktop.backends.docker import DockerBackend
+
+async def main() -> None:
+    settings = Settings(data_dir=Path(sys.argv[1]), docker_image=sys.argv[2], docker_network="host",
+                        docker_warm_pool=1, desktop_start_timeout_s=90)
+    backend = DockerBackend(settings)
+    handle = await backend.acquire("sess-exit", 1024, 768)
+    await backend.wait_pool_ready()
+    print(handle.extra["container"], *backend.pool_ids(), flush=True)
+
+asyncio.run(main())  # exits without release() or aclose(), like a service stopped by its runner
+"""
+
+
+def test_desktops_are_removed_when_the_service_process_exits(engine: Any, run_root: Path) -> None:
+    proc = subprocess.run([sys.executable, "-c", _EXITING_SERVICE, str(run_root), IMAGE], capture_output=True,
+                          text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ids = proc.stdout.split()
+    assert len(ids) == 2
+    assert all(_gone(engine, cid) for cid in ids)
