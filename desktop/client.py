@@ -62,6 +62,8 @@ class DesktopClient:
         return f"DesktopClient({self.uds or self.base_url!r})"
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        if self._http.is_closed:
+            raise DesktopLostError("desktop client is closed (the desktop was released)")
         try:
             response = await self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
@@ -101,6 +103,8 @@ class DesktopClient:
 
     async def healthz(self) -> bool:
         """True when the desktop is up; False when the daemon says it is lost or cannot be reached."""
+        if self._http.is_closed:
+            return False
         try:
             response = await self._http.get("/healthz", timeout=5.0)
         except httpx.TransportError:
