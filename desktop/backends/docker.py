@@ -86,7 +86,7 @@ def _container_fate(container: Any) -> str:
         return f"container {container.short_id} ran out of memory"
     if container.status != "running":
         return f"container {container.short_id} {container.status} (exit code {state.get('ExitCode')})"
-    return f"container {container.short_id} is running but its daemon does not answer"
+    return f"container {container.short_id} is running but its desktop is gone"
 
 
 @dataclass

@@ -196,3 +196,22 @@ def test_desktops_are_removed_when_the_service_process_exits(engine: Any, run_ro
     ids = proc.stdout.split()
     assert len(ids) == 2
     assert all(_gone(engine, cid) for cid in ids)
+
+
+async def test_xvfb_killed_inside_loses_the_desktop_and_says_so(make_backend: MakeBackend, engine: Any) -> None:
+    backend = make_backend()
+    handle = await backend.acquire("sess-xvfb", 1024, 768)
+    cid = handle.extra["container"]
+    code, out = docker_exec(engine, cid, "pgrep", "-x", "Xvfb")
+    assert code == 0, out
+    code, out = docker_exec(engine, cid, "kill", "-9", out.split()[0])
+    assert code == 0, out
+    with pytest.raises(DesktopLostError) as lost:
+        for _ in range(100):  # the daemon notices within its watch interval
+            await handle.client.tool("computer", {"action": "screenshot"})
+            await asyncio.sleep(0.1)
+    assert f"container {cid[:10]}" in lost.value.message and "Xvfb" in lost.value.message
+    code, out = docker_exec(engine, cid, "/opt/deskpilot/bin/python", "/usr/local/lib/deskpilot/healthcheck.py")
+    assert code == 1 and "healthz: 503" in out
+    await backend.release(handle)
+    assert _gone(engine, cid)
