@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -201,3 +202,27 @@ def test_refuses_to_start_without_a_token(tmp_path: Path) -> None:
                            "--host", "0.0.0.0"], env={**env, "DESKPILOT_DESKTOP_TOKEN": "t" * 20},
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "loopback" in proc.stderr
+
+
+async def test_computer_tool_round_trip_through_the_client(bare: LocalDesktop) -> None:
+    shot = await bare.client.screenshot()
+    assert not shot.is_error and shot.image is not None
+    assert shot.image[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", shot.image[16:24]) == (640, 480)  # IHDR: model size of a 640×480 screen
+
+    moved = await bare.client.tool("computer", {"action": "mouse_move", "coordinate": [123, 45]})
+    assert not moved.is_error and moved.image is not None
+    where = await bare.client.tool("computer", {"action": "cursor_position"})
+    assert where.output == "X=123,Y=45"
+
+    # The model's mistakes: an error result that still carries the screen, and the daemon lives on.
+    wrong = await bare.client.tool("computer", {"action": "left_click", "coordinate": [9999, 1]})
+    assert wrong.is_error and wrong.image is not None and wrong.image[:4] == b"\x89PNG"
+    nonsense = await bare.client.tool("computer", {"action": "fly"})
+    assert nonsense.is_error and nonsense.image is not None
+    zoom_old = await bare.client.tool("computer", {"action": "zoom", "region": [0, 0, 64, 48]})
+    assert zoom_old.is_error  # zoom is not part of computer_20250124
+    zoom = await bare.client.tool("computer", {"action": "zoom", "region": [0, 0, 64, 48]},
+                                  version="computer_20251124")
+    assert not zoom.is_error and zoom.image is not None
+    assert await bare.client.healthz()
