@@ -7,11 +7,13 @@ import copy
 import itertools
 from typing import Any
 
-from agent.approvals import Decision
+import pytest
+
+from agent.approvals import Approvals, Decision
 from agent.history import RESTART_UNKNOWN
 from agent.loop import INTERRUPTED_PENDING, INTERRUPTED_RUNNING, AgentLoop
 from agent.policy import ApprovalPolicy, Rule
-from deskpilot.errors import DesktopLostError
+from deskpilot.errors import BadRequest, DesktopLostError, NotFound
 from tests.agent.conftest import LoopFactory, RecordingDesktop
 from tests.support.fake_messages import FakeMessages, reply, text, tool_use
 
@@ -275,3 +277,12 @@ async def test_restart_from_saved_history_never_reruns_a_tool(
     got = results(fake_messages.requests[-1].body)
     assert result_text(got["t1"]) == RESTART_UNKNOWN and result_text(got["t2"]) == RESTART_UNKNOWN
     assert_valid(again.history)
+
+
+def test_an_edit_needs_an_object_and_unknown_approvals_are_not_found() -> None:
+    with pytest.raises(BadRequest, match="corrected input as a JSON object"):
+        Decision("edit", input=None)
+    with pytest.raises(BadRequest, match="approve, reject or edit"):
+        Decision("maybe")  # type: ignore[arg-type]
+    with pytest.raises(NotFound, match="no pending approval ap_x"):
+        Approvals().decide("ap_x", Decision.approve())

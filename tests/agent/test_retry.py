@@ -8,7 +8,7 @@ import time
 import anthropic
 import pytest
 
-from agent.retry import RetryConfig, parse_retry_after
+from agent.retry import RetryConfig, Verdict, delay_for, parse_retry_after
 from tests.agent.conftest import LoopFactory, RecordingDesktop
 from tests.support.fake_messages import FakeMessages, error, reply, text, tool_use
 
@@ -166,3 +166,14 @@ def test_parse_retry_after_http_date() -> None:
     value = email.utils.formatdate(time.time() + 30, usegmt=True)
     got = parse_retry_after({"retry-after": value})
     assert got is not None and 28 <= got <= 30
+
+
+def test_backoff_doubles_with_jitter_and_honours_retry_after_up_to_the_cap() -> None:
+    cfg = RetryConfig(backoff_s=1.0, max_backoff_s=8.0, retry_after_cap_s=30.0)
+    plain = Verdict(True, "overloaded (529)", 529)
+    for index, ceiling in [(0, 1.0), (1, 2.0), (2, 4.0), (3, 8.0), (6, 8.0)]:
+        delays = {delay_for(plain, index, cfg) for _ in range(50)}
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(delays) > 1  # jittered, so clients that failed together do not retry together
+    assert delay_for(Verdict(True, "rate limited (429)", 429, 12.0), 0, cfg) == 12.0
+    assert delay_for(Verdict(True, "rate limited (429)", 429, 3600.0), 0, cfg) == 30.0
