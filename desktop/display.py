@@ -13,7 +13,6 @@ import os
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -24,12 +23,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from Xlib import X, Xatom
-from Xlib import display as xdisplay
-from Xlib import error as xerror
-
 from deskpilot.errors import DesktopError, DesktopLostError, DesktopStartError
 from deskpilot.settings import get_settings
+from desktop import probes
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +221,7 @@ class Desktop:
             os.close(read_fd)
             if write_fd >= 0:
                 os.close(write_fd)
-        self._wait("xvfb", proc, self._x_connects)
+        self._wait("xvfb", proc, lambda: probes.x_connects(self.display))
 
     def _read_display(self, read_fd: int, proc: _Proc) -> int:
         """Xvfb writes its display number to the pipe once it accepts connections."""
@@ -251,7 +247,7 @@ class Desktop:
             rc = self._dir / "openbox-rc.xml"
             rc.write_text(_OPENBOX_RC)
             proc = self._spawn("wm", ["openbox", "--sm-disable", "--config-file", str(rc)])
-            self._wait("wm", proc, self._wm_ready)
+            self._wait("wm", proc, lambda: probes.wm_ready(self.display))
         elif name == "vnc":
             sock = self._dir / "vnc.sock"
             with contextlib.suppress(FileNotFoundError):
@@ -262,10 +258,10 @@ class Desktop:
                 "x11vnc", "-display", self.display, "-rfbport", "0", "-noipv6", "-rfbportv6", "-1",
                 "-unixsock", str(sock), "-shared", "-forever", "-nopw", "-quiet", "-noxdamage",
             ])
-            self._wait("vnc", proc, lambda: self._rfb_greets(sock))
+            self._wait("vnc", proc, lambda: probes.rfb_greets(sock))
         elif name == "browser":
             proc = self._spawn("browser", self._browser_args())
-            self._wait("browser", proc, self._browser_mapped)
+            self._wait("browser", proc, lambda: probes.window_mapped(self.display, "chromium"))
 
     def _browser_args(self) -> list[str]:
         assert self._dir is not None
@@ -299,66 +295,6 @@ class Desktop:
             if time.monotonic() > deadline:
                 raise DesktopStartError(f"{name} not ready after {self.start_timeout:.0f}s: {proc.log_tail()}")
             time.sleep(_PROBE_INTERVAL_S)
-
-    # --- probes -----------------------------------------------------------------------------------
-
-    def _open_x(self) -> xdisplay.Display | None:
-        try:
-            return xdisplay.Display(self.display)
-        except Exception:  # Xlib raises several unrelated types while the server comes up
-            return None
-
-    def _x_connects(self) -> bool:
-        disp = self._open_x()
-        if disp is None:
-            return False
-        disp.close()
-        return True
-
-    def _wm_ready(self) -> bool:
-        """An EWMH window manager owns ``_NET_SUPPORTING_WM_CHECK`` on the root and on its check window."""
-        disp = self._open_x()
-        if disp is None:
-            return False
-        try:
-            atom = disp.intern_atom("_NET_SUPPORTING_WM_CHECK")
-            prop = disp.screen().root.get_full_property(atom, Xatom.WINDOW)
-            if prop is None or not len(prop.value):
-                return False
-            check = disp.create_resource_object("window", int(prop.value[0]))
-            child = check.get_full_property(atom, Xatom.WINDOW)
-            return child is not None and len(child.value) > 0 and int(child.value[0]) == int(prop.value[0])
-        except xerror.XError:
-            return False
-        finally:
-            disp.close()
-
-    def _browser_mapped(self) -> bool:
-        disp = self._open_x()
-        if disp is None:
-            return False
-        try:
-            return _find_viewable(disp.screen().root, "chromium", depth=3)
-        finally:
-            disp.close()
-
-    @staticmethod
-    def _rfb_greets(path: Path) -> bool:
-        if not path.exists():
-            return False
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(2.0)
-            try:
-                sock.connect(str(path))
-                greeting = b""
-                while len(greeting) < 12:
-                    chunk = sock.recv(12 - len(greeting))
-                    if not chunk:
-                        return False
-                    greeting += chunk
-            except OSError:
-                return False
-            return greeting == b"RFB 003.008\n"
 
     # --- stopping ---------------------------------------------------------------------------------
 
@@ -406,23 +342,3 @@ class Desktop:
             if int(lock.read_text().strip()) == pid:
                 lock.unlink()
                 Path(f"/tmp/.X11-unix/X{self._display_num}").unlink(missing_ok=True)  # noqa: S108
-
-
-def _find_viewable(window: object, wm_class: str, depth: int) -> bool:
-    """A viewable window whose WM_CLASS contains ``wm_class``, searching ``depth`` levels down."""
-    try:
-        children = window.query_tree().children  # type: ignore[attr-defined]
-    except xerror.XError:
-        return False
-    for child in children:
-        try:
-            attrs = child.get_attributes()
-            classes = child.get_wm_class() or ()
-        except xerror.XError:
-            continue  # windows come and go while we look
-        if attrs.map_state == X.IsViewable:
-            if any(wm_class in c.lower() for c in classes):
-                return True
-            if depth > 1 and _find_viewable(child, wm_class, depth - 1):
-                return True
-    return False
