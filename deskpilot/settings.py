@@ -32,6 +32,8 @@ class Settings(BaseSettings):
                                         description="How long to wait for an action's first visible change.")
     settle_cap_ms: int = Field(default=3000, ge=0, description="Upper bound on waiting for the screen to settle.")
     settle_poll_ms: int = Field(default=15, ge=1, le=1000, description="Interval between frames while settling.")
+    settle_small_quiet_ms: int = Field(default=300, ge=0, le=480, description="Quiet needed while only small "
+                                       "areas changed (button press, visited link): the real response may follow.")
     bash_timeout_s: float = Field(default=120.0, gt=0)
     bash_output_cap: int = Field(default=16_000, gt=0, description="Characters of bash output returned.")
     editor_view_cap: int = Field(default=16_000, gt=0,
