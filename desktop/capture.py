@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 from Xlib import error as xerror
 from Xlib.display import Display
+from Xlib.ext import xfixes
 
 from deskpilot.errors import DesktopLostError
 
@@ -40,6 +41,8 @@ class RawFrame:
     data: bytes | bytearray
     width: int
     height: int
+    cursor_serial: int = 0  # which pointer image was showing (XFixes serial); not part of equality
+
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RawFrame):
@@ -55,6 +58,19 @@ class RawFrame:
     def to_image(self) -> Image.Image:
         """An RGB Pillow image; converts BGRX → RGB in C, sharing nothing with later grabs."""
         return Image.frombuffer("RGB", (self.width, self.height), self.data, "raw", "BGRX", 0, 1)
+
+    def changed_fraction(self, other: RawFrame) -> float:
+        """Area of the bounding box of the pixels that differ from ``other``, as a fraction of the screen."""
+        if self.size != other.size:
+            return 1.0
+        a = np.frombuffer(self.data, dtype=np.uint32).reshape(self.height, self.width)
+        b = np.frombuffer(other.data, dtype=np.uint32).reshape(other.height, other.width)
+        diff = a != b
+        rows, cols = np.flatnonzero(diff.any(axis=1)), np.flatnonzero(diff.any(axis=0))
+        if rows.size == 0:
+            return 0.0
+        area = (int(rows[-1]) - int(rows[0]) + 1) * (int(cols[-1]) - int(cols[0]) + 1)
+        return area / (self.width * self.height)
 
     def digest(self) -> str:
         """A content hash (CRC-32 of the pixels plus the size), ~1 ms for 1024×768; fine for ETags."""
@@ -87,7 +103,8 @@ class ScreenCapture:
         self.width = int(self._monitor["width"])
         self.height = int(self._monitor["height"])
         self._closed = False
-        self._xlib: Display | None = None  # opened on the first cursor() call
+        self._xlib: Display | None = None  # python-xlib connection for the pointer (XFixes)
+        self._cursor_serial = 0
         self.grab_raw()  # fail now, not on the first action, and settle which method works
 
     @property
@@ -109,7 +126,7 @@ class ScreenCapture:
         # A dead X server shows up as a NULL reply inside mss: an AssertionError (ValueError under -O).
         except (mss.exception.ScreenShotError, AssertionError, ValueError, OSError) as e:
             raise DesktopLostError(f"screen capture of {self.display} failed: {e}") from e
-        return RawFrame(shot.raw, shot.width, shot.height)
+        return RawFrame(shot.raw, shot.width, shot.height, self.cursor_serial())
 
     def grab(self) -> Image.Image:
         """The whole screen as an RGB Pillow image, with the pointer if ``with_cursor``."""
@@ -118,15 +135,37 @@ class ScreenCapture:
             self.paint_cursor(img)
         return img
 
-    def cursor(self) -> Cursor:
-        """The pointer's current image and place (XFixes GetCursorImage)."""
+    def _x(self) -> Display:
         if self._closed:
             raise DesktopLostError(f"capture of {self.display} is closed")
+        if self._xlib is None:
+            xlib = Display(self.display)
+            xlib.xfixes_query_version()
+            # Be told whenever the displayed pointer image changes (no round trip to ask).
+            xlib.xfixes_select_cursor_input(xlib.screen().root, xfixes.XFixesDisplayCursorNotifyMask)
+            self._cursor_serial = xlib.xfixes_get_cursor_image(xlib.screen().root).cursor_serial
+            self._xlib = xlib
+        return self._xlib
+
+    def cursor_serial(self) -> int:
+        """The XFixes serial of the pointer image showing now; it changes whenever an app sets a new cursor
+        (Chromium shows its progress cursor while a navigation is pending). Reads queued events only."""
         try:
-            if self._xlib is None:
-                self._xlib = Display(self.display)
-                self._xlib.xfixes_query_version()
-            reply = self._xlib.xfixes_get_cursor_image(self._xlib.screen().root)
+            xlib = self._x()
+            while xlib.pending_events():
+                event = xlib.next_event()
+                serial = getattr(event, "cursor_serial", None)
+                if serial is not None:
+                    self._cursor_serial = int(serial)
+        except (xerror.DisplayError, xerror.ConnectionClosedError, OSError) as e:
+            raise DesktopLostError(f"cursor of {self.display} unavailable: {e}") from e
+        return self._cursor_serial
+
+    def cursor(self) -> Cursor:
+        """The pointer's current image and place (XFixes GetCursorImage)."""
+        try:
+            xlib = self._x()
+            reply = xlib.xfixes_get_cursor_image(xlib.screen().root)
         except (xerror.DisplayError, xerror.ConnectionClosedError, OSError) as e:
             raise DesktopLostError(f"cursor of {self.display} unavailable: {e}") from e
         w, h = reply.width, reply.height

@@ -104,13 +104,74 @@ def test_without_before_only_waits_for_quiet(bare_display: Desktop, painter: Pai
     assert busy.changed and px(busy.frame.to_image(), 1, 1) == (90, 90, 90)
 
 
+def test_small_feedback_then_the_real_response(bare_display: Desktop, painter: Painter,
+                                               cap: ScreenCapture) -> None:
+    # A button-sized change right away (2 % of the screen), the whole screen 200 ms later: the small change
+    # must not end the wait, whereas a large first change settles after the short quiet.
+    win = painter.rect(0, 0, 1024, 768, START)
+    small = painter.rect(100, 100, 150, 100, START)
+    wait_for(lambda: px(cap.grab(), 10, 10) == START)
+    before = cap.grab_raw()
+    rule = SettleRule(first_change_ms=300, quiet_ms=80, cap_ms=3000, poll_ms=10, small_quiet_ms=300)
+    t_small = paint_later(bare_display.display, small.id, [(0.02, (200, 0, 0))])
+    t_big = paint_later(bare_display.display, win.id, [(0.22, (0, 0, 200))])
+    settled = wait_settled(cap, rule, before)
+    t_small.join()
+    t_big.join()
+    assert px(settled.frame.to_image(), 500, 500) == (0, 0, 200)
+    assert px(settled.frame.to_image(), 120, 120) == (200, 0, 0)
+    small_only = cap.grab_raw()
+    painter.recolour(small, (0, 200, 0))
+    alone = wait_settled(cap, rule, small_only)
+    assert alone.changed and alone.waited_ms >= 290  # small change: the long quiet
+    painter.recolour(win, START)
+    wait_for(lambda: px(cap.grab(), 500, 500) == START)
+    big_before = cap.grab_raw()
+    painter.recolour(win, (9, 99, 9))
+    big = wait_settled(cap, rule, big_before)
+    assert big.changed and big.waited_ms < 290  # large change: the short quiet
+
+
+def test_pointer_change_extends_the_wait_for_a_first_change(bare_display: Desktop, painter: Painter,
+                                                            cap: ScreenCapture) -> None:
+    win = painter.rect(0, 0, 1024, 768, START)
+    painter.warp_pointer(500, 400)
+    wait_for(lambda: px(cap.grab(), 10, 10) == START)
+    rule = SettleRule(first_change_ms=150, quiet_ms=60, cap_ms=3000, poll_ms=10)
+    font = painter.d.open_font("cursor")
+    shapes = iter(range(2, 150, 2))
+
+    def new_cursor() -> object:
+        shape = next(shapes)
+        return font.create_glyph_cursor(font, shape, shape + 1, (0, 0, 0), (65535, 65535, 65535))
+
+    # Control: the content changes 350 ms after the action, the pointer never does -> given up at 150 ms.
+    before = cap.grab_raw()
+    thread = paint_later(bare_display.display, win.id, [(0.35, (1, 2, 3))])
+    plain = wait_settled(cap, rule, before)
+    thread.join()
+    assert not plain.changed and plain.waited_ms < 340
+    wait_for(lambda: px(cap.grab(), 10, 10) == (1, 2, 3))
+    # The app shows a busy pointer at once, its content changes at 350 ms: that change is waited for.
+    before = cap.grab_raw()
+    win.change_attributes(cursor=new_cursor())
+    painter.d.sync()
+    thread = paint_later(bare_display.display, win.id, [(0.35, (4, 5, 6))])
+    busy = wait_settled(cap, rule, before)
+    thread.join()
+    assert busy.changed and px(busy.frame.to_image(), 10, 10) == (4, 5, 6)
+
+
 def test_rule_from_settings_and_validation() -> None:
-    s = Settings(settle_first_change_ms=11, settle_quiet_ms=22, settle_cap_ms=33, settle_poll_ms=4)
-    assert SettleRule.from_settings(s) == SettleRule(11, 22, 33, 4)
+    s = Settings(settle_first_change_ms=11, settle_quiet_ms=22, settle_cap_ms=33, settle_poll_ms=4,
+                 settle_small_quiet_ms=55)
+    assert SettleRule.from_settings(s) == SettleRule(11, 22, 33, 4, small_quiet_ms=55)
     with pytest.raises(ValueError, match="invalid settle rule"):
         SettleRule(poll_ms=0)
     with pytest.raises(ValueError, match="invalid settle rule"):
         SettleRule(quiet_ms=-1)
+    with pytest.raises(ValueError, match="invalid settle rule"):
+        SettleRule(small_area=1.5)
 
 
 PAGE = """<!doctype html><html><head><style>html,body{margin:0;height:100%;background:rgb(240,240,240)}</style>
