@@ -130,9 +130,12 @@ class Desktop:
             os.chmod(self._dir, 0o700)
             try:
                 self._start_xvfb()
-                for name in RESTARTABLE:
-                    if self.enabled[name]:
-                        self._start(name)
+                if self.enabled["wm"]:
+                    self._start("wm")  # first: the browser's window must be managed (maximised) from the start
+                # x11vnc and the browser come up side by side.
+                launched = [(name, *self._launch(name)) for name in ("vnc", "browser") if self.enabled[name]]
+                for name, proc, probe in launched:
+                    self._wait(name, proc, probe)
             except BaseException:
                 self.stop()
                 raise
@@ -242,13 +245,18 @@ class Desktop:
         return int(text)
 
     def _start(self, name: str) -> None:
+        proc, probe = self._launch(name)
+        self._wait(name, proc, probe)
+
+    def _launch(self, name: str) -> tuple[_Proc, Callable[[], bool]]:
+        """Spawn one component; returns it with the probe that says it is ready."""
         assert self._dir is not None
         if name == "wm":
             rc = self._dir / "openbox-rc.xml"
             rc.write_text(_OPENBOX_RC)
             proc = self._spawn("wm", ["openbox", "--sm-disable", "--config-file", str(rc)])
-            self._wait("wm", proc, lambda: probes.wm_ready(self.display))
-        elif name == "vnc":
+            return proc, lambda: probes.wm_ready(self.display)
+        if name == "vnc":
             sock = self._dir / "vnc.sock"
             with contextlib.suppress(FileNotFoundError):
                 sock.unlink()
@@ -258,10 +266,11 @@ class Desktop:
                 "x11vnc", "-display", self.display, "-rfbport", "0", "-noipv6", "-rfbportv6", "-1",
                 "-unixsock", str(sock), "-shared", "-forever", "-nopw", "-quiet", "-noxdamage",
             ])
-            self._wait("vnc", proc, lambda: probes.rfb_greets(sock))
-        elif name == "browser":
+            return proc, lambda: probes.rfb_greets(sock)
+        if name == "browser":
             proc = self._spawn("browser", self._browser_args())
-            self._wait("browser", proc, lambda: probes.window_mapped(self.display, "chromium"))
+            return proc, lambda: probes.window_mapped(self.display, "chromium")
+        raise DesktopError(f"unknown component {name}")
 
     def _browser_args(self) -> list[str]:
         assert self._dir is not None
