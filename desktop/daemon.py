@@ -223,11 +223,15 @@ def create_app(desktop: Desktop, token: str) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        task = asyncio.create_task(supervisor.run(), name="supervisor")
+        tasks = [asyncio.create_task(supervisor.run(), name="supervisor"),
+                 asyncio.create_task(host.warm_up(), name="warm-up"),
+                 asyncio.create_task(asyncio.to_thread(browser_version, desktop.browser_binary))]
         try:
             yield
         finally:
-            task.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await host.close()
             xthread.close()
 

@@ -89,6 +89,14 @@ class ToolHost:
                 log.exception("tool %s failed", name)
                 return ToolResult(error=f"internal error: {type(exc).__name__}")
 
+    async def warm_up(self) -> None:
+        """Build the default computer tool now, so the model's first call does not pay for it."""
+        async with self._locks["computer"]:
+            try:
+                await self._tool("computer", DEFAULT_VERSION)
+            except Exception:  # the first real call will report it
+                log.warning("computer tool warm-up failed", exc_info=True)
+
     async def _tool(self, name: str, version: str) -> Tool:
         if name == "computer":
             if version not in COMPUTER_VERSIONS:
