@@ -30,7 +30,7 @@ def serve_command(host: str | None, port: int | None) -> None:
     if port is not None:
         overrides["port"] = port
     settings = settings.model_copy(update=overrides)
-    if settings.anthropic_api_key is None:
+    if settings.anthropic_api_key is None or not settings.anthropic_api_key.get_secret_value():
         click.echo("deskpilot: ANTHROPIC_API_KEY is not set: the service starts, but tasks cannot run.", err=True)
     app = create_app(settings)
     click.echo(f"deskpilot: serving on http://{settings.host}:{settings.port}/ (data in {settings.data_dir})", err=True)

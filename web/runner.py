@@ -38,7 +38,7 @@ class Runner:
         self._backend: Any = None
         self.model_client: Any = None  # anthropic.AsyncAnthropic, made on first use
         self.unavailable_reason: str | None = None
-        if settings.anthropic_api_key is None:
+        if settings.anthropic_api_key is None or not settings.anthropic_api_key.get_secret_value():
             self.unavailable_reason = (
                 "ANTHROPIC_API_KEY is not set, so no task can run; set it (or DESKPILOT_ANTHROPIC_API_KEY) "
                 "and restart. Everything else (history, screenshots, tokens) works."
