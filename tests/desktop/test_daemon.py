@@ -226,3 +226,19 @@ async def test_computer_tool_round_trip_through_the_client(bare: LocalDesktop) -
                                   version="computer_20251124")
     assert not zoom.is_error and zoom.image is not None
     assert await bare.client.healthz()
+
+
+async def test_dead_window_manager_and_vnc_server_are_restarted(bare: LocalDesktop) -> None:
+    before = await info_json(bare)
+    pids = before["pids"]
+    assert isinstance(pids, dict)
+    os.killpg(pids["wm"], signal.SIGKILL)
+    os.killpg(pids["vnc"], signal.SIGKILL)
+    async with asyncio.timeout(60):
+        while True:
+            now = await info_json(bare)
+            if now["restarts"] == {"wm": 1, "vnc": 1} and now["components"] == before["components"]:
+                break
+            await asyncio.sleep(0.1)
+        async with bare.client.vnc_connect(view_only=True) as ws:  # the new x11vnc answers through the bridge
+            assert await ws.recv() == b"RFB 003.008\n"
