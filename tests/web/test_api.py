@@ -120,3 +120,15 @@ def test_without_api_key_the_service_runs_and_says_why_tasks_cannot(tmp_path: Pa
             assert c.get("/api/sessions").status_code == 200
     finally:
         stop_service(svc)
+
+
+def test_rate_limit_per_token(tmp_path: Path) -> None:
+    svc = start_service(tmp_path / "d", rate_limit_per_minute=5)
+    try:
+        with svc.client("alice") as a, svc.client("bob") as b:
+            codes = [a.get("/api/sessions").status_code for _ in range(7)]
+            assert codes[:5] == [200] * 5 and codes[-1] == 429
+            assert a.get("/api/sessions").json()["error"].startswith("rate limit")
+            assert b.get("/api/sessions").status_code == 200  # per token, not global
+    finally:
+        stop_service(svc)

@@ -112,3 +112,22 @@ def test_event_schema_is_published(service: Service) -> None:
     kinds = json.dumps(schema)
     for needle in ('"hello"', '"event"', '"dropped"', "seq", "approval_requested"):
         assert needle in kinds
+
+
+def test_oversized_websocket_messages_end_the_connection(tmp_path: Any) -> None:
+    from websockets.exceptions import ConnectionClosed
+
+    from tests.web.conftest import start_service, stop_service
+
+    svc = start_service(tmp_path / "d", ws_max_message_bytes=4096)
+    try:
+        sid = bare_session(svc)
+        with ws(svc, sid) as conn:
+            conn.recv(timeout=10)
+            conn.send(b"x" * 10_000)
+            with pytest.raises(ConnectionClosed) as closed:
+                for _ in range(100):
+                    conn.recv(timeout=10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    finally:
+        stop_service(svc)
