@@ -31,13 +31,15 @@ class DesktopInfo:
     os: str = ""
     browser: str = ""
     components: dict[str, str] = field(default_factory=dict)
+    pids: dict[str, int] = field(default_factory=dict)  # process (group) of each component, for operators
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DesktopInfo:
         return cls(display=str(data["display"]), screen_width=int(data["screen"]["width"]),
                    screen_height=int(data["screen"]["height"]), model_width=int(data["model_screen"]["width"]),
                    model_height=int(data["model_screen"]["height"]), os=str(data.get("os", "")),
-                   browser=str(data.get("browser", "")), components=dict(data.get("components") or {}))
+                   browser=str(data.get("browser", "")), components=dict(data.get("components") or {}),
+                   pids={k: int(v) for k, v in (data.get("pids") or {}).items() if v is not None})
 
 
 class DesktopClient:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import platform
 import signal
 import subprocess
@@ -151,8 +152,12 @@ async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes | No
     return b"".join(chunks)
 
 
-def create_app(desktop: Desktop, token: str) -> ASGIApp:
-    """The daemon's ASGI app for an already started ``desktop``."""
+def create_app(desktop: Desktop, token: str, *, parent_pid: int | None = None) -> ASGIApp:
+    """The daemon's ASGI app for an already started ``desktop``.
+
+    With ``parent_pid`` the daemon shuts down (and stops its desktop) once that process is gone, so a
+    crashed service never leaves desktops behind.
+    """
     supervisor = Supervisor(desktop)
     xthread = XThread()
     host = ToolHost(desktop.display, xthread.run)
@@ -226,6 +231,8 @@ def create_app(desktop: Desktop, token: str) -> ASGIApp:
         tasks = [asyncio.create_task(supervisor.run(), name="supervisor"),
                  asyncio.create_task(host.warm_up(), name="warm-up"),
                  asyncio.create_task(asyncio.to_thread(browser_version, desktop.browser_binary))]
+        if parent_pid is not None:
+            tasks.append(asyncio.create_task(exit_with_parent(parent_pid), name="parent-watch"))
         try:
             yield
         finally:
@@ -240,6 +247,26 @@ def create_app(desktop: Desktop, token: str) -> ASGIApp:
         Route("/frame", frame), WebSocketRoute("/vnc", vnc),
     ], lifespan=lifespan)
     return BearerAuth(app, token)
+
+
+async def exit_with_parent(parent_pid: int) -> None:
+    """Wait on a pidfd of the parent (readable once it exits), then shut down."""
+    if os.getppid() == parent_pid:  # not yet reparented, so the pid is still the parent's
+        try:
+            fd = os.pidfd_open(parent_pid)
+        except ProcessLookupError:
+            fd = -1
+        if fd >= 0:
+            gone = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            loop.add_reader(fd, gone.set)
+            try:
+                await gone.wait()
+            finally:
+                loop.remove_reader(fd)
+                os.close(fd)
+    log.warning("parent process %d is gone; shutting down", parent_pid)
+    os.kill(os.getpid(), signal.SIGTERM)  # uvicorn's own graceful shutdown, then the desktop stops
 
 
 def os_name() -> str:
@@ -293,8 +320,10 @@ def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
 @click.option("--start-url", default=None, help="The browser's first page (default: DESKPILOT_BROWSER_START_URL).")
 @click.option("--kiosk/--no-kiosk", default=False, show_default=True, help="Browser without its own UI.")
 @click.option("--browser/--no-browser", default=True, show_default=True, help="Start a browser at all.")
+@click.option("--exit-with-parent", is_flag=True, help="Shut down when the process that started this one exits.")
 def desktopd_command(width: int | None, height: int | None, uds: str | None, host: str, port: int | None,
-                     token_file: str | None, start_url: str | None, kiosk: bool, browser: bool) -> None:
+                     token_file: str | None, start_url: str | None, kiosk: bool, browser: bool,
+                     exit_with_parent: bool) -> None:
     """Start a desktop and serve its tools (the desktop daemon)."""
     import uvicorn
 
@@ -303,14 +332,16 @@ def desktopd_command(width: int | None, height: int | None, uds: str | None, hos
         raise click.UsageError("give exactly one of --uds PATH or --port N")
     if uds is None and host not in ("127.0.0.1", "::1", "localhost"):
         raise click.UsageError("the daemon only listens on loopback; use --uds for anything else")
+    parent_pid = os.getppid() if exit_with_parent else None
     signal.signal(signal.SIGTERM, _exit_on_signal)
+    signal.signal(signal.SIGHUP, _exit_on_signal)
     desktop = Desktop(width, height, start_url=start_url, kiosk=kiosk, browser=browser)
     try:
         desktop.start()
     except DeskpilotError as exc:
         raise click.ClickException(str(exc)) from exc
     try:
-        config = uvicorn.Config(create_app(desktop, token), uds=uds, host=host, port=port or 0,
+        config = uvicorn.Config(create_app(desktop, token, parent_pid=parent_pid), uds=uds, host=host, port=port or 0,
                                 log_config=None, access_log=False, timeout_graceful_shutdown=3,
                                 ws_max_size=MAX_BODY_BYTES)
         server = uvicorn.Server(config)

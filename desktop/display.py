@@ -13,6 +13,7 @@ import os
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -173,7 +174,7 @@ class Desktop:
                 if proc is not None:
                     self._kill(proc)
                     if name == "xvfb":
-                        self._remove_stale_x_lock(proc.popen.pid)
+                        self._remove_stale_x_socket()
             if self._dir is not None:
                 self._kill_strays(f"{self._dir}/")
                 shutil.rmtree(self._dir, ignore_errors=True)
@@ -342,12 +343,20 @@ class Desktop:
             except (OSError, ValueError):
                 continue
 
-    def _remove_stale_x_lock(self, pid: int) -> None:
-        """Xvfb removes its lock on SIGTERM; after a SIGKILL or a crash, remove it if it is still ours."""
+    def _remove_stale_x_socket(self) -> None:
+        """Xvfb removes its socket on SIGTERM, not after a SIGKILL or a crash. A socket file nobody accepts on
+        is our dead server's: remove it so the display number can be reused (-displayfd takes no lock file)."""
         if self._display_num is None:
             return
-        lock = Path(f"/tmp/.X{self._display_num}-lock")  # noqa: S108 - the X server's fixed path
-        with contextlib.suppress(OSError, ValueError):
-            if int(lock.read_text().strip()) == pid:
-                lock.unlink()
-                Path(f"/tmp/.X11-unix/X{self._display_num}").unlink(missing_ok=True)  # noqa: S108
+        path = Path(f"/tmp/.X11-unix/X{self._display_num}")  # noqa: S108 - the X server's fixed path
+        if not path.exists():
+            return
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(str(path))
+                return  # a live server (a newer one on this number): not ours to touch
+            except ConnectionRefusedError:
+                pass
+            except OSError:
+                return
+        path.unlink(missing_ok=True)

@@ -81,7 +81,7 @@ class LocalDesktop:
         args = [sys.executable, "-m", "deskpilot.cli", "desktopd", "--uds", str(self.socket_path),
                 "--token-file", str(token_file), "--width", str(self.width), "--height", str(self.height),
                 "--start-url", self.start_url, "--kiosk" if self.kiosk else "--no-kiosk",
-                "--browser" if self.browser else "--no-browser"]
+                "--browser" if self.browser else "--no-browser", "--exit-with-parent"]
         env = {k: v for k, v in os.environ.items() if k != "DESKPILOT_DESKTOP_TOKEN"}
         log_fd = os.open(self.dir / "daemon.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:

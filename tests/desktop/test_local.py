@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from deskpilot.errors import DesktopLostError, DesktopStartError
 from deskpilot.settings import Settings
 from desktop.backends import DesktopBackend, get_backend
 from desktop.backends.local import LocalBackend
+from desktop.client import DesktopClient
 from desktop.local import LocalDesktop, start_local_desktop
 
 
@@ -40,15 +43,15 @@ async def test_two_local_desktops_side_by_side_are_private_and_cleaned_up(tmp_pa
         outputs = await asyncio.gather(*(d.client.tool("bash", {"command": "echo $DISPLAY"}) for d in (first, second)))
         assert [o.output.strip() for o in outputs] == [first.display, second.display]
         info = await first.client.info()
-        display_num = first.display[1:]
         daemon_pid = first.pid
         assert daemon_pid is not None and info.components["xvfb"] == "running"
+        xvfb_pid = info.pids["xvfb"]
     finally:
         old_dir = first.dir
         await first.stop()
     assert pid_gone(daemon_pid)
     assert old_dir is not None and not old_dir.exists()
-    assert not Path(f"/tmp/.X{display_num}-lock").exists()  # its Xvfb went with it
+    assert pid_gone(xvfb_pid)  # its Xvfb went with it
     await first.stop()  # idempotent
     assert await second.client.healthz()  # the other one is untouched
     await second.stop()
@@ -99,3 +102,38 @@ def test_socket_dir_is_not_world_readable_even_with_a_lax_umask(tmp_path: Path) 
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o700
     assert stat.S_IMODE((tmp_path / "desktops").stat().st_mode) & 0o077 == 0
+
+
+PARENT = """
+import os, subprocess, sys, time
+proc = subprocess.Popen([sys.executable, "-m", "deskpilot.cli", "desktopd", "--uds", sys.argv[1], "--no-browser",
+                         "--width", "640", "--height", "480", "--exit-with-parent"], start_new_session=True,
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+print(proc.pid, flush=True)
+time.sleep(600)
+"""
+
+
+async def test_a_daemon_whose_parent_dies_stops_its_desktop(tmp_path: Path) -> None:
+    sock = tmp_path / "d.sock"
+    token = "parent-test-token-0123"
+    parent = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", PARENT, str(sock), stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "DESKPILOT_DESKTOP_TOKEN": token})
+    assert parent.stdout is not None
+    daemon_pid = int(await parent.stdout.readline())
+    client = DesktopClient(uds=str(sock), token=token)
+    try:
+        async with asyncio.timeout(60):
+            while not await client.healthz():
+                await asyncio.sleep(0.05)
+        pids = (await client.info()).pids
+        parent.kill()  # SIGKILL: the parent gets no chance to clean up
+        await parent.wait()
+        async with asyncio.timeout(30):
+            while not (pid_gone(daemon_pid) and pid_gone(pids["xvfb"]) and pid_gone(pids["wm"])):
+                await asyncio.sleep(0.05)
+    finally:
+        await client.aclose()
+        if not pid_gone(daemon_pid):
+            os.kill(daemon_pid, signal.SIGTERM)
