@@ -48,9 +48,10 @@ def test_a_run_prints_progress_and_the_answer(fake_messages: FakeMessages, tmp_p
     env = env_for(tmp_path, ANTHROPIC_API_KEY="test-key", ANTHROPIC_BASE_URL=fake_messages.url)
     done = run_cli(["say hello from the shell", "--width", "800", "--height", "600"], env, tmp_path)
 
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == "the shell said hello\n"
-    assert "step 1 · bash" in done.stderr
-    assert "tokens in 1,000" in done.stderr
-    assert "done · 2 model calls" in done.stderr
+    said = f"stdout: {done.stdout!r}\nstderr: {done.stderr}"
+    assert done.returncode == 0, said
+    assert done.stdout == "the shell said hello\n", said
+    assert "step 1 · bash" in done.stderr, said
+    assert "tokens in 1,000" in done.stderr, said
+    assert "done · 2 model calls" in done.stderr, said
     assert fake_messages.requests[0].api_key == "test-key"
