@@ -18,6 +18,7 @@ from deskpilot.errors import BadRequest, Conflict, DeskpilotError, ServiceUnavai
 from deskpilot.logs import bind_log_context
 from deskpilot.settings import Settings
 from web.bus import Bus
+from web.frames import FramePumps
 from web.live import GatedDesktop, Handover, Live
 from web.models import ApprovalDecision, SessionCreate
 from web.store import ACTIVE_STATES, FINAL_STATES, ApprovalRow, EventRow, SessionRow, Store, utcnow
@@ -34,7 +35,7 @@ class Runner:
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._slots = asyncio.Semaphore(settings.max_sessions)
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._frames: dict[str, asyncio.Task[None]] = {}
+        self.frames = FramePumps(bus, settings.frame_fps, self._client_of)
         self._backend: Any = None
         self.model_client: Any = None  # anthropic.AsyncAnthropic, made on first use
         self.unavailable_reason: str | None = None
@@ -43,7 +44,7 @@ class Runner:
                 "ANTHROPIC_API_KEY is not set, so no task can run; set it (or DESKPILOT_ANTHROPIC_API_KEY) "
                 "and restart. Everything else (history, screenshots, tokens) works."
             )
-        bus.on_watch = self._watch
+        bus.on_watch = self.frames.watch
 
     # --- lifecycle ---
     async def start(self) -> None:
@@ -53,9 +54,9 @@ class Runner:
         self._spawn(self._dispatch())
 
     async def stop(self) -> None:
-        for task in list(self._tasks) + list(self._frames.values()):
+        for task in list(self._tasks) + self.frames.all_tasks():
             task.cancel()
-        for task in list(self._tasks) + list(self._frames.values()):
+        for task in list(self._tasks) + self.frames.all_tasks():
             with contextlib.suppress(BaseException):
                 await task
         for live in list(self.live.values()):
@@ -94,6 +95,10 @@ class Runner:
                         "system": "", "is_error": True, "step": None, "meta": {"outcome": "unknown"}}))
             await self.store.update_session(row.id, control="agent")
             await self.set_status(row.id, "interrupted", "restart")
+
+    def _client_of(self, session_id: str) -> Any:
+        live = self.live.get(session_id)
+        return live.client if live is not None else None
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -192,8 +197,7 @@ class Runner:
             await self.set_status(sid, "starting")
             row = await self.store.get_session(sid)
             live.handle = await self.backend().acquire(sid, row.width, row.height)
-            if self.bus.viewer_count(sid):
-                self._watch(sid)
+            self.frames.watch(sid)
             live.gated = GatedDesktop(live, on_handback=lambda h: self._handed_back(live, h))
             resume = history_path(self.store, sid).is_file()
             outcome = await run_agent(self, live, live.gated, row, resume=resume)
@@ -213,9 +217,7 @@ class Runner:
 
     async def _release(self, live: Live) -> None:
         self.live.pop(live.session_id, None)
-        frames = self._frames.pop(live.session_id, None)
-        if frames is not None:
-            frames.cancel()
+        self.frames.stop(live.session_id)
         for kick in list(live.vnc_kicks):
             kick.set()
         handle, live.handle = live.handle, None
@@ -331,33 +333,6 @@ class Runner:
         if handover.note:
             text += f" Note: {handover.note}"
         await self.emit(live.session_id, Event("user_message", {"text": text, "handback": True}))
-
-    # --- live frames ---
-    def _watch(self, session_id: str) -> None:
-        live = self.live.get(session_id)
-        if live is None or live.handle is None or session_id in self._frames:
-            return
-        self._frames[session_id] = asyncio.get_running_loop().create_task(self._pump_frames(live))
-
-    async def _pump_frames(self, live: Live) -> None:
-        """Fetch frames only while someone watches; the daemon answers 304 for an unchanged screen."""
-        sid, etag = live.session_id, None
-        interval = 1.0 / self.settings.frame_fps
-        try:
-            while self.bus.viewer_count(sid) and live.handle is not None:
-                started = asyncio.get_running_loop().time()
-                try:
-                    got = await live.client.frame(etag)
-                except DeskpilotError:
-                    got = None
-                if got is not None:
-                    jpeg, etag = got
-                    self.bus.publish_frame(sid, jpeg)
-                spent = asyncio.get_running_loop().time() - started
-                await asyncio.sleep(max(0.0, interval - spent))
-        finally:
-            if self._frames.get(sid) is asyncio.current_task():
-                del self._frames[sid]
 
 
 def stream_message(row: EventRow) -> dict[str, Any]:

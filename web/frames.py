@@ -1,0 +1,60 @@
+"""Live screen frames: one pump per watched session fetches JPEGs from the desktop and fans them out.
+
+Frames are fetched only while someone watches, at most ``frame_fps`` a second; the daemon answers 304 for an
+unchanged screen (``If-None-Match``), so an idle desktop costs one cheap request per tick and sends nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from web.bus import Bus
+
+log = logging.getLogger(__name__)
+
+
+class FramePumps:
+    def __init__(self, bus: Bus, fps: float, client_of: Callable[[str], Any]) -> None:
+        self.bus = bus
+        self.interval = 1.0 / fps
+        self.client_of = client_of  # session id -> its DesktopClient, or None once the desktop is gone
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def watch(self, session_id: str) -> None:
+        """Start the session's pump if it has viewers and a desktop (idempotent)."""
+        if session_id in self._tasks or self.client_of(session_id) is None or not self.bus.viewer_count(session_id):
+            return
+        self._tasks[session_id] = asyncio.get_running_loop().create_task(self._pump(session_id))
+
+    def stop(self, session_id: str) -> None:
+        task = self._tasks.pop(session_id, None)
+        if task is not None:
+            task.cancel()
+
+    def all_tasks(self) -> list[asyncio.Task[None]]:
+        return list(self._tasks.values())
+
+    async def _pump(self, session_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        etag: str | None = None
+        try:
+            while self.bus.viewer_count(session_id):
+                client = self.client_of(session_id)
+                if client is None:
+                    return
+                started = loop.time()
+                try:
+                    got = await client.frame(etag)
+                except Exception as exc:  # a frame is best effort; the agent's own calls report desktop loss
+                    log.debug("frame fetch failed: %r", exc)
+                    got = None
+                if got is not None:
+                    jpeg, etag = got
+                    self.bus.publish_frame(session_id, jpeg)
+                await asyncio.sleep(max(0.0, self.interval - (loop.time() - started)))
+        finally:
+            if self._tasks.get(session_id) is asyncio.current_task():
+                del self._tasks[session_id]
