@@ -74,14 +74,16 @@ class Screenshotter:
         """PNG of the screen now, at model resolution."""
         return self.png_of(self.capture.grab_raw())
 
-    def settle(self, before: RawFrame | None) -> Settled:
-        """Wait for the screen to settle after an action (``before`` = frame from just before it)."""
-        self.last_settled = wait_settled(self.capture, self.rule, before)
+    def settle(self, before: RawFrame | None, rule: SettleRule | None = None) -> Settled:
+        """Wait for the screen to settle after an action (``before`` = frame from just before it).
+
+        ``rule`` overrides ``self.rule`` for this call (e.g. ``self.rule.for_pointer_move()``)."""
+        self.last_settled = wait_settled(self.capture, rule or self.rule, before)
         return self.last_settled
 
-    def settled_screenshot(self, before_raw: RawFrame | None) -> bytes:
+    def settled_screenshot(self, before_raw: RawFrame | None, rule: SettleRule | None = None) -> bytes:
         """PNG at model resolution once the screen has settled; details in ``last_settled``."""
-        return self.png_of(self.settle(before_raw).frame)
+        return self.png_of(self.settle(before_raw, rule).frame)
 
     def zoom(self, region_model: tuple[int, int, int, int]) -> bytes:
         """PNG of a model-space region ``(x0, y0, x1, y1)`` (x1, y1 exclusive) at higher resolution.

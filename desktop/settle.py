@@ -5,7 +5,7 @@ of them (see ``desktop.capture``). Two phases:
 
 1. **first change** — the action's effect may take a moment to reach the screen (the app must read the X
    event, then repaint; a link must fetch its page). Poll until a frame differs from ``before`` (taken just
-   before the action) for at most ``first_change_ms`` — three times that (within ``cap_ms``) when the
+   before the action) for at most ``first_change_ms`` — twice that (within ``cap_ms``) when the
    pointer's image changed meanwhile, because the app visibly reacted and its repaint is coming (Chromium
    shows its progress cursor while a navigation is pending). No change by then: no visible effect; done.
 2. **quiet** — then poll until nothing has changed for ``quiet_ms``, never longer than ``cap_ms`` in total
@@ -15,20 +15,22 @@ of them (see ``desktop.capture``). Two phases:
    Keep ``small_quiet_ms`` under 500 ms, the caret blink period, or a focused text field never settles.
 
 The frame returned is the last one seen, so a page load is photographed after its last paint, not halfway.
-Measured on Chromium page loads: ``python -m bench.desktop_bench``.
+Measured on Chromium page loads: ``python -m bench.desktop_bench``. A pure pointer move rarely repaints
+anything but a hover effect, which is immediate: pass a rule with a short ``first_change_ms`` for it
+(``rule.for_pointer_move()``) instead of waiting the full window for a change that is not coming.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from deskpilot.settings import Settings, get_settings
 from desktop.capture import RawFrame
 
-POINTER_PATIENCE = 3  # first_change_ms is multiplied by this once the pointer image changed
+POINTER_PATIENCE = 2  # first_change_ms is multiplied by this once the pointer image changed
 
 
 class FrameSource(Protocol):
@@ -40,7 +42,7 @@ class SettleRule:
     """How to decide that the screen is settled; all times in milliseconds."""
 
     first_change_ms: int = 300
-    quiet_ms: int = 120
+    quiet_ms: int = 250
     cap_ms: int = 3000
     poll_ms: int = 15
     small_quiet_ms: int = 300
@@ -50,6 +52,10 @@ class SettleRule:
         if (min(self.first_change_ms, self.quiet_ms, self.cap_ms, self.small_quiet_ms) < 0 or self.poll_ms <= 0
                 or not 0 <= self.small_area <= 1):
             raise ValueError(f"invalid settle rule {self}")
+
+    def for_pointer_move(self, first_change_ms: int = 100) -> SettleRule:
+        """The same rule with a short first-change window, for actions that only move the pointer."""
+        return replace(self, first_change_ms=min(self.first_change_ms, first_change_ms))
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> SettleRule:

@@ -145,18 +145,18 @@ def test_pointer_change_extends_the_wait_for_a_first_change(bare_display: Deskto
         shape = next(shapes)
         return font.create_glyph_cursor(font, shape, shape + 1, (0, 0, 0), (65535, 65535, 65535))
 
-    # Control: the content changes 350 ms after the action, the pointer never does -> given up at 150 ms.
+    # Control: the content changes 250 ms after the action, the pointer never does -> given up at 150 ms.
     before = cap.grab_raw()
-    thread = paint_later(bare_display.display, win.id, [(0.35, (1, 2, 3))])
+    thread = paint_later(bare_display.display, win.id, [(0.25, (1, 2, 3))])
     plain = wait_settled(cap, rule, before)
     thread.join()
-    assert not plain.changed and plain.waited_ms < 340
+    assert not plain.changed and plain.waited_ms < 240
     wait_for(lambda: px(cap.grab(), 10, 10) == (1, 2, 3))
-    # The app shows a busy pointer at once, its content changes at 350 ms: that change is waited for.
+    # The app shows a busy pointer at once, its content changes at 250 ms: that change is waited for.
     before = cap.grab_raw()
     win.change_attributes(cursor=new_cursor())
     painter.d.sync()
-    thread = paint_later(bare_display.display, win.id, [(0.35, (4, 5, 6))])
+    thread = paint_later(bare_display.display, win.id, [(0.25, (4, 5, 6))])
     busy = wait_settled(cap, rule, before)
     thread.join()
     assert busy.changed and px(busy.frame.to_image(), 10, 10) == (4, 5, 6)
@@ -172,6 +172,8 @@ def test_rule_from_settings_and_validation() -> None:
         SettleRule(quiet_ms=-1)
     with pytest.raises(ValueError, match="invalid settle rule"):
         SettleRule(small_area=1.5)
+    assert SettleRule(first_change_ms=300).for_pointer_move() == SettleRule(first_change_ms=100)
+    assert SettleRule(first_change_ms=50).for_pointer_move().first_change_ms == 50
 
 
 PAGE = """<!doctype html><html><head><style>html,body{margin:0;height:100%;background:rgb(240,240,240)}</style>
