@@ -27,7 +27,8 @@ class Settings(BaseSettings):
     screen_height: int = Field(default=768, ge=240, le=8192)
     browser: str = "chromium"
     browser_start_url: str = "about:blank"
-    settle_quiet_ms: int = Field(default=120, ge=0, description="Screen unchanged this long = settled.")
+    settle_quiet_ms: int = Field(default=250, ge=0, description="Screen unchanged this long = settled "
+                                 "(long enough for a page's images to follow its first paint).")
     settle_first_change_ms: int = Field(default=300, ge=0,
                                         description="How long to wait for an action's first visible change.")
     settle_cap_ms: int = Field(default=3000, ge=0, description="Upper bound on waiting for the screen to settle.")
