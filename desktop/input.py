@@ -31,7 +31,7 @@ _SCROLL_BUTTONS: dict[str, int] = {"up": 4, "down": 5, "left": 6, "right": 7}
 _SHIFT = XK.string_to_keysym("Shift_L")
 _RETURN = XK.string_to_keysym("Return")
 _TAB = XK.string_to_keysym("Tab")
-_KEYMAP_PAUSE_S = 0.15  # time for clients to re-read the keymap after we change it
+_KEYMAP_PAUSE_S = 0.2  # time for clients to re-read the keymap after we change it
 _MULTI_CLICK_GAP_S = 0.02
 _SYNC_EVERY = 64  # characters typed between round trips, so a long text streams without huge buffers
 
@@ -190,8 +190,8 @@ class XInput:
 
     def release_bindings(self) -> None:
         """Give the spare keycodes back their empty mapping."""
-        for keycode in self._bound.values():
-            self._d.change_keyboard_mapping(keycode, [(X.NoSymbol,) * self._width])
+        if self._bound:
+            self._write_keymap({keycode: X.NoSymbol for keycode in self._bound.values()})
         self._bound.clear()
         self._d.sync()
 
@@ -242,15 +242,31 @@ class XInput:
             # Keys already sent with the old bindings must be translated before those keycodes change.
             self._d.sync()
             time.sleep(_KEYMAP_PAUSE_S)
+        changes: dict[int, int] = {}
         for keysym in missing:
             keycode = free.pop(0) if free else self._bound.pop(stale.pop(0))
-            self._d.change_keyboard_mapping(keycode, [(keysym, keysym) + (X.NoSymbol,) * (self._width - 2)])
+            changes[keycode] = keysym
             self._bound[keysym] = keycode
+        self._write_keymap(changes)
         self._d.sync()
         # Clients (chromium) re-read the keymap asynchronously after MappingNotify; a key sent at once
         # would be translated with the old mapping.
         time.sleep(_KEYMAP_PAUSE_S)
         self._typed_since_bind = False
+
+    def _write_keymap(self, changes: dict[int, int]) -> None:
+        """Set keycode -> keysym (NoSymbol = empty) for several keycodes in ONE request.
+
+        Each request makes every client re-load its keymap (chromium compiles a new XKB keymap per
+        MappingNotify); one request per keycode would queue a dozen reloads behind our key events. The rows
+        between the spares are rewritten with their current content, read just before.
+        """
+        low, high = min(changes), max(changes)
+        rows = [list(row) for row in self._d.get_keyboard_mapping(low, high - low + 1)]
+        for keycode, keysym in changes.items():
+            rows[keycode - low] = [keysym, keysym] + [X.NoSymbol] * (len(rows[0]) - 2) if keysym else \
+                [X.NoSymbol] * len(rows[0])
+        self._d.change_keyboard_mapping(low, rows)
 
     def _tap(self, keysym: int) -> None:
         keycode, shifted = self._keycode(keysym)

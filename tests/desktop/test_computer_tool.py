@@ -12,10 +12,11 @@ from PIL import Image
 
 from deskpilot.errors import DesktopLostError, ToolInputError
 from desktop.display import Desktop
+from desktop.input import XInput
 from desktop.scaling import Scaler
 from desktop.tools.computer import ComputerTool20250124, ComputerTool20251124
 from tests.desktop.conftest import MakeDesktop
-from tests.support.testpage import BIG_BUTTON, BIG_BUTTON_RGB, TestPageServer
+from tests.support.testpage import BIG_BUTTON, BIG_BUTTON_RGB, TestPageServer, focus_field
 
 SCREEN = (1280, 960)
 MODEL = (1024, 768)
@@ -32,6 +33,8 @@ def page() -> Iterator[TestPageServer]:
 def desk(make_desktop: MakeDesktop, page: TestPageServer) -> Desktop:
     desktop = make_desktop(width=SCREEN[0], height=SCREEN[1], start_url=page.url, kiosk=True)
     page.wait_ready()
+    with XInput(desktop.display) as inp:  # the window gets pointer and focus before any test runs
+        focus_field(page, inp, (100, 60))
     return desktop
 
 
@@ -62,7 +65,7 @@ def png_size(data: bytes | None) -> tuple[int, int]:
     return Image.open(io.BytesIO(data)).size
 
 
-async def focus_field(tool: Tool, page: TestPageServer, scaler: Scaler) -> None:
+async def clear_field_with_tool(tool: Tool, page: TestPageServer, scaler: Scaler) -> None:
     await tool.run({"action": "left_click", "coordinate": list(scaler.to_model(100, 60))})
     await tool.run({"action": "key", "text": "ctrl+a BackSpace"})
     page.wait_until(lambda evs: any(e["type"] == "keyup" and e["key"] == "Backspace" for e in evs))
@@ -187,7 +190,7 @@ async def test_key_aliases(tool: Tool, page: TestPageServer, text: str, code: st
 
 
 async def test_type_unicode_and_newline(tool: Tool, page: TestPageServer, scaler: Scaler) -> None:
-    await focus_field(tool, page, scaler)
+    await clear_field_with_tool(tool, page, scaler)
     text = "café Straße 漢字 🙂\nline two\tTab"
     result = await tool.run({"action": "type", "text": text})
     assert png_size(result.image) == MODEL

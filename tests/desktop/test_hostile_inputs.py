@@ -18,9 +18,10 @@ import pytest
 
 from deskpilot.errors import ToolInputError
 from desktop.display import Desktop
+from desktop.input import XInput
 from desktop.tools.computer import ComputerTool20250124, ComputerTool20251124
 from tests.desktop.conftest import MakeDesktop
-from tests.support.testpage import TestPageServer
+from tests.support.testpage import TestPageServer, focus_field
 
 CANARY = Path(f"/tmp/deskpilot_canary_{uuid.uuid4().hex}")
 TOUCH = f"touch {CANARY}"
@@ -62,6 +63,8 @@ def desk(make_desktop: MakeDesktop, page: TestPageServer) -> Desktop:
     # 1280×960 is shown to the model as 1024×768: x=1100 is on the screen but outside the model's image.
     desktop = make_desktop(width=1280, height=960, start_url=page.url, kiosk=True)
     page.wait_ready()
+    with XInput(desktop.display) as inp:  # the window gets pointer and focus before any test runs
+        focus_field(page, inp, (100, 60))
     return desktop
 
 

@@ -11,10 +11,10 @@ from desktop.display import Desktop
 from desktop.input import XInput
 from desktop.keys import parse_key_action, parse_modifiers
 from tests.desktop.conftest import MakeDesktop
-from tests.support.testpage import BIG_BUTTON, TestPageServer
+from tests.support import testpage
+from tests.support.testpage import BIG_BUTTON, FIELD_POINT, TestPageServer
 
 BUTTON_CENTRE = (BIG_BUTTON[0] + BIG_BUTTON[2] // 2, BIG_BUTTON[1] + BIG_BUTTON[3] // 2)
-FIELD_POINT = (100, 60)
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +43,7 @@ def fresh(page: TestPageServer, inp: XInput) -> None:
 
 
 def focus_field(inp: XInput, page: TestPageServer) -> None:
-    """Click into the text field and select its content, so typing replaces it."""
-    inp.click(1, at=FIELD_POINT)
-    inp.press_combos(parse_key_action("ctrl+a BackSpace"))
-    page.wait_until(lambda evs: any(e["type"] == "keyup" and e["key"] == "Backspace" for e in evs))
-    page.reset()
+    testpage.focus_field(page, inp, FIELD_POINT)
 
 
 def test_move_reports_screen_position(inp: XInput, page: TestPageServer) -> None:
@@ -185,6 +181,9 @@ def test_type_more_distinct_characters_than_spare_keycodes(inp: XInput, page: Te
     text = "".join(chr(c) for c in range(0x4E00, 0x4E00 + 40)) + "αβγδεζηθ"  # 48 unmapped characters
     inp.type_text(text)
     page.wait_until(lambda evs: any(e["type"] == "input" and e["value"] == text for e in evs), timeout=30)
+    focus_field(inp, page)  # again, on keycodes that were just released and rebound
+    inp.type_text(text[::-1])
+    page.wait_until(lambda evs: any(e["type"] == "input" and e["value"] == text[::-1] for e in evs), timeout=30)
 
 
 def keymap(display_name: str) -> list[list[int]]:

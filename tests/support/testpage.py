@@ -27,12 +27,26 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from desktop.input import XInput
+from desktop.keys import parse_key_action
+
 PAGE_PATH = Path(__file__).with_name("testpage.html")
 BIG_BUTTON = (400, 300, 240, 120)  # x, y, width, height in page pixels
 BIG_BUTTON_RGB = (255, 0, 255)
 FIELD = (20, 20, 340, 120)
 
+FIELD_POINT = (100, 60)  # inside FIELD, in screen pixels when the page fills an unscaled kiosk window
 Event = dict[str, Any]
+
+
+def focus_field(page: TestPageServer, inp: XInput, at: tuple[int, int] = FIELD_POINT) -> None:
+    """Click into the text field and empty it, retried until the page saw it (see ``until_delivered``)."""
+    def act() -> None:
+        inp.click(1, at=at)
+        inp.press_combos(parse_key_action("ctrl+a BackSpace"))
+
+    page.until_delivered(act, lambda evs: any(e["type"] == "keyup" and e["key"] == "Backspace" for e in evs))
+    page.reset()
 
 
 class TestPageServer:
@@ -102,6 +116,21 @@ class TestPageServer:
                 if len(self._events) == n:
                     break
             return list(self._events)
+
+    def until_delivered(self, act: Callable[[], object], predicate: Callable[[list[Event]], bool],
+                        attempts: int = 20, each_s: float = 1.5) -> list[Event]:
+        """Repeat ``act`` until ``predicate`` holds: right after the browser maps, the window manager may not
+        have given it the pointer or focus yet, and that first input is lost. Use it to focus, not to test."""
+        for _ in range(attempts - 1):
+            self.reset()
+            act()
+            try:
+                return self.wait_until(predicate, each_s)
+            except AssertionError:
+                continue
+        self.reset()
+        act()
+        return self.wait_until(predicate, each_s)
 
     def _add(self, batch: list[Event]) -> None:
         with self._cond:
