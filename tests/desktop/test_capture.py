@@ -93,3 +93,15 @@ def test_dead_x_server_raises_desktop_lost(make_desktop: Callable[..., Desktop])
     with pytest.raises(DesktopLostError, match="failed"):
         cap.grab_raw()
     cap.close()
+
+
+def test_changed_fraction_is_the_bounding_box_of_the_difference() -> None:
+    a = RawFrame(bytes(10 * 8 * 4), 10, 8)
+    data = bytearray(a.data)
+    for x, y in [(2, 1), (4, 3)]:  # two changed pixels: box 3 wide × 3 high
+        data[(y * 10 + x) * 4] = 255
+    b = RawFrame(data, 10, 8)
+    assert a.changed_fraction(a) == 0.0
+    assert b.changed_fraction(a) == 9 / 80
+    assert RawFrame(bytes(4 * 4 * 4), 4, 4).changed_fraction(a) == 1.0  # another size: all changed
+    assert a != b and a == RawFrame(bytes(10 * 8 * 4), 10, 8, cursor_serial=7)  # the pointer is not content
