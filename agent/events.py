@@ -6,8 +6,10 @@ as bytes in ``image`` so the receiver can store it by hash instead of inlining b
 
 Event types and their ``data``:
 
-- ``status``: ``{"status": running|awaiting_approval|paused|succeeded|failed|cancelled, "reason": str}``;
-  reasons include ``model_unavailable``, ``user``, ``max_steps``, ``max_cost``, ``auth``, ``desktop_lost``.
+- ``status``: ``{"status": running|awaiting_approval|paused|succeeded|failed|cancelled, "reason": code,
+  "message": plain words}``; codes: ``""`` (running), ``approval``, ``user`` (paused/cancelled by the user),
+  ``model_unavailable`` (paused, resumable), ``end_turn``, ``max_steps``, ``max_cost``, ``auth``, ``refusal``,
+  ``desktop_lost``.
 - ``assistant_text``: ``{"text", "step"}`` — a finished text block of the model.
 - ``thinking``: ``{"text", "step"}`` — a finished thinking block (redacted ones carry ``"redacted": true``).
 - ``tool_call``: ``{"id", "tool", "input", "step"}`` — before the approval check.
