@@ -13,9 +13,11 @@ import hmac
 import logging
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -321,9 +323,11 @@ def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
 @click.option("--kiosk/--no-kiosk", default=False, show_default=True, help="Browser without its own UI.")
 @click.option("--browser/--no-browser", default=True, show_default=True, help="Start a browser at all.")
 @click.option("--exit-with-parent", is_flag=True, help="Shut down when the process that started this one exits.")
+@click.option("--xauth-file", type=click.Path(dir_okay=False), default=None,
+              help="Write the X server's cookie here (default: a private temp dir); removed at exit.")
 def desktopd_command(width: int | None, height: int | None, uds: str | None, host: str, port: int | None,
                      token_file: str | None, start_url: str | None, kiosk: bool, browser: bool,
-                     exit_with_parent: bool) -> None:
+                     exit_with_parent: bool, xauth_file: str | None) -> None:
     """Start a desktop and serve its tools (the desktop daemon)."""
     import uvicorn
 
@@ -335,12 +339,20 @@ def desktopd_command(width: int | None, height: int | None, uds: str | None, hos
     parent_pid = os.getppid() if exit_with_parent else None
     signal.signal(signal.SIGTERM, _exit_on_signal)
     signal.signal(signal.SIGHUP, _exit_on_signal)
-    desktop = Desktop(width, height, start_url=start_url, kiosk=kiosk, browser=browser)
+    # Only holders of this cookie reach the X server: the daemon, its desktop's programs (they inherit
+    # XAUTHORITY) and whoever can read the file — not every local user, as with a cookie-less Xvfb.
+    if xauth_file:
+        xauth_dir, xauthority = None, Path(xauth_file)
+    else:
+        xauth_dir = Path(tempfile.mkdtemp(prefix="deskpilot-xauth-"))
+        xauthority = xauth_dir / "Xauthority"
+    os.environ["XAUTHORITY"] = str(xauthority)
+    desktop = Desktop(width, height, start_url=start_url, kiosk=kiosk, browser=browser, xauthority=xauthority)
     try:
-        desktop.start()
-    except DeskpilotError as exc:
-        raise click.ClickException(str(exc)) from exc
-    try:
+        try:
+            desktop.start()
+        except DeskpilotError as exc:
+            raise click.ClickException(str(exc)) from exc
         config = uvicorn.Config(create_app(desktop, token, parent_pid=parent_pid), uds=uds, host=host, port=port or 0,
                                 log_config=None, access_log=False, timeout_graceful_shutdown=3,
                                 ws_max_size=MAX_BODY_BYTES)
@@ -351,5 +363,8 @@ def desktopd_command(width: int | None, height: int | None, uds: str | None, hos
         desktop.stop()
         if uds:
             Path(uds).unlink(missing_ok=True)
+        xauthority.unlink(missing_ok=True)
+        if xauth_dir is not None:
+            shutil.rmtree(xauth_dir, ignore_errors=True)
     sys.exit(0)
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import threading
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 
 COMPONENTS = ("xvfb", "wm", "vnc", "browser")
 RESTARTABLE = ("wm", "vnc", "browser")
+_FAMILY_LOCAL = 256
 _PROBE_INTERVAL_S = 0.05
 _OPENBOX_RC = """<?xml version="1.0" encoding="UTF-8"?>
 <openbox_config xmlns="http://openbox.org/3.4/rc">
@@ -41,6 +44,19 @@ _OPENBOX_RC = """<?xml version="1.0" encoding="UTF-8"?>
   </applications>
 </openbox_config>
 """
+
+
+def write_cookie(path: Path) -> None:
+    """A fresh MIT-MAGIC-COOKIE-1 in Xauthority format: local family, this host, any display number
+    (the number is only known once Xvfb has picked it), mode 0600."""
+    def field(data: bytes) -> bytes:
+        return struct.pack(">H", len(data)) + data
+
+    record = (struct.pack(">H", _FAMILY_LOCAL) + field(socket.gethostname().encode()) + field(b"")
+              + field(b"MIT-MAGIC-COOKIE-1") + field(secrets.token_bytes(16)))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(record)
 
 
 def in_container() -> bool:
@@ -69,7 +85,8 @@ class Desktop:
 
     def __init__(self, width: int | None = None, height: int | None = None, *, start_url: str | None = None,
                  kiosk: bool = False, browser: bool = True, wm: bool = True, vnc: bool = True,
-                 workdir: str | Path | None = None, start_timeout: float | None = None) -> None:
+                 workdir: str | Path | None = None, start_timeout: float | None = None,
+                 xauthority: str | Path | None = None) -> None:
         settings = get_settings()
         self.width = width or settings.screen_width
         self.height = height or settings.screen_height
@@ -85,6 +102,9 @@ class Desktop:
         self._lock = threading.RLock()
         self._browser_gen = 0
         self._restarting: set[str] = set()
+        # With an Xauthority path the X server admits only clients holding its fresh cookie; this process
+        # must point XAUTHORITY at it too (the daemon does), since python-xlib reads only the environment.
+        self.xauthority = Path(xauthority) if xauthority is not None else None
 
     # --- public API -------------------------------------------------------------------------------
 
@@ -209,13 +229,21 @@ class Desktop:
         # Keep config/cache writes (and chromium's crashpad database) inside our own dir.
         env["XDG_CONFIG_HOME"] = str(self._dir / "config")
         env["XDG_CACHE_HOME"] = str(self._dir / "cache")
+        if self.xauthority is not None:
+            env["XAUTHORITY"] = str(self.xauthority)
         return env
 
     def _start_xvfb(self) -> None:
+        auth: list[str] = []
+        if self.xauthority is not None:
+            if os.environ.get("XAUTHORITY") != str(self.xauthority):
+                raise DesktopStartError("set XAUTHORITY to the desktop's xauthority path before start()")
+            write_cookie(self.xauthority)
+            auth = ["-auth", str(self.xauthority)]
         read_fd, write_fd = os.pipe()
         try:
             proc = self._spawn("xvfb", [
-                "Xvfb", "-displayfd", str(write_fd), "-nolisten", "tcp", "-noreset",
+                "Xvfb", "-displayfd", str(write_fd), "-nolisten", "tcp", "-noreset", *auth,
                 "-screen", "0", f"{self.width}x{self.height}x24", "+extension", "MIT-SHM",
             ], pass_fds=(write_fd,))
             os.close(write_fd)

@@ -53,6 +53,11 @@ class LocalDesktop:
         return self._client
 
     @property
+    def xauthority(self) -> Path | None:
+        """The X cookie file of this desktop (for tools that connect to its display from outside)."""
+        return self.dir / "Xauthority" if self.dir is not None else None
+
+    @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
@@ -81,7 +86,8 @@ class LocalDesktop:
         args = [sys.executable, "-m", "deskpilot.cli", "desktopd", "--uds", str(self.socket_path),
                 "--token-file", str(token_file), "--width", str(self.width), "--height", str(self.height),
                 "--start-url", self.start_url, "--kiosk" if self.kiosk else "--no-kiosk",
-                "--browser" if self.browser else "--no-browser", "--exit-with-parent"]
+                "--browser" if self.browser else "--no-browser", "--exit-with-parent",
+                "--xauth-file", str(self.dir / "Xauthority")]
         env = {k: v for k, v in os.environ.items() if k != "DESKPILOT_DESKTOP_TOKEN"}
         log_fd = os.open(self.dir / "daemon.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:

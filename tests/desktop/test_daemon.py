@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import httpx
 import pytest
 from websockets.exceptions import InvalidStatus
 from Xlib import display as xdisplay
+from Xlib.error import DisplayConnectionError
 
 from deskpilot.errors import DesktopError, DesktopLostError
 from desktop.client import DesktopClient
@@ -100,14 +102,15 @@ async def test_malformed_bodies_are_400_and_oversized_413(bare: LocalDesktop) ->
         assert response.status_code == 413
 
 
-async def test_frame_etag_and_304(bare: LocalDesktop) -> None:
+async def test_frame_etag_and_304(bare: LocalDesktop, monkeypatch: pytest.MonkeyPatch) -> None:
     first = await bare.client.frame(max_width=320)
     assert first is not None
     jpeg, etag = first
     assert jpeg[:3] == b"\xff\xd8\xff" and etag
     assert await bare.client.frame(etag, max_width=320) is None  # unchanged screen: 304, nothing encoded
 
-    # Paint the root window from outside the daemon: the next frame is new.
+    # Paint the root window from outside the daemon (holding the desktop's cookie): the next frame is new.
+    monkeypatch.setenv("XAUTHORITY", str(bare.xauthority))
     disp = xdisplay.Display(bare.display)
     try:
         root = disp.screen().root
@@ -242,3 +245,13 @@ async def test_dead_window_manager_and_vnc_server_are_restarted(bare: LocalDeskt
             await asyncio.sleep(0.1)
         async with bare.client.vnc_connect(view_only=True) as ws:  # the new x11vnc answers through the bridge
             assert await ws.recv() == b"RFB 003.008\n"
+
+
+def test_the_x_server_admits_only_holders_of_the_cookie(bare: LocalDesktop, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert bare.xauthority is not None and stat.S_IMODE(bare.xauthority.stat().st_mode) == 0o600
+    monkeypatch.setenv("XAUTHORITY", str(tmp_path / "no-such-file"))
+    with pytest.raises(DisplayConnectionError):
+        xdisplay.Display(bare.display)
+    monkeypatch.setenv("XAUTHORITY", str(bare.xauthority))
+    xdisplay.Display(bare.display).close()

@@ -127,7 +127,9 @@ def pointer_position(display: str) -> tuple[int, int]:
         disp.close()
 
 
-async def test_view_only_drops_pointer_and_full_control_moves_it(desk: LocalDesktop) -> None:
+async def test_view_only_drops_pointer_and_full_control_moves_it(desk: LocalDesktop,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XAUTHORITY", str(desk.xauthority))  # XQueryPointer from outside needs the cookie
     start = pointer_position(desk.display)
     assert start != (100, 50)
     async with asyncio.timeout(30):
