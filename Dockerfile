@@ -7,6 +7,7 @@
 # Layers are ordered slowest-changing first, so editing the source rebuilds only the last few seconds.
 
 FROM debian:bookworm-slim AS base
+LABEL org.opencontainers.image.title="deskpilot" org.opencontainers.image.source="https://github.com/deskpilot/deskpilot"
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -28,8 +29,8 @@ RUN bash /tmp/provision.sh \
  && ! command -v sudo
 # (above: no setuid programs and no sudo, so nobody becomes root inside even without no-new-privileges)
 
-# The venv: dependencies first (cached until pyproject.toml changes), then the project itself.
-FROM base AS venv
+# The venv's dependencies: cached until pyproject.toml changes.
+FROM base AS deps
 # Behind a TLS-intercepting proxy, pass its CA (PEM text) for pip only; this stage is not shipped,
 # so the final images do not carry it:  --build-arg PIP_EXTRA_CA="$(cat /path/to/ca.crt)"
 ARG PIP_EXTRA_CA=""
@@ -44,15 +45,20 @@ RUN python3 -m venv /opt/deskpilot \
  && /opt/deskpilot/bin/pip install -q --upgrade pip setuptools wheel \
  && /opt/deskpilot/bin/pip install -q -r /tmp/requirements.txt \
  && rm -f /tmp/pip-ca.pem
+
+# The project as a wheel (no network: the build backend is already in the venv). The final stages copy
+# the large dependency venv (cached) and install this small wheel, so a source change rebuilds seconds.
+FROM deps AS wheel
 COPY deskpilot ./deskpilot
 COPY desktop ./desktop
 COPY agent ./agent
 COPY web ./web
-# No network here: the build backend (setuptools) is already in the venv.
-RUN /opt/deskpilot/bin/pip install -q --no-deps --no-build-isolation . && rm -rf /src/build
+RUN /opt/deskpilot/bin/pip wheel -q --no-deps --no-build-isolation -w /wheels .
 
 FROM desktop-os AS desktop
-COPY --from=venv /opt/deskpilot /opt/deskpilot
+COPY --from=deps /opt/deskpilot /opt/deskpilot
+COPY --from=wheel /wheels /tmp/wheels
+RUN /opt/deskpilot/bin/pip install -q --no-deps --no-index /tmp/wheels/*.whl && rm -rf /tmp/wheels
 COPY desktop/container/entrypoint.sh desktop/container/healthcheck.py /usr/local/lib/deskpilot/
 RUN install -d -o deskpilot -g deskpilot -m 0700 /run/deskpilot
 ENV PATH=/opt/deskpilot/bin:$PATH \
@@ -63,13 +69,16 @@ USER deskpilot
 WORKDIR /home/deskpilot
 VOLUME ["/run/deskpilot"]
 # tini reaps the browser's zombies and forwards SIGTERM; the daemon itself restarts the browser,
-# window manager and VNC server when they die (Xvfb dying ends the container: the desktop is lost).
+# window manager and VNC server when they die. Xvfb dying loses the desktop: the daemon answers 503
+# and the healthcheck fails, and the backend reports the lost desktop to the session.
 ENTRYPOINT ["/usr/bin/tini", "--", "/bin/sh", "/usr/local/lib/deskpilot/entrypoint.sh"]
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
   CMD ["/opt/deskpilot/bin/python", "/usr/local/lib/deskpilot/healthcheck.py"]
 
 FROM base AS service
-COPY --from=venv /opt/deskpilot /opt/deskpilot
+COPY --from=deps /opt/deskpilot /opt/deskpilot
+COPY --from=wheel /wheels /tmp/wheels
+RUN /opt/deskpilot/bin/pip install -q --no-deps --no-index /tmp/wheels/*.whl && rm -rf /tmp/wheels
 RUN install -d -o deskpilot -g deskpilot -m 0700 /data
 ENV PATH=/opt/deskpilot/bin:$PATH \
     DESKPILOT_DATA_DIR=/data \
