@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     anthropic_base_url: str | None = Field(
         default=None, validation_alias=AliasChoices("anthropic_base_url", "ANTHROPIC_BASE_URL")
     )
-    model: str = "claude-sonnet-4-5"
+    model: str = "claude-sonnet-4-6"  # 4-5 reaches end of life on 2026-11-30
     computer_tool_version: str | None = Field(
         default=None, description="Override the computer tool version chosen from the model (e.g. computer_20250124)."
     )
