@@ -18,7 +18,8 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Coroutine
+import threading
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import FrameType
@@ -50,19 +51,12 @@ class XThread:
     """One thread, one event loop: every X11 connection is created and used here only."""
 
     def __init__(self) -> None:
-        import threading
-
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="x11", daemon=True)
         self._thread.start()
 
     async def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
-
-    async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        async def invoke() -> T:
-            return fn(*args)
-        return await self.run(invoke())
 
     def close(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
