@@ -293,7 +293,7 @@ class Desktop:
             # also stop it but refuses unix-socket clients.) The socket file mode and dir guard access.
             proc = self._spawn("vnc", [
                 "x11vnc", "-display", self.display, "-rfbport", "0", "-noipv6", "-rfbportv6", "-1",
-                "-unixsock", str(sock), "-shared", "-forever", "-nopw", "-quiet", "-noxdamage",
+                "-unixsock", str(sock), "-shared", "-forever", "-nopw", "-noxdamage",
             ])
             return proc, lambda: probes.rfb_greets(sock)
         if name == "browser":

@@ -75,8 +75,12 @@ def test_full_desktop_starts_probes_and_stops_cleanly() -> None:
             assert sock.recv(2) == b"\x01\x01"  # one security type: None (the socket's mode guards it)
         vnc_pid = desktop.pid("vnc")
         assert vnc_pid is not None
-        # x11vnc holds its unix socket but no listening TCP socket, v4 or v6.
+        # x11vnc holds its unix socket but no listening TCP socket, v4 or v6 — and did not even try
+        # (the log check still holds when someone else already has port 5900).
         assert not socket_inodes(vnc_pid) & tcp_listening_inodes()
+        vnc_log = (desktop.workdir / "vnc.log").read_text()
+        assert "listening on unix socket" in vnc_log
+        assert "Listening for VNC connections on TCP" not in vnc_log
         pids = [desktop.pid(name) for name in ("xvfb", "wm", "vnc", "browser")]
         workdir = desktop.workdir
     assert all(pid is not None and not pid_alive(pid) for pid in pids)
