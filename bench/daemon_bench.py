@@ -42,8 +42,10 @@ def p95(xs: list[float]) -> float:
     return s[min(len(s) - 1, round(0.95 * (len(s) - 1)))]
 
 
-def reference_screenshot(display: str, tmp: Path) -> str:
+def reference_screenshot(display: str, tmp: Path, xauthority: Path | None = None) -> str:
     env = {**os.environ, "DISPLAY": display}
+    if xauthority is not None:
+        env["XAUTHORITY"] = str(xauthority)  # the daemon's X server admits only holders of its cookie
     shot, scaled = tmp / "shot.png", tmp / "scaled.png"
     subprocess.run(["scrot", "-p", "-o", str(shot)], env=env, check=True, capture_output=True)
     subprocess.run(["convert", str(shot), "-resize", f"{SIZE[0]}x{SIZE[1]}!", str(scaled)],
@@ -115,12 +117,12 @@ async def run(trials: int) -> list[Row]:
                 ours.append(time.perf_counter() - t0)
                 assert shot.image is not None and not shot.is_error
                 t0 = time.perf_counter()
-                assert reference_screenshot(desk.display, tmp)
+                assert reference_screenshot(desk.display, tmp, desk.xauthority)
                 ref.append(time.perf_counter() - t0)
             rows.append(("screenshot tool call (s)", ours, ref))
 
             ours, ref = [], []
-            env = {**os.environ, "DISPLAY": desk.display}
+            env = {**os.environ, "DISPLAY": desk.display, "XAUTHORITY": str(desk.xauthority)}
             for i in range(max(3, trials // 4)):
                 x, y = 100 + 7 * i, 200 + 5 * i
                 t0 = time.perf_counter()
@@ -130,7 +132,7 @@ async def run(trials: int) -> list[Row]:
                 t0 = time.perf_counter()
                 subprocess.run(["xdotool", "mousemove", str(x + 3), str(y), "click", "1"], env=env, check=True)
                 time.sleep(2.0)
-                assert reference_screenshot(desk.display, tmp)
+                assert reference_screenshot(desk.display, tmp, desk.xauthority)
                 ref.append(time.perf_counter() - t0)
             rows.append(("click → screenshot (s)", ours, ref))
     finally:

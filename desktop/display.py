@@ -151,10 +151,8 @@ class Desktop:
             os.chmod(self._dir, 0o700)
             try:
                 self._start_xvfb()
-                if self.enabled["wm"]:
-                    self._start("wm")  # first: the browser's window must be managed (maximised) from the start
-                # x11vnc and the browser come up side by side.
-                launched = [(name, *self._launch(name)) for name in ("vnc", "browser") if self.enabled[name]]
+                # Side by side once X is up: openbox adopts (and maximises) windows mapped before it runs.
+                launched = [(name, *self._launch(name)) for name in RESTARTABLE if self.enabled[name]]
                 for name, proc, probe in launched:
                     self._wait(name, proc, probe)
             except BaseException:
