@@ -306,8 +306,10 @@ def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 @click.command("desktopd")
-@click.option("--width", type=int, default=None, help="Screen width (default: DESKPILOT_SCREEN_WIDTH).")
-@click.option("--height", type=int, default=None, help="Screen height (default: DESKPILOT_SCREEN_HEIGHT).")
+@click.option("--width", type=click.IntRange(320, 8192), default=None,
+              help="Screen width (default: DESKPILOT_SCREEN_WIDTH).")
+@click.option("--height", type=click.IntRange(240, 8192), default=None,
+              help="Screen height (default: DESKPILOT_SCREEN_HEIGHT).")
 @click.option("--uds", type=click.Path(dir_okay=False), default=None, help="Serve on this unix socket.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Loopback address for --port.")
 @click.option("--port", type=int, default=None, help="Serve on this loopback TCP port.")
