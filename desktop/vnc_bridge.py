@@ -36,8 +36,9 @@ class RfbProtocolError(Exception):
 class RfbClientFilter:
     """Incremental parser of the client→server stream. ``feed(data)`` returns the bytes to forward.
 
-    With ``view_only=False`` everything passes (the parser still runs, so counters are right for tests).
-    ``dropped`` counts dropped messages by type.
+    With ``view_only=False`` everything passes untouched (no parsing). ``dropped`` counts dropped messages
+    by type. Buffering is bounded: the one unbounded message, ClientCutText (up to 2 GiB), is dropped in
+    view-only mode, so its text is discarded as it streams in rather than collected.
     """
 
     def __init__(self, view_only: bool) -> None:
@@ -46,13 +47,32 @@ class RfbClientFilter:
         self._buf = bytearray()
         self._state = "version"  # version → security → (auth) → init → messages
         self._rfb_minor = 8
+        self._skip = 0  # bytes of a dropped ClientCutText still to discard
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held back while waiting for the rest of a message."""
+        return len(self._buf)
 
     def feed(self, data: bytes) -> bytes:
         if not self.view_only:
             return data
+        if self._skip:
+            n = min(self._skip, len(data))
+            self._skip -= n
+            data = data[n:]
         self._buf += data
         out = bytearray()
         while True:
+            if self._state == "messages" and len(self._buf) >= 8 and self._buf[0] == CLIENT_CUT_TEXT:
+                length = abs(struct.unpack_from(">i", self._buf, 4)[0])
+                self.dropped[CLIENT_CUT_TEXT] = self.dropped.get(CLIENT_CUT_TEXT, 0) + 1
+                n = min(length, len(self._buf) - 8)
+                del self._buf[:8 + n]
+                self._skip = length - n
+                if self._skip:
+                    return bytes(out)  # the buffer is empty: the rest of the text arrives later
+                continue
             size = self._next_size()
             if size is None or len(self._buf) < size:
                 return bytes(out)

@@ -145,3 +145,16 @@ async def test_view_only_drops_pointer_and_full_control_moves_it(desk: LocalDesk
             await point_and_sync(ws, buffer, 100, 50)
             while pointer_position(desk.display) != (100, 50):
                 await asyncio.sleep(0.02)
+
+
+def test_a_huge_clipboard_message_is_discarded_as_it_streams_not_buffered() -> None:
+    rfb = RfbClientFilter(view_only=True)
+    assert rfb.feed(HANDSHAKE) == b"RFB 003.008\n\x01\x01"
+    text_length = 64 * 65536 + 3
+    assert rfb.feed(struct.pack(">BxxxI", CLIENT_CUT_TEXT, text_length)) == b""
+    chunk = b"x" * 65536
+    for _ in range(64):  # 4 MiB of clipboard text: nothing forwarded, nothing kept
+        assert rfb.feed(chunk) == b""
+        assert rfb.buffered == 0
+    assert rfb.feed(b"end" + FB_REQUEST) == FB_REQUEST  # the text's last bytes, then a normal message
+    assert rfb.dropped == {CLIENT_CUT_TEXT: 1}
