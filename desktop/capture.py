@@ -105,6 +105,7 @@ class ScreenCapture:
         self._closed = False
         self._xlib: Display | None = None  # python-xlib connection for the pointer (XFixes)
         self._cursor_serial = 0
+        self._xfixes = True  # until the server says otherwise
         self.grab_raw()  # fail now, not on the first action, and settle which method works
 
     @property
@@ -135,24 +136,31 @@ class ScreenCapture:
             self.paint_cursor(img)
         return img
 
-    def _x(self) -> Display:
+    def _x(self) -> Display | None:
+        """The python-xlib connection for the pointer, or None when the server lacks XFixes."""
         if self._closed:
             raise DesktopLostError(f"capture of {self.display} is closed")
         if self._xlib is None:
             xlib = Display(self.display)
+            if not xlib.has_extension("XFIXES"):
+                # No pointer to draw or watch; pixels still work. The connection stays open until close():
+                # on an Xvfb without XFixes, a client disconnecting breaks the others' MIT-SHM grabs.
+                self._xfixes = False
+                self._xlib = xlib
+                return None
             xlib.xfixes_query_version()
             # Be told whenever the displayed pointer image changes (no round trip to ask).
             xlib.xfixes_select_cursor_input(xlib.screen().root, xfixes.XFixesDisplayCursorNotifyMask)
             self._cursor_serial = xlib.xfixes_get_cursor_image(xlib.screen().root).cursor_serial
             self._xlib = xlib
-        return self._xlib
+        return self._xlib if self._xfixes else None
 
     def cursor_serial(self) -> int:
         """The XFixes serial of the pointer image showing now; it changes whenever an app sets a new cursor
         (Chromium shows its progress cursor while a navigation is pending). Reads queued events only."""
         try:
             xlib = self._x()
-            while xlib.pending_events():
+            while xlib is not None and xlib.pending_events():
                 event = xlib.next_event()
                 serial = getattr(event, "cursor_serial", None)
                 if serial is not None:
@@ -161,10 +169,12 @@ class ScreenCapture:
             raise DesktopLostError(f"cursor of {self.display} unavailable: {e}") from e
         return self._cursor_serial
 
-    def cursor(self) -> Cursor:
-        """The pointer's current image and place (XFixes GetCursorImage)."""
+    def cursor(self) -> Cursor | None:
+        """The pointer's current image and place (XFixes GetCursorImage); None without XFixes."""
         try:
             xlib = self._x()
+            if xlib is None:
+                return None
             reply = xlib.xfixes_get_cursor_image(xlib.screen().root)
         except (xerror.DisplayError, xerror.ConnectionClosedError, OSError) as e:
             raise DesktopLostError(f"cursor of {self.display} unavailable: {e}") from e
@@ -183,6 +193,8 @@ class ScreenCapture:
     def paint_cursor(self, img: Image.Image, scale: tuple[float, float] = (1.0, 1.0)) -> None:
         """Paint the current pointer onto ``img`` (a frame of this screen, possibly resized by ``scale``)."""
         cur = self.cursor()
+        if cur is None:
+            return
         sprite = cur.image
         if scale != (1.0, 1.0):
             sprite = sprite.resize((max(1, round(sprite.width * scale[0])), max(1, round(sprite.height * scale[1]))),

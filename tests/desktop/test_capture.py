@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -64,13 +66,13 @@ def test_cursor_is_painted_by_grab_but_not_in_raw_frames(bare_display: Desktop, 
         assert len(with_.crop(box).getcolors() or []) > 1  # the pointer is drawn around its hotspot
         assert px(with_, 10, 10) == BLUE
         cur = cursor.cursor()
-        assert cur.image.mode == "RGBA"
+        assert cur is not None and cur.image.mode == "RGBA"
         assert cur.left <= 400 < cur.left + cur.image.width and cur.top <= 300 < cur.top + cur.image.height
         # Raw frames never contain the pointer: moving it changes nothing there.
         raw = cursor.grab_raw()
         assert raw == plain.grab_raw()
         painter.warp_pointer(700, 500)
-        wait_for(lambda: cursor.cursor().left > 600)
+        wait_for(lambda: (c := cursor.cursor()) is not None and c.left > 600)
         assert cursor.grab_raw() == raw
         assert px(cursor.grab(), 400, 300) == BLUE
 
@@ -105,3 +107,28 @@ def test_changed_fraction_is_the_bounding_box_of_the_difference() -> None:
     assert b.changed_fraction(a) == 9 / 80
     assert RawFrame(bytes(4 * 4 * 4), 4, 4).changed_fraction(a) == 1.0  # another size: all changed
     assert a != b and a == RawFrame(bytes(10 * 8 * 4), 10, 8, cursor_serial=7)  # the pointer is not content
+
+
+@pytest.fixture
+def xvfb_without_xfixes() -> Iterator[str]:
+    """An Xvfb of our own with the XFixes extension switched off."""
+    read_fd, write_fd = os.pipe()
+    proc = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "320x240x24", "-nolisten", "tcp",
+                             "-noreset", "-extension", "XFIXES"], pass_fds=(write_fd,), stderr=subprocess.DEVNULL)
+    os.close(write_fd)
+    try:
+        with os.fdopen(read_fd) as f:
+            number = f.readline().strip()
+        assert number.isdigit(), "Xvfb did not report its display"
+        yield f":{number}"
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_without_xfixes_pixels_work_and_there_is_no_pointer(xvfb_without_xfixes: str) -> None:
+    with ScreenCapture(xvfb_without_xfixes) as cap:
+        assert cap.cursor() is None and cap.cursor_serial() == 0
+        img = cap.grab()
+        assert img.size == (320, 240)
+        assert cap.grab_raw() == cap.grab_raw()
