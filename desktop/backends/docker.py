@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import secrets
 import shutil
 import time
@@ -125,6 +126,9 @@ class DockerBackend:
         desktop = await self._take_warm(width, height)
         if desktop is None:
             desktop = await self._start_desktop(width, height, session_id)
+        else:
+            # Labels cannot change after creation: the name tells operators which session a pooled desktop serves.
+            await asyncio.to_thread(self._rename, desktop, session_id)
         desktop.session_id = session_id
         self._live[desktop.key] = desktop
         self._refill()
@@ -243,6 +247,14 @@ class DockerBackend:
                 raise ConfigError(f"the docker backend cannot reach a Docker engine: {exc}") from exc
         return self._engine
 
+    def _name(self, key: str, session_id: str = "") -> str:
+        tail = re.sub(r"[^a-zA-Z0-9_.-]", "_", session_id)[:64]
+        return f"deskpilot-{self.instance[:6]}-{key}" + (f"-s-{tail}" if tail else "")
+
+    def _rename(self, desktop: _Desktop, session_id: str) -> None:
+        with contextlib.suppress(docker.errors.DockerException):
+            self.engine().containers.get(desktop.container_id).rename(self._name(desktop.key, session_id))
+
     def _remove_orphans(self) -> int:
         engine = self.engine()
         found = engine.containers.list(
@@ -284,7 +296,7 @@ class DockerBackend:
         return {
             "image": s.docker_image,
             "command": command,
-            "name": f"deskpilot-{self.instance[:6]}-{key}",
+            "name": self._name(key, session_id),
             "detach": True,
             "labels": {LABEL_MANAGED: "1", LABEL_INSTANCE: self.instance, LABEL_DESKTOP: key,
                        LABEL_SESSION: session_id},

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import numpy as np
 import pytest
 from PIL import Image
@@ -37,7 +38,15 @@ def docker_service(engine: Any, run_root: Path) -> Iterator[tuple[Service, FakeM
 
 
 def session_containers(engine: Any, sid: str) -> list[Any]:
-    return list(engine.containers.list(all=True, filters={"label": f"{LABEL_SESSION}={sid}"}))
+    """A cold desktop carries the session in a label; a pooled one gets it in its name when taken."""
+    labelled = engine.containers.list(all=True, filters={"label": f"{LABEL_SESSION}={sid}"})
+    named = engine.containers.list(all=True, filters={"name": f"-s-{sid}"})
+    return list({c.id: c for c in [*labelled, *named]}.values())
+
+
+def pool_containers(engine: Any, svc: Service) -> list[Any]:
+    mine = f"{LABEL_INSTANCE}={instance_id(run_root_of(svc.settings))}"
+    return [c for c in engine.containers.list(filters={"label": [mine, f"{LABEL_SESSION}="]}) if "-s-" not in c.name]
 
 
 def magenta_centre(png: bytes) -> list[int]:
@@ -113,3 +122,51 @@ def test_a_killed_desktop_container_fails_the_session_clearly_and_keeps_its_tran
     assert "Let me look." in texts and "Taking another look." in texts
     assert len(fake.requests) == 2  # the model was not asked again after the desktop was lost
     wait_for(lambda: not session_containers(engine, sid), timeout=60)
+
+
+@pytest.fixture
+def pooled_service(engine: Any, run_root: Path) -> Iterator[tuple[Service, FakeMessages]]:
+    with FakeMessages() as fake:
+        svc = start_service(run_root / "data", anthropic_base_url=fake.url, model="claude-opus-4-5",
+                            thinking_budget_tokens=0, desktop_backend="docker", docker_image=IMAGE,
+                            docker_network="host", docker_warm_pool=1, desktop_start_timeout_s=90)
+        try:
+            yield svc, fake
+        finally:
+            stop_service(svc)
+            mine = f"{LABEL_INSTANCE}={instance_id(run_root_of(svc.settings))}"
+            for c in engine.containers.list(all=True, filters={"label": mine}):
+                c.remove(force=True)
+
+
+def test_the_next_session_takes_a_prestarted_desktop_from_the_pool(
+        pooled_service: tuple[Service, FakeMessages], engine: Any) -> None:
+    svc, fake = pooled_service
+    sids: list[str] = []
+    for i in range(2):
+        if i == 1:
+            # Between sessions the pool holds one started desktop, labelled for no session.
+            warm = wait_for(lambda: pool_containers(engine, svc), timeout=120)
+            assert len(warm) == 1
+        seen: list[str] = []
+
+        def finish(req: Request, i: int = i, seen: list[str] = seen) -> Reply:
+            # Asked while the session still holds its desktop: which container is it?
+            seen.extend(c.id for c in session_containers(engine, sids[-1]))
+            return reply(text(f"run {i} done"))
+
+        fake.script(reply(tool_use("computer", {"action": "screenshot"})), finish)
+        with svc.client("alice") as c:
+            r = c.post("/api/sessions", json={"task": f"look {i}", "policy": {"preset": "autonomous"}})
+            assert r.status_code == 201, r.text
+            sids.append(r.json()["id"])
+        final = wait_status(svc, sids[-1], "succeeded", "failed", timeout=180)
+        assert final["status"] == "succeeded", final.get("error")
+        assert len(seen) == 1
+        if i == 1:
+            # The pooled container served the second session (its name said so), then left with it.
+            assert seen == [warm[0].id]
+            wait_for(lambda: not session_containers(engine, sids[-1]), timeout=60)
+            assert all(c.id != warm[0].id for c in pool_containers(engine, svc))
+            with pytest.raises(docker.errors.NotFound):
+                engine.containers.get(warm[0].id)
