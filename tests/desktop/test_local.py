@@ -135,5 +135,8 @@ async def test_a_daemon_whose_parent_dies_stops_its_desktop(tmp_path: Path) -> N
                 await asyncio.sleep(0.05)
     finally:
         await client.aclose()
+        if parent.returncode is None:
+            parent.kill()
+            await parent.wait()
         if not pid_gone(daemon_pid):
             os.kill(daemon_pid, signal.SIGTERM)
