@@ -351,7 +351,7 @@ def desktopd_command(width: int | None, height: int | None, uds: str | None, hos
             raise click.ClickException(str(exc)) from exc
         config = uvicorn.Config(create_app(desktop, token, parent_pid=parent_pid), uds=uds, host=host, port=port or 0,
                                 log_config=None, access_log=False, timeout_graceful_shutdown=3,
-                                ws_max_size=MAX_BODY_BYTES)
+                                ws="websockets-sansio", ws_max_size=MAX_BODY_BYTES)
         server = uvicorn.Server(config)
         log.info("desktop daemon serving %s on %s", desktop.display, uds or f"{host}:{port}")
         asyncio.run(server.serve())
