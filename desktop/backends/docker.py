@@ -34,7 +34,7 @@ import docker
 import docker.errors
 import httpx
 
-from deskpilot.errors import ConfigError, DesktopLostError, DesktopStartError
+from deskpilot.errors import ConfigError, DeskpilotError, DesktopLostError, DesktopStartError
 from deskpilot.settings import Settings, get_settings
 from desktop.backends.base import DesktopHandle
 from desktop.client import DesktopClient
@@ -223,13 +223,17 @@ class DockerBackend:
         while not self._closed and len(self._pool) < self.settings.docker_warm_pool:
             try:
                 desktop = await self._start_desktop(self.settings.screen_width, self.settings.screen_height, "")
-            except DesktopStartError as exc:
+            except DeskpilotError as exc:  # the next acquire tries again; sessions still get cold desktops
                 log.error("warm pool: %s", exc.message)
                 return
-            # One screenshot now loads the computer tool and its X connection, so the session's first
-            # screenshot costs what any later one does.
-            with contextlib.suppress(DesktopLostError):
+            try:
+                # One screenshot now loads the computer tool and its X connection, so the session's first
+                # screenshot costs what any later one does.
                 await desktop.client.screenshot()
+            except DeskpilotError as exc:
+                log.error("warm pool: a new desktop failed its first screenshot: %s", exc.message)
+                await self._destroy(desktop)
+                return
             if self._closed:
                 await self._destroy(desktop)
                 return
@@ -262,9 +266,10 @@ class DockerBackend:
         for container in found:
             with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True)
-            key = container.labels.get(LABEL_DESKTOP, "")
-            if key and "/" not in key and key not in (".", ".."):
-                shutil.rmtree(self.run_root / key, ignore_errors=True)
+        # Nothing of ours runs now, so every desktop directory left (named by its 12-hex key) is stale.
+        for path in self.run_root.iterdir():
+            if path.is_dir() and re.fullmatch(r"[0-9a-f]{12}", path.name):
+                shutil.rmtree(path, ignore_errors=True)
         return len(found)
 
     def _user(self) -> tuple[int, int]:

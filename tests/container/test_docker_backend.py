@@ -154,14 +154,18 @@ async def test_warm_pool_hands_out_a_prestarted_desktop_and_refills(make_backend
     assert _gone(engine, warm)
 
 
-async def test_orphans_of_a_crashed_service_are_removed_at_start(make_backend: MakeBackend, engine: Any) -> None:
+async def test_orphans_of_a_crashed_service_are_removed_at_start(make_backend: MakeBackend, engine: Any,
+                                                                  run_root: Path) -> None:
     crashed = make_backend()
     handle = await crashed.acquire("sess-orphan", 1024, 768)
     orphan = handle.extra["container"]
     # A second service on the same data directory (the first one "crashed" without releasing).
+    stale = run_root / "desktops" / handle.id
+    assert stale.is_dir()
     restarted = make_backend()
     await restarted.start()
     assert _gone(engine, orphan)
+    assert not stale.exists()
     await crashed.release(handle)
 
 
