@@ -13,6 +13,9 @@ numbers are the controller's own cost:
 "Prefix share" compares the prompt in cache order (tools, system, messages; ``cache_control`` markers
 left out, as the API matches cached prefixes on content): ``of_prev`` = the share of the previous
 request this one repeats verbatim (what the cache can serve), ``of_cur`` = that prefix over this request.
+Bytes overweight screenshots (a 1024x768 PNG is ~60 kB of base64 but ~1,050 tokens), so the share is
+also given in estimated tokens — what the prompt cache actually reads and bills: an image costs
+width*height/750 tokens (Anthropic's documented estimate), text about one token per 4 characters.
 
 Run: ``.venv/bin/python bench/agent_bench.py [--steps 30]``
 """
@@ -95,6 +98,43 @@ def cache_order(body: dict[str, Any]) -> bytes:
     return "\n".join(parts).encode()
 
 
+def token_blocks(body: dict[str, Any]) -> list[tuple[str, float]]:
+    """The prompt as (block, estimated tokens) in cache order; blocks compare by content."""
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k != "cache_control"}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+
+    def tokens(block: dict[str, Any]) -> float:
+        if block.get("type") == "image":
+            with Image.open(io.BytesIO(base64.b64decode(block["source"]["data"]))) as image:
+                return image.width * image.height / 750
+        if block.get("type") == "tool_result" and isinstance(block.get("content"), list):
+            return 10 + sum(tokens(inner) for inner in block["content"])
+        return len(json.dumps(block)) / 4
+
+    blocks = [(json.dumps(strip(body.get("tools"))), len(json.dumps(body.get("tools"))) / 4)]
+    blocks += [(json.dumps(strip(b)), tokens(b)) for b in body.get("system") or []]
+    for message in body["messages"]:
+        content = message["content"]
+        for block in [{"type": "text", "text": content}] if isinstance(content, str) else content:
+            blocks.append((message["role"] + json.dumps(strip(block)), tokens(block)))
+    return blocks
+
+
+def common_prefix_tokens(prev: dict[str, Any], cur: dict[str, Any]) -> tuple[float, float]:
+    """(tokens of ``cur`` that repeat ``prev`` block for block from the start, tokens of ``cur``)."""
+    a, b = token_blocks(prev), token_blocks(cur)
+    shared = 0.0
+    for (block_a, _), (block_b, cost) in zip(a, b, strict=False):
+        if block_a != block_b:
+            break
+        shared += cost
+    return shared, sum(cost for _, cost in b)
+
+
 def common_prefix(a: bytes, b: bytes) -> int:
     n = min(len(a), len(b))
     lo, hi = 0, n
@@ -162,21 +202,25 @@ async def ours_run(fake: FakeMessages, steps: int, keep: int, chunk: int) -> lis
 def report(name: str, times: list[float], requests: list[Request], skip: int) -> dict[str, float]:
     per_step = [(b - a) * 1000 for a, b in itertools.pairwise(times)][skip:]
     sizes = [len(r.raw) for r in requests]
-    shares_prev, shares_cur = [], []
+    shares_prev, shares_cur, token_shares = [], [], []
     for prev, cur in itertools.pairwise(requests):
         a, b = cache_order(prev.body), cache_order(cur.body)
         n = common_prefix(a, b)
         shares_prev.append(n / len(a))
         shares_cur.append(n / len(b))
-    steady_prev, steady_cur = shares_prev[skip:], shares_cur[skip:]
+        shared, total = common_prefix_tokens(prev.body, cur.body)
+        token_shares.append(shared / total)
+    steady_prev, steady_cur, steady_tokens = shares_prev[skip:], shares_cur[skip:], token_shares[skip:]
     row = {"p50_ms": statistics.median(per_step), "p95_ms": statistics.quantiles(per_step, n=20)[18],
            "bytes_last": sizes[-1], "bytes_mean": statistics.mean(sizes),
            "prefix_of_prev_mean": statistics.mean(steady_prev), "prefix_of_prev_p50": statistics.median(steady_prev),
-           "prefix_of_cur_mean": statistics.mean(steady_cur), "images_last": len(requests[-1].images)}
+           "prefix_of_cur_mean": statistics.mean(steady_cur), "images_last": len(requests[-1].images),
+           "tokens_of_cur_mean": statistics.mean(steady_tokens), "tokens_of_cur_p50": statistics.median(steady_tokens)}
     print(f"{name:>10}: step p50 {row['p50_ms']:.1f} ms, p95 {row['p95_ms']:.1f} ms | request bytes mean "
           f"{row['bytes_mean'] / 1e3:.0f} kB, last {row['bytes_last'] / 1e3:.0f} kB ({row['images_last']} images) | "
           f"prefix of previous: mean {row['prefix_of_prev_mean']:.1%}, median {row['prefix_of_prev_p50']:.1%}; "
-          f"of current: mean {row['prefix_of_cur_mean']:.1%}")
+          f"of current: mean {row['prefix_of_cur_mean']:.1%} | in tokens, of current: mean "
+          f"{row['tokens_of_cur_mean']:.1%}, median {row['tokens_of_cur_p50']:.1%}")
     return row
 
 
