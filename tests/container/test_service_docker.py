@@ -145,9 +145,12 @@ def test_the_next_session_takes_a_prestarted_desktop_from_the_pool(
     sids: list[str] = []
     for i in range(2):
         if i == 1:
-            # Between sessions the pool holds one started desktop, labelled for no session.
-            warm = wait_for(lambda: pool_containers(engine, svc), timeout=120)
-            assert len(warm) == 1
+            # Between sessions the pool holds one started desktop (ready once the backend has it), labelled
+            # for no session.
+            backend = svc.app.state.runner.backend()
+            warm_ids = wait_for(backend.pool_ids, timeout=120)
+            warm = pool_containers(engine, svc)
+            assert [c.id for c in warm] == warm_ids
         seen: list[str] = []
 
         def finish(req: Request, i: int = i, seen: list[str] = seen) -> Reply:
