@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import struct
 import sys
 import tempfile
@@ -51,9 +52,11 @@ class Page(BaseHTTPRequestHandler):
         pass
 
 
-def model(steps: int) -> Any:
+def model(steps: int, ready: threading.Event) -> Any:
     def answer(req: Request) -> Reply:
         done = sum(1 for m in req.body["messages"] if m["role"] == "assistant")
+        if done == 0:
+            ready.wait(120)  # the measured steps start once every viewer is connected
         if done >= steps:
             return reply(text("done"))
         return reply(tool_use("computer", {"action": "screenshot"}))
@@ -61,9 +64,12 @@ def model(steps: int) -> Any:
     return answer
 
 
-async def stream_viewer(url: str, token: str, counts: list[int], idx: int, stop: asyncio.Event) -> None:
+async def stream_viewer(url: str, token: str, counts: list[int], idx: int, stop: asyncio.Event,
+                        connected: Any) -> None:
     async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {token}"},
                                   max_size=None, compression=None) as ws:
+        await ws.recv()  # hello
+        connected()
         while not stop.is_set():
             try:
                 msg = await asyncio.wait_for(ws.recv(), 0.5)
@@ -73,10 +79,17 @@ async def stream_viewer(url: str, token: str, counts: list[int], idx: int, stop:
                 counts[idx] += 1
 
 
-async def vnc_viewer(url: str, token: str, counts: list[int], idx: int, stop: asyncio.Event) -> None:
+async def vnc_viewer(url: str, token: str, counts: list[int], idx: int, stop: asyncio.Event,
+                     connected: Any) -> None:
     """An RFB client like a noVNC tab: raw encoding, keeps asking for incremental updates."""
-    async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {token}"},
-                                  max_size=None, compression=None) as ws:
+    while True:  # the VNC endpoint answers 409 until the session's desktop is up
+        try:
+            ws = await websockets.connect(url, additional_headers={"Authorization": f"Bearer {token}"},
+                                          max_size=None, compression=None)
+            break
+        except websockets.InvalidStatus:
+            await asyncio.sleep(0.2)
+    async with ws:
         buf = bytearray()
 
         async def read(n: int) -> bytes:
@@ -99,6 +112,7 @@ async def vnc_viewer(url: str, token: str, counts: list[int], idx: int, stop: as
         await ws.send(b"\x00\x00\x00\x00" + pixel_format)
         await ws.send(struct.pack(">BxHi", 2, 1, 0))  # SetEncodings: raw only
         request = struct.pack(">BBHHHH", 3, 1, 0, 0, width, height)
+        connected()
         await ws.send(struct.pack(">BBHHHH", 3, 0, 0, 0, width, height))
         while not stop.is_set():
             kind = (await read(1))[0]
@@ -120,41 +134,66 @@ async def vnc_viewer(url: str, token: str, counts: list[int], idx: int, stop: as
 
 
 async def run_one(svc: Any, fake: FakeMessages, steps: int, viewers: int, mode: str) -> dict[str, float]:
-    fake.script(*([model(steps)] * (steps + 2)))
+    ready = threading.Event()
+    fake.script(*([model(steps, ready)] * (steps + 2)))
     token = svc.tokens["alice"]
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=svc.url, headers=headers, timeout=60) as c:
         sid = (await c.post("/api/sessions", json={"task": "bench", "policy": {"preset": "autonomous"}})).json()["id"]
-        while (status := (await c.get(f"/api/sessions/{sid}")).json())["status"] != "running":
-            if status["status"] in ("failed", "cancelled"):
-                raise RuntimeError(f"the bench session did not start: {status['error']}")
-            await asyncio.sleep(0.05)
-        counts, stop = [0] * viewers, asyncio.Event()
         path = "stream" if mode == "ours" else "vnc"
-        url = f"{svc.ws_url}/api/sessions/{sid}/{path}"
-        viewer = stream_viewer if mode == "ours" else vnc_viewer
-        tasks = [asyncio.create_task(viewer(url, token, counts, i, stop)) for i in range(viewers)]
+        # Viewers live in another process, as browsers would: they must not share this process's GIL.
+        ctx = multiprocessing.get_context("spawn")
+        stop, results = ctx.Event(), ctx.Queue()
+        proc = ctx.Process(target=viewers_main, args=(mode, f"{svc.ws_url}/api/sessions/{sid}/{path}", token,
+                                                       viewers, stop, results))
+        if viewers:
+            proc.start()
+            assert await asyncio.to_thread(results.get, True, 180) == "ready"
+        ready.set()
         while True:
             body = (await c.get(f"/api/sessions/{sid}")).json()
             if body["status"] in ("succeeded", "failed", "cancelled"):
                 break
             await asyncio.sleep(0.1)
-        stop.set()
+        counts: list[int] = []
+        if viewers:
+            stop.set()
+            counts = await asyncio.to_thread(results.get, True, 60)
+            await asyncio.to_thread(proc.join, 30)
+        evs = (await c.get(f"/api/sessions/{sid}/events")).json()["items"]
+    calls = [e for e in evs if e["type"] == "tool_call"]
+    tool_results = [e for e in evs if e["type"] == "tool_result"]
+    t0 = _ts(calls[0]["ts"])
+    t1 = _ts(next(e for e in reversed(evs) if e["type"] == "status")["ts"])
+    step = (_ts(tool_results[-1]["ts"]) - t0) / max(1, len(tool_results) - 1) if len(tool_results) > 1 else float("nan")
+    span = t1 - t0
+    fps = [n / span for n in counts] if counts else []
+    return {"step_s": step, "fps_min": min(fps) if fps else 0.0, "fps_mean": sum(fps) / len(fps) if fps else 0.0,
+            "steps": float(len(tool_results))}
+
+
+def viewers_main(mode: str, url: str, token: str, n: int, stop: Any, results: Any) -> None:
+    async def go() -> list[int]:
+        counts, done, up = [0] * n, asyncio.Event(), [0]
+
+        def connected() -> None:
+            up[0] += 1
+            if up[0] == n:
+                results.put("ready")
+
+        viewer = stream_viewer if mode == "ours" else vnc_viewer
+        tasks = [asyncio.create_task(viewer(url, token, counts, i, done, connected)) for i in range(n)]
+        while not stop.is_set():
+            await asyncio.sleep(0.1)
+        done.set()
         for task in tasks:
             task.cancel()
         for outcome in await asyncio.gather(*tasks, return_exceptions=True):
             if isinstance(outcome, Exception) and not isinstance(outcome, websockets.ConnectionClosed):
                 print(f"viewer failed: {outcome!r}", file=sys.stderr)
-        evs = (await c.get(f"/api/sessions/{sid}/events")).json()["items"]
-    calls = [e for e in evs if e["type"] == "tool_call"]
-    results = [e for e in evs if e["type"] == "tool_result"]
-    t0 = _ts(calls[0]["ts"])
-    t1 = _ts(next(e for e in reversed(evs) if e["type"] == "status")["ts"])
-    step = (_ts(results[-1]["ts"]) - t0) / max(1, len(results) - 1) if len(results) > 1 else float("nan")
-    span = t1 - t0
-    fps = [n / span for n in counts] if counts else []
-    return {"step_s": step, "fps_min": min(fps) if fps else 0.0, "fps_mean": sum(fps) / len(fps) if fps else 0.0,
-            "steps": float(len(results))}
+        return counts
+
+    results.put(asyncio.run(go()))
 
 
 def _ts(iso: str) -> float:

@@ -133,9 +133,11 @@ async def run_agent(runner: Runner, live: Live, desktop: GatedDesktop, row: Sess
     live.loop = loop
     if history is not None:
         await settle_restored_approvals(runner, live, loop, config)
+    if history is None:
+        loop.add_user_message(row.task)  # first, so follow-ups sent while queued come after it
     for text in await store.take_inbox(sid):
         loop.add_user_message(text)
-    result = await loop.run(None if history is not None else row.task)
+    result = await loop.run(None)
     if result.status == "paused":  # retries ran out: resumable, not failed
         return Outcome("paused", result.reason, None, result.message)
     ok = result.status == "succeeded"

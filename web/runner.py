@@ -245,7 +245,9 @@ class Runner:
         return live, live.loop
 
     async def pause(self, row: SessionRow) -> None:
-        _, loop = self._loop(row, "pause")
+        live, loop = self._loop(row, "pause")
+        if live.hold == "takeover":
+            raise Conflict("you hold control; the agent is already waiting")
         loop.pause()  # takes effect at the next step boundary; the loop reports "paused" then
         await self.store.update_session(row.id, status="paused")
 
