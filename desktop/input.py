@@ -65,8 +65,12 @@ class XInput:
         # Keycode 8 is skipped: some XKB clients never map it.
         self._spares = [self._min_kc + i for i, row in enumerate(self._keymap)
                         if not any(row) and self._min_kc + i > 8]
-        self._bound: dict[int, int] = {}  # keysym -> spare keycode, oldest first
+        # Binding slots: (spare keycode, level). Level 1 (typed with Shift) doubles the capacity; every
+        # level-0 slot comes first, so a short text never needs Shift.
+        self._slots = [(keycode, level) for level in (0, 1) for keycode in self._spares]
+        self._bound: dict[int, tuple[int, int]] = {}  # keysym -> slot, oldest first
         self._typed_since_bind = False
+        self._keymap_written_at = 0.0
         self._held_buttons: set[int] = set()
 
     # --- lifecycle -----------------------------------------------------------------------------------
@@ -182,6 +186,7 @@ class XInput:
         start = 0
         while start < len(keysyms):
             end = self._bind_run(keysyms, start)
+            self._keymap_quiet()
             for i, keysym in enumerate(keysyms[start:end]):
                 self._tap(keysym)
                 if i % _SYNC_EVERY == _SYNC_EVERY - 1:
@@ -192,8 +197,9 @@ class XInput:
     def release_bindings(self) -> None:
         """Give the spare keycodes back their empty mapping."""
         if self._bound:
-            self._write_keymap({keycode: X.NoSymbol for keycode in self._bound.values()})
-        self._bound.clear()
+            keycodes = {keycode for keycode, _ in self._bound.values()}
+            self._bound.clear()
+            self._write_keymap(keycodes)
         self._d.sync()
 
     # --- internals -----------------------------------------------------------------------------------
@@ -214,7 +220,8 @@ class XInput:
         found = self._lookup(keysym)
         if found is not None:
             return found
-        return self._bound[keysym], False
+        keycode, level = self._bound[keysym]
+        return keycode, level == 1
 
     def _bind_run(self, keysyms: list[int], start: int) -> int:
         """Bind the unmapped keysyms of the longest run from ``start`` that fits the spares; return its end."""
@@ -223,7 +230,7 @@ class XInput:
         while end < len(keysyms):
             keysym = keysyms[end]
             if keysym not in need and self._lookup(keysym) is None:
-                if len(need) == len(self._spares):
+                if len(need) == len(self._slots):
                     break
                 need.append(keysym)
             end += 1
@@ -235,39 +242,51 @@ class XInput:
         missing = [k for k in keysyms if k not in self._bound]
         if not missing:
             return
-        if len(set(keysyms)) > len(self._spares):
+        if len(set(keysyms)) > len(self._slots):
             raise DesktopError("the keymap has too few spare keycodes to type characters outside the layout")
-        free = [k for k in self._spares if k not in self._bound.values()]
+        taken = set(self._bound.values())
+        free = [slot for slot in self._slots if slot not in taken]
         stale = [k for k in self._bound if k not in keysyms]
         if len(free) < len(missing) and self._typed_since_bind:
             # Keys already sent with the old bindings must be translated before those keycodes change.
             self._d.sync()
             time.sleep(_KEYMAP_PAUSE_S)
-        changes: dict[int, int] = {}
         for keysym in missing:
-            keycode = free.pop(0) if free else self._bound.pop(stale.pop(0))
-            changes[keycode] = keysym
-            self._bound[keysym] = keycode
-        self._write_keymap(changes)
+            self._bound[keysym] = free.pop(0) if free else self._bound.pop(stale.pop(0))
+        self._write_keymap({keycode for keycode, _ in self._bound.values()})
         self._d.sync()
-        # Clients (chromium) re-read the keymap asynchronously after MappingNotify; a key sent at once
-        # would be translated with the old mapping.
-        time.sleep(_KEYMAP_PAUSE_S)
         self._typed_since_bind = False
 
-    def _write_keymap(self, changes: dict[int, int]) -> None:
-        """Set keycode -> keysym (NoSymbol = empty) for several keycodes in ONE request.
+    def _keymap_quiet(self) -> None:
+        """Before sending keys: give clients ``_KEYMAP_PAUSE_S`` since our last keymap change.
+
+        Clients (chromium) re-load the keymap asynchronously after a MappingNotify; keys that arrive during
+        the reload come out garbled or reordered — this covers bindings and the release of old ones alike.
+        """
+        left = self._keymap_written_at + _KEYMAP_PAUSE_S - time.monotonic()
+        if left > 0:
+            time.sleep(left)
+
+    def _write_keymap(self, keycodes: set[int]) -> None:
+        """Write the rows of ``keycodes`` from ``_bound`` (no binding = empty row) in ONE request.
 
         Each request makes every client re-load its keymap (chromium compiles a new XKB keymap per
         MappingNotify); one request per keycode would queue a dozen reloads behind our key events. The rows
         between the spares are rewritten with their current content, read just before.
         """
-        low, high = min(changes), max(changes)
+        low, high = min(keycodes), max(keycodes)
         rows = [list(row) for row in self._d.get_keyboard_mapping(low, high - low + 1)]
-        for keycode, keysym in changes.items():
-            rows[keycode - low] = [keysym, keysym] + [X.NoSymbol] * (len(rows[0]) - 2) if keysym else \
-                [X.NoSymbol] * len(rows[0])
+        for keycode in keycodes:
+            rows[keycode - low] = [X.NoSymbol] * len(rows[0])
+        for keysym, (keycode, level) in self._bound.items():
+            if keycode in keycodes:
+                rows[keycode - low][level] = keysym
+        for keycode in keycodes:
+            row = rows[keycode - low]
+            if row[0] and not row[1]:
+                row[1] = row[0]  # one keysym on both levels: Shift held or not, the same character
         self._d.change_keyboard_mapping(low, rows)
+        self._keymap_written_at = time.monotonic()
 
     def _tap(self, keysym: int) -> None:
         keycode, shifted = self._keycode(keysym)
@@ -307,6 +326,7 @@ class _Held:
     def __enter__(self) -> None:
         o = self._owner
         o._bind([k.keysym for k in self._combo if o._lookup(k.keysym) is None])
+        o._keymap_quiet()
         o._typed_since_bind = True
         shift = o._lookup(_SHIFT)
         try:

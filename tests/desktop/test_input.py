@@ -39,6 +39,7 @@ def inp(desk: Desktop, page: TestPageServer) -> Iterator[XInput]:
 
 @pytest.fixture(autouse=True)
 def fresh(page: TestPageServer, inp: XInput) -> None:
+    page.settle(0.1)  # late events of the previous test (a modifier's keyup) must not count here
     page.reset()
 
 

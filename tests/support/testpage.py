@@ -133,9 +133,10 @@ class TestPageServer:
         return self.wait_until(predicate, each_s)
 
     def _add(self, batch: list[Event]) -> None:
+        # The page keeps one POST in flight, so batches arrive in page order; not sorting by ``seq`` keeps
+        # the order right across a reload too (``seq`` restarts at 1; a reload sends a new "ready").
         with self._cond:
-            self._events.extend(batch)
-            self._events.sort(key=lambda e: e["seq"])
+            self._events.extend(sorted(batch, key=lambda e: e["seq"]))
             self._cond.notify_all()
 
     # --- HTTP --------------------------------------------------------------------------------------------
