@@ -4,12 +4,13 @@ Coordinates here are **screen** pixels (the tool maps model space first). Every 
 ``display.sync()``, so when it returns the X server has queued the events for the clients.
 
 Characters missing from the keymap (é on a US layout, ß, 漢字, emoji) are typed by binding spare keycodes
-(ones with no keysyms) to the characters' keysyms (Unicode keysym = 0x01000000 + code point). Clients such
-as chromium re-load the keymap *asynchronously* after each MappingNotify, so: all bindings of a run go out
-in one request (one reload), we pause briefly before pressing, and we never change a keycode whose key
-events may still be unread — a long text is typed in runs that fit the spare keycodes, with a pause between
-runs, and the bindings are restored to empty at the start of the next action (a settled screenshot later)
-or on ``close()``. Keys on the layout need none of this and go out at once.
+(ones with no keysyms; two levels each, the second typed with Shift) to the characters' keysyms (Unicode
+keysym = 0x01000000 + code point). Clients such as chromium re-load the keymap *asynchronously* after each
+MappingNotify, and keys that arrive meanwhile come out garbled or reordered. So: all bindings of a run go out
+in one request (one reload); no key is sent until ``_KEYMAP_PAUSE_S`` after our last keymap change; a
+keycode whose key events may still be unread is never rebound (a long text is typed in runs that fit the
+slots, with a pause between runs); and the bindings are restored to empty at the start of the next action or
+on ``close()``. Text on the layout needs none of this and goes out at once.
 Not thread-safe: the daemon calls it from its single X worker thread.
 """
 

@@ -160,7 +160,7 @@ def parse_action(data: Any, fields: dict[str, tuple[frozenset[str], frozenset[st
         return Action(name, start=_point(get("start_coordinate"), "start_coordinate", scaler),
                       at=_point(get("coordinate"), "coordinate", scaler))
     at = _point(get("coordinate"), "coordinate", scaler) if "coordinate" in given else None
-    modifiers = parse_modifiers(get("text")) if "text" in given else ()
+    modifiers = parse_modifiers(get("text")) if get("text") != "" and "text" in given else ()  # "" = none
     if name == "scroll":
         direction, amount = get("scroll_direction"), get("scroll_amount")
         if direction not in SCROLL_DIRECTIONS:

@@ -122,7 +122,7 @@ async def test_double_and_triple_click(tool: Tool, page: TestPageServer, scaler:
 
 
 @pytest.mark.parametrize(("text", "held"), [("shift", {"shift"}), ("ctrl", {"ctrl"}),
-                                            ("ctrl+shift", {"ctrl", "shift"})])
+                                            ("ctrl+shift", {"ctrl", "shift"}), ("", set())])
 async def test_click_with_modifier_keys(tool: Tool, page: TestPageServer, text: str, held: set[str]) -> None:
     await tool.run({"action": "left_click", "coordinate": [800, 100], "text": text})
     click = page.wait_for("click")[-1]
