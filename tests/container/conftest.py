@@ -32,7 +32,7 @@ from desktop.backends.docker import LABEL_INSTANCE, LABEL_MANAGED, DockerBackend
 IMAGE = os.environ.get("DESKPILOT_TEST_DOCKER_IMAGE", "deskpilot-desktop:latest")
 
 
-def _unavailable(reason: str) -> None:
+def unavailable(reason: str) -> None:
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"container tests must run in CI, but {reason}; run scripts/ci-docker-setup first",
                     pytrace=False)
@@ -45,11 +45,11 @@ def engine() -> Iterator[Any]:
         client = docker.from_env()
         client.ping()
     except docker.errors.DockerException as exc:
-        _unavailable(f"no Docker engine is reachable ({exc})")
+        unavailable(f"no Docker engine is reachable ({exc})")
     try:
         client.images.get(IMAGE)
     except docker.errors.ImageNotFound:
-        _unavailable(f"the desktop image {IMAGE} is not built")
+        unavailable(f"the desktop image {IMAGE} is not built")
     yield client
     client.close()
 

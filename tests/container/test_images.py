@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.container.conftest import MakeBackend, _unavailable, docker_cli, docker_exec
+from tests.container.conftest import MakeBackend, docker_cli, docker_exec, unavailable
 
 SERVICE_IMAGE = os.environ.get("DESKPILOT_TEST_SERVICE_IMAGE", "deskpilot:latest")
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +50,7 @@ def test_service_image_serves_healthz_as_non_root_with_a_read_only_root(engine: 
     try:
         engine.images.get(SERVICE_IMAGE)
     except Exception:
-        _unavailable(f"the service image {SERVICE_IMAGE} is not built")
+        unavailable(f"the service image {SERVICE_IMAGE} is not built")
     port = free_port()
     container = engine.containers.run(
         SERVICE_IMAGE, detach=True, network_mode="host", read_only=True, tmpfs={"/tmp": "rw,size=64m"},
@@ -81,7 +81,7 @@ def test_service_image_serves_healthz_as_non_root_with_a_read_only_root(engine: 
 def _compose(*args: str, env: dict[str, str], env_file: Path) -> subprocess.CompletedProcess[str]:
     compose = shutil.which("docker-compose")
     if compose is None:
-        _unavailable("docker-compose is not installed")
+        unavailable("docker-compose is not installed")
     base = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
     # An empty env file, so a developer's own .env cannot supply the key.
     return subprocess.run([str(compose), "--env-file", str(env_file), "-f", str(ROOT / "docker-compose.yml"), *args],
