@@ -219,3 +219,18 @@ async def test_xvfb_killed_inside_loses_the_desktop_and_says_so(make_backend: Ma
     assert code == 1 and "healthz: 503" in out
     await backend.release(handle)
     assert _gone(engine, cid)
+
+
+async def test_vnc_reaches_the_container_only_through_the_daemon_socket(make_backend: MakeBackend,
+                                                                        engine: Any) -> None:
+    backend = make_backend()
+    handle = await backend.acquire("sess-vnc", 1024, 768)
+    assert handle.vnc_available
+    async with handle.client.vnc_connect(view_only=True) as ws:
+        greeting = await asyncio.wait_for(ws.recv(), 30)
+    assert isinstance(greeting, bytes) and greeting.startswith(b"RFB 003.")
+    # x11vnc itself serves only a unix socket inside the container (and the container publishes no port).
+    code, out = docker_exec(engine, handle.extra["container"], "pgrep", "-a", "x11vnc")
+    assert code == 0, out
+    assert "-rfbport 0" in out and "-rfbportv6 -1" in out and "-unixsock" in out
+    await backend.release(handle)
