@@ -7,7 +7,7 @@
 # Layers are ordered slowest-changing first, so editing the source rebuilds only the last few seconds.
 
 FROM debian:bookworm-slim AS base
-LABEL org.opencontainers.image.title="deskpilot" org.opencontainers.image.source="https://github.com/deskpilot/deskpilot"
+LABEL org.opencontainers.image.title="deskpilot"
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
