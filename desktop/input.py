@@ -9,8 +9,8 @@ keysym = 0x01000000 + code point). Clients such as chromium re-load the keymap *
 MappingNotify, and keys that arrive meanwhile come out garbled or reordered. So: all bindings of a run go out
 in one request (one reload); no key is sent until ``_KEYMAP_PAUSE_S`` after our last keymap change; a
 keycode whose key events may still be unread is never rebound (a long text is typed in runs that fit the
-slots, with a pause between runs); and the bindings are restored to empty at the start of the next action or
-on ``close()``. Text on the layout needs none of this and goes out at once.
+slots, with a pause between runs); and the bindings are restored to empty at the next pointer action or on
+``close()``. Text on the layout needs none of this and goes out at once.
 Not thread-safe: the daemon calls it from its single X worker thread.
 """
 
@@ -165,7 +165,7 @@ class XInput:
     # --- keyboard ------------------------------------------------------------------------------------
     def press_combos(self, combos: Iterable[Combo]) -> None:
         """Each combo: keys pressed in order, released in reverse; combos one after another."""
-        self._begin()
+        self._begin(keyboard=True)
         for combo in combos:
             with self._holding(combo):
                 pass
@@ -177,12 +177,12 @@ class XInput:
 
     def holding(self, combo: Combo) -> _Held:
         """Context manager: the combo's keys are down (and synced) inside, released in reverse on exit."""
-        self._begin()
+        self._begin(keyboard=True)
         return _Held(self, combo, sync=True)
 
     def type_text(self, text: str) -> None:
         """Type any text: keymap characters directly, others through spare keycodes; \\n and \\t as keys."""
-        self._begin()
+        self._begin(keyboard=True)
         keysyms = _text_keysyms(text)
         start = 0
         while start < len(keysyms):
@@ -204,9 +204,11 @@ class XInput:
         self._d.sync()
 
     # --- internals -----------------------------------------------------------------------------------
-    def _begin(self) -> None:
-        # Bindings from the previous action have been seen by now (a screenshot came between).
-        if self._bound:
+    def _begin(self, *, keyboard: bool = False) -> None:
+        # A pointer action gives the spare keycodes back (the keymap reload it causes is harmless to the
+        # pointer, and the next key waits for it in ``_keymap_quiet``); a keyboard action keeps them, so a
+        # run of typing reuses its bindings instead of reloading the client's keymap twice per action.
+        if self._bound and not keyboard:
             self.release_bindings()
 
     def _move(self, x: int, y: int) -> None:

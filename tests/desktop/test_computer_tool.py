@@ -198,11 +198,11 @@ async def test_type_unicode_and_newline(tool: Tool, page: TestPageServer, scaler
 
 
 async def test_hold_key(tool: Tool, page: TestPageServer) -> None:
-    await tool.run({"action": "hold_key", "text": "shift", "duration": 0.5})
+    await tool.run({"action": "hold_key", "text": "shift", "duration": 0.8})
     page.wait_until(lambda evs: any(e["type"] == "keyup" and e["key"] == "Shift" for e in evs))
     down = next(e for e in page.events("keydown") if e["key"] == "Shift")
     up = next(e for e in page.events("keyup") if e["key"] == "Shift")
-    assert 450 <= up["t"] - down["t"] <= 2500
+    assert 500 <= up["t"] - down["t"] <= 3000  # page-side times: a loaded machine delays either event a bit
 
 
 async def test_wait(tool: Tool) -> None:

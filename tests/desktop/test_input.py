@@ -207,8 +207,8 @@ def test_spare_keycodes_are_restored(desk: Desktop, inp: XInput, page: TestPageS
 
 
 def test_hold_key_for_a_duration(inp: XInput, page: TestPageServer) -> None:
-    inp.hold(parse_key_action("shift")[0], 0.6)
+    inp.hold(parse_key_action("shift")[0], 0.8)
     page.wait_until(lambda evs: any(e["type"] == "keyup" and e["key"] == "Shift" for e in evs))
     down = next(e for e in page.events("keydown") if e["key"] == "Shift")
     up = next(e for e in page.events("keyup") if e["key"] == "Shift")
-    assert 550 <= up["t"] - down["t"] <= 2000
+    assert 500 <= up["t"] - down["t"] <= 3000  # page-side times: a loaded machine delays either event a bit
