@@ -53,22 +53,10 @@ class XInput:
         info = self._d.display.info
         self._min_kc: int = info.min_keycode
         self._max_kc: int = info.max_keycode
-        self._keymap = [list(row) for row in
-                        self._d.get_keyboard_mapping(self._min_kc, self._max_kc - self._min_kc + 1)]
-        self._width = len(self._keymap[0])
-        # keysym -> (keycode, needs shift) for the first group; column 0 (unshifted) wins over column 1.
-        self._layout: dict[int, tuple[int, bool]] = {}
-        for column in (1, 0):
-            for i in reversed(range(len(self._keymap))):  # so the lowest keycode wins
-                keysym = self._keymap[i][column]
-                if keysym:
-                    self._layout[keysym] = (self._min_kc + i, column == 1)
-        # Keycode 8 is skipped: some XKB clients never map it.
-        self._spares = [self._min_kc + i for i, row in enumerate(self._keymap)
-                        if not any(row) and self._min_kc + i > 8]
-        # Binding slots: (spare keycode, level). Level 1 (typed with Shift) doubles the capacity; every
-        # level-0 slot comes first, so a short text never needs Shift.
-        self._slots = [(keycode, level) for level in (0, 1) for keycode in self._spares]
+        self._layout: dict[int, tuple[int, bool]] = {}  # keysym -> (keycode, needs shift)
+        self._spares: list[int] = []
+        self._slots: list[tuple[int, int]] = []
+        self._read_layout()
         self._bound: dict[int, tuple[int, int]] = {}  # keysym -> slot, oldest first
         self._typed_since_bind = False
         self._keymap_written_at = 0.0
@@ -204,12 +192,30 @@ class XInput:
         self._d.sync()
 
     # --- internals -----------------------------------------------------------------------------------
+    def _read_layout(self) -> None:
+        """Snapshot the keymap: which keycode (and Shift) types each keysym, and which keycodes are empty."""
+        rows = self._d.get_keyboard_mapping(self._min_kc, self._max_kc - self._min_kc + 1)
+        layout: dict[int, tuple[int, bool]] = {}
+        for column in (1, 0):  # column 0 (unshifted) wins over column 1
+            for i in reversed(range(len(rows))):  # and the lowest keycode wins
+                keysym = rows[i][column]
+                if keysym:
+                    layout[keysym] = (self._min_kc + i, column == 1)
+        self._layout = layout
+        # Keycode 8 is skipped: some XKB clients never map it.
+        self._spares = [self._min_kc + i for i, row in enumerate(rows) if not any(row) and self._min_kc + i > 8]
+        # Binding slots: (spare keycode, level). Level 1 (typed with Shift) doubles the capacity; every
+        # level-0 slot comes first, so a short text never needs Shift.
+        self._slots = [(keycode, level) for level in (0, 1) for keycode in self._spares]
+
     def _begin(self, *, keyboard: bool = False) -> None:
         # A pointer action gives the spare keycodes back (the keymap reload it causes is harmless to the
         # pointer, and the next key waits for it in ``_keymap_quiet``); a keyboard action keeps them, so a
         # run of typing reuses its bindings instead of reloading the client's keymap twice per action.
         if self._bound and not keyboard:
             self.release_bindings()
+        if keyboard and not self._bound:
+            self._read_layout()  # ~1 ms; follows a layout change made meanwhile (e.g. setxkbmap in bash)
 
     def _move(self, x: int, y: int) -> None:
         xtest.fake_input(self._d, X.MotionNotify, x=int(x), y=int(y))
