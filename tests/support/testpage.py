@@ -2,7 +2,8 @@
 
     with TestPageServer() as server:             # binds 127.0.0.1 on a free port, serves in a thread
         desktop = make_desktop(start_url=server.url, kiosk=True)
-        server.wait_ready()                       # the page loaded and reported focus
+        server.wait_ready()                       # the page loaded (its window may not have focus yet)
+        focus_field(server, XInput(desktop.display))  # click into the field until the page sees it
         ...act...
         clicks = server.wait_for("click")         # events of a type, waiting until at least one arrived
         server.events(), server.reset()
@@ -14,6 +15,7 @@ Every event is a dict with ``seq`` (page order), ``type`` and ``t`` (epoch ms). 
 ``wheel`` adds ``deltaX/deltaY/deltaMode`` and modifiers. ``mousemove`` is sampled (at most one per 40 ms
 plus the resting position). ``ready`` is sent on load with ``hasFocus``. The page layout is described
 at the top of ``testpage.html``; ``BIG_BUTTON`` and ``FIELD`` give the same boxes in CSS pixels.
+Chromium's ``key`` names keys from its own layout; the text typed (``input`` values) is what to check.
 """
 
 from __future__ import annotations
