@@ -19,7 +19,16 @@ import pytest
 from deskpilot.errors import ToolInputError
 from desktop.display import Desktop
 from desktop.input import XInput
-from desktop.tools.computer import ComputerTool20250124, ComputerTool20251124
+from desktop.scaling import Scaler
+from desktop.tools.computer import (
+    FIELDS_20251124,
+    MAX_DURATION_S,
+    MAX_SCROLL_AMOUNT,
+    MAX_TYPE_CHARS,
+    ComputerTool20250124,
+    ComputerTool20251124,
+    parse_action,
+)
 from tests.desktop.conftest import MakeDesktop
 from tests.support.testpage import TestPageServer, focus_field
 
@@ -203,3 +212,17 @@ def test_the_spawn_detector_sees_a_subprocess() -> None:
         _armed = False
     assert any(event == "subprocess.Popen" for event, _ in _spawned)
     _spawned.clear()
+
+
+@pytest.mark.parametrize("data", [
+    {"action": "type", "text": "a" * MAX_TYPE_CHARS},
+    {"action": "scroll", "scroll_direction": "left", "scroll_amount": MAX_SCROLL_AMOUNT},
+    {"action": "hold_key", "text": "shift", "duration": MAX_DURATION_S},
+    {"action": "wait", "duration": 0},
+    {"action": "left_click", "coordinate": [1023, 767], "text": None},  # null = absent; the last model pixel
+    {"action": "zoom", "region": [0, 0, 1024, 768]},
+])
+def test_limits_are_inclusive(data: dict[str, Any]) -> None:
+    """Validation only (nothing is run): the largest allowed values pass."""
+    action = parse_action(data, FIELDS_20251124, Scaler.for_screen(1280, 960))
+    assert action.name == data["action"]
