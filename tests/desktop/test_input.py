@@ -237,3 +237,9 @@ def test_follows_a_layout_change_made_by_someone_else(desk: Desktop, inp: XInput
         other.close()
         inp.move(10, 700)  # next pointer action: the bindings go back before the next test
         time.sleep(0.5)
+
+
+def test_key_action_with_a_character_off_the_layout(inp: XInput, page: TestPageServer) -> None:
+    focus_field(inp, page)
+    inp.press_combos(parse_key_action("é ß shift+ß"))
+    page.wait_until(lambda evs: any(e["type"] == "input" and e["value"] == "éßß" for e in evs))
