@@ -103,6 +103,19 @@ class DesktopClient:
         response.raise_for_status()
         return response.content, response.headers.get("etag", "")
 
+    async def active_window(self) -> dict[str, Any]:
+        """``{"title": str | None, "id": int | None}`` of the focused top-level window."""
+        response = await self._request("GET", "/window")
+        response.raise_for_status()
+        data = response.json()
+        title, wid = data.get("title"), data.get("id")
+        return {"title": title if isinstance(title, str) else None, "id": wid if isinstance(wid, int) else None}
+
+    async def active_window_title(self) -> str | None:
+        """The focused window's title, or None when no window is active (the approval policy's window rules)."""
+        title: str | None = (await self.active_window())["title"]
+        return title
+
     async def healthz(self) -> bool:
         """True when the desktop is up; False when the daemon says it is lost or cannot be reached."""
         if self._http.is_closed:

@@ -213,6 +213,15 @@ def create_app(desktop: Desktop, token: str, *, parent_pid: int | None = None) -
             return Response(status_code=304, headers=headers)
         return Response(jpeg, media_type="image/jpeg", headers=headers)
 
+    async def window(request: Request) -> Response:
+        if reason := lost():
+            return error_response(503, reason)
+        try:
+            active = await host.active_window()
+        except DesktopLostError as exc:
+            return error_response(503, lost() or exc.message)
+        return JSONResponse(active.to_json())
+
     async def vnc(websocket: WebSocket) -> None:
         sock = desktop.vnc_socket
         if lost() or sock is None:
@@ -240,7 +249,7 @@ def create_app(desktop: Desktop, token: str, *, parent_pid: int | None = None) -
 
     app = Starlette(routes=[
         Route("/healthz", healthz), Route("/info", info), Route("/tools/{name}", tool, methods=["POST"]),
-        Route("/frame", frame), WebSocketRoute("/vnc", vnc),
+        Route("/frame", frame), Route("/window", window), WebSocketRoute("/vnc", vnc),
     ], lifespan=lifespan)
     return BearerAuth(app, token)
 

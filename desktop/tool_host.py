@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 from deskpilot.errors import DesktopLostError, ToolError
 from desktop.scaling import Scaler
 from desktop.tools.base import ToolResult
+from desktop.windows import ActiveWindow, WindowInfo
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -37,6 +38,7 @@ class ToolHost:
         self._tools: dict[str, Tool] = {}
         self._locks = {name: asyncio.Lock() for name in TOOL_NAMES}
         self._screen: Any = None  # desktop.screen.Screenshotter, created on the X thread
+        self._windows: ActiveWindow | None = None  # its own X connection, also only used on the X thread
 
     @staticmethod
     def knows(name: str) -> bool:
@@ -152,6 +154,15 @@ class ToolHost:
             raise DesktopLostError(f"cannot grab a frame: {type(exc).__name__}") from exc
         return result
 
+    async def active_window(self) -> WindowInfo:
+        """The active window's id and title (``DesktopLostError`` when the X server is gone)."""
+        async def read() -> WindowInfo:
+            if self._windows is None:
+                self._windows = ActiveWindow(self.display)
+            return self._windows.read()
+        info: WindowInfo = await self._run_on_x(read())
+        return info
+
     async def close(self) -> None:
         """Close every tool (X ones on the X thread) and the frame grabber."""
         for key, tool in self._tools.items():
@@ -162,6 +173,9 @@ class ToolHost:
         if self._screen is not None:
             screen, self._screen = self._screen, None
             await self._run_on_x(_closing(screen))
+        if self._windows is not None:
+            windows, self._windows = self._windows, None
+            await self._run_on_x(_closing(windows))
 
 
 def _close(obj: object) -> Coroutine[Any, Any, None] | None:
