@@ -182,6 +182,14 @@ class ApprovalPolicy:
         self.rules: list[Rule] = list(rules or [])
         self._window_title = window_title
 
+    @property
+    def window_title(self) -> WindowTitle | None:
+        return self._window_title
+
+    def use_window_title(self, provider: WindowTitle | None) -> None:
+        """Where window rules read the active window's title (``DesktopClient.active_window_title``)."""
+        self._window_title = provider
+
     def add_rule(self, rule: Rule) -> None:
         self.rules.append(rule)
 
