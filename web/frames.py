@@ -2,6 +2,8 @@
 
 Frames are fetched only while someone watches, at most ``frame_fps`` a second; the daemon answers 304 for an
 unchanged screen (``If-None-Match``), so an idle desktop costs one cheap request per tick and sends nothing.
+While the agent's action runs, the desktop's capture is the agent's: frames slow to ``ACTING_FPS`` so that
+watching does not slow the agent down.
 """
 
 from __future__ import annotations
@@ -14,13 +16,17 @@ from typing import Any
 from web.bus import Bus
 
 log = logging.getLogger(__name__)
+ACTING_FPS = 2.0
 
 
 class FramePumps:
-    def __init__(self, bus: Bus, fps: float, client_of: Callable[[str], Any]) -> None:
+    def __init__(self, bus: Bus, fps: float, client_of: Callable[[str], Any],
+                 acting: Callable[[str], bool] = lambda _sid: False) -> None:
         self.bus = bus
         self.interval = 1.0 / fps
+        self.acting_interval = max(self.interval, 1.0 / ACTING_FPS)
         self.client_of = client_of  # session id -> its DesktopClient, or None once the desktop is gone
+        self.acting = acting  # session id -> whether an agent action is running right now
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     def watch(self, session_id: str) -> None:
@@ -54,7 +60,8 @@ class FramePumps:
                 if got is not None:
                     jpeg, etag = got
                     self.bus.publish_frame(session_id, jpeg)
-                await asyncio.sleep(max(0.0, self.interval - (loop.time() - started)))
+                interval = self.acting_interval if self.acting(session_id) else self.interval
+                await asyncio.sleep(max(0.0, interval - (loop.time() - started)))
         finally:
             if self._tasks.get(session_id) is asyncio.current_task():
                 del self._tasks[session_id]

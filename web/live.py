@@ -48,6 +48,11 @@ class Live:
         self._idle.set()
 
     @property
+    def acting(self) -> bool:
+        """An action is running on the desktop."""
+        return not self._idle.is_set()
+
+    @property
     def client(self) -> Any:
         return self.handle.client if self.handle is not None else None
 

@@ -35,7 +35,7 @@ class Runner:
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._slots = asyncio.Semaphore(settings.max_sessions)
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.frames = FramePumps(bus, settings.frame_fps, self._client_of)
+        self.frames = FramePumps(bus, settings.frame_fps, self._client_of, self._acting)
         self._backend: Any = None
         self.model_client: Any = None  # anthropic.AsyncAnthropic, made on first use
         self.unavailable_reason: str | None = None
@@ -99,6 +99,10 @@ class Runner:
     def _client_of(self, session_id: str) -> Any:
         live = self.live.get(session_id)
         return live.client if live is not None else None
+
+    def _acting(self, session_id: str) -> bool:
+        live = self.live.get(session_id)
+        return live is not None and live.acting
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
