@@ -71,23 +71,31 @@ class ContainerClient(DesktopClient):
         try:
             return await super()._request(method, path, **kwargs)
         except DesktopLostError as exc:
-            reason = await asyncio.to_thread(_container_fate, self._container)
+            # Unreachable (not a 503 from a live daemon): the container may be on its way out.
+            settle_s = 3.0 if isinstance(exc.__cause__, httpx.TransportError) else 0.0
+            reason = await asyncio.to_thread(_container_fate, self._container, settle_s)
             raise DesktopLostError(f"desktop lost: {reason} ({exc.message})") from exc
 
 
-def _container_fate(container: Any) -> str:
-    try:
-        container.reload()
-    except docker.errors.NotFound:
-        return f"container {container.short_id} was removed"
-    except docker.errors.DockerException as exc:
-        return f"container {container.short_id} cannot be inspected: {exc}"
-    state = container.attrs.get("State", {})
-    if state.get("OOMKilled"):
-        return f"container {container.short_id} ran out of memory"
-    if container.status != "running":
-        return f"container {container.short_id} {container.status} (exit code {state.get('ExitCode')})"
-    return f"container {container.short_id} is running but its desktop is gone"
+def _container_fate(container: Any, settle_s: float = 3.0) -> str:
+    """Why a desktop's daemon stopped answering, from its container's state. A killed container can
+    still read as running for a moment, so a running one is asked again for up to ``settle_s``."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        try:
+            container.reload()
+        except docker.errors.NotFound:
+            return f"container {container.short_id} was removed"
+        except docker.errors.DockerException as exc:
+            return f"container {container.short_id} cannot be inspected: {exc}"
+        state = container.attrs.get("State", {})
+        if state.get("OOMKilled"):
+            return f"container {container.short_id} ran out of memory"
+        if container.status != "running":
+            return f"container {container.short_id} {container.status} (exit code {state.get('ExitCode')})"
+        if time.monotonic() > deadline:
+            return f"container {container.short_id} is running but its desktop is gone"
+        time.sleep(0.1)
 
 
 @dataclass
