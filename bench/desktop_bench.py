@@ -53,6 +53,18 @@ def p95(xs: list[float]) -> float:
     return s[min(len(s) - 1, round(0.95 * (len(s) - 1)))]
 
 
+def timed_pair(ours: Callable[[], object], ref: Callable[[], object], n: int) -> tuple[list[float], list[float]]:
+    """Time both, interleaved (ours, ref, ours, ...) after one untimed warm-up each, so both see the same load."""
+    ours()
+    ref()
+    a: list[float] = []
+    b: list[float] = []
+    for _ in range(n):
+        a += timed(ours, 1)
+        b += timed(ref, 1)
+    return a, b
+
+
 def timed(fn: Callable[[], object], n: int) -> list[float]:
     out = []
     for _ in range(n):
@@ -151,8 +163,8 @@ def bench_screenshot_scaled(site: BenchSite, trials: int) -> Row:
         with Screenshotter(desktop.display) as shots, tempfile.TemporaryDirectory() as tmp:
             find_link(shots)
             model = shots.scaler.model_size
-            ours = timed(lambda: base64.b64encode(shots.screenshot()), trials)
-            ref = timed(lambda: reference_screenshot(desktop.display, Path(tmp), model), trials)
+            ours, ref = timed_pair(lambda: base64.b64encode(shots.screenshot()),
+                                   lambda: reference_screenshot(desktop.display, Path(tmp), model), trials)
             return f"screenshot 1920×1080 → {model[0]}×{model[1]}", ours, ref
     finally:
         desktop.stop()
@@ -171,8 +183,8 @@ def bench_screen(trials: int) -> tuple[list[Row], str]:
             inp.move(1000, 700)
             link = find_link(shots)
             model = shots.scaler.model_size
-            ours = timed(lambda: base64.b64encode(shots.screenshot()), trials)
-            ref = timed(lambda: reference_screenshot(d, tmp, model), trials)
+            ours, ref = timed_pair(lambda: base64.b64encode(shots.screenshot()),
+                                   lambda: reference_screenshot(d, tmp, model), trials)
             rows.append((f"screenshot ready for the API ({model[0]}×{model[1]})", ours, ref))
 
             img = shots.capture.grab()
@@ -186,7 +198,8 @@ def bench_screen(trials: int) -> tuple[list[Row], str]:
                 notes.append(f"  {name:34s} median {statistics.median(ts):6.1f} ms  {len(fn()) // 1024:4d} KiB")
 
             ours, equal, unchanged, capped = [], 0, 0, 0
-            for _ in range(trials):
+            ref = []
+            for _ in range(trials):  # interleaved, so both sides see the same machine load
                 before = shots.grab_raw()
                 t0 = time.perf_counter()
                 inp.click(1, at=link)
@@ -197,14 +210,12 @@ def bench_screen(trials: int) -> tuple[list[Row], str]:
                 equal += settled.frame == shots.grab_raw()
                 unchanged += not settled.changed
                 capped += settled.capped
-            ref = []
-            for _ in range(trials):
+
                 t0 = time.perf_counter()
                 xdotool(d, "mousemove", "--sync", str(link[0] + 1), str(link[1]), "click", "1")
                 time.sleep(2.0)
                 reference_screenshot(d, tmp, model)
                 ref.append((time.perf_counter() - t0) * 1000)
-                xdotool(d, "mousemove", "--sync", str(link[0]), str(link[1]))
             rows.append(("click link → settled screenshot", ours, ref))
             notes.insert(0, f"capture: {shots.capture.method}; settle rule: {rule}")
             notes.append(f"settled frame equal to the screen at +2 s: {equal}/{trials} "

@@ -5,7 +5,7 @@ of them (see ``desktop.capture``). Two phases:
 
 1. **first change** — the action's effect may take a moment to reach the screen (the app must read the X
    event, then repaint; a link must fetch its page). Poll until a frame differs from ``before`` (taken just
-   before the action) for at most ``first_change_ms`` — twice that (within ``cap_ms``) when the
+   before the action) for at most ``first_change_ms`` — three times that (within ``cap_ms``) when the
    pointer's image changed meanwhile, because the app visibly reacted and its repaint is coming (Chromium
    shows its progress cursor while a navigation is pending). No change by then: no visible effect; done.
 2. **quiet** — then poll until nothing has changed for ``quiet_ms``, never longer than ``cap_ms`` in total
@@ -30,7 +30,7 @@ from typing import Protocol
 from deskpilot.settings import Settings, get_settings
 from desktop.capture import RawFrame
 
-POINTER_PATIENCE = 2  # first_change_ms is multiplied by this once the pointer image changed
+POINTER_PATIENCE = 3  # first_change_ms is multiplied by this once the pointer image changed
 
 
 class FrameSource(Protocol):
