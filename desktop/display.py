@@ -2,7 +2,8 @@
 
 Every component is declared ready by probing it (X connection, WM check window, RFB greeting,
 a mapped browser window), never by sleeping. Each runs in its own process group so ``stop()``
-kills exactly what this object started, and nothing else on the machine.
+kills exactly what this object started, and nothing else on the machine; each also dies with this
+process if it is killed outright (``desktop.spawn``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import IO
 from deskpilot.errors import DesktopError, DesktopLostError, DesktopStartError
 from deskpilot.settings import get_settings
 from desktop import probes
+from desktop.spawn import popen_dying_with_us
 
 log = logging.getLogger(__name__)
 
@@ -212,8 +214,9 @@ class Desktop:
         assert self._dir is not None
         log_path = self._dir / f"{name}.log"
         log_file = open(log_path, "ab")  # noqa: SIM115 - closed in _kill
-        popen = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                                 env=env or self._env(), pass_fds=pass_fds, start_new_session=True)
+        # Bound to this process's life: a SIGKILLed daemon leaves no desktop behind (see desktop.spawn).
+        popen = popen_dying_with_us(args, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                                    env=env or self._env(), pass_fds=pass_fds, start_new_session=True)
         proc = _Proc(popen, log_path, log_file)
         self._procs[name] = proc
         return proc
