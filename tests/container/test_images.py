@@ -74,6 +74,11 @@ def test_service_image_serves_healthz_as_non_root_with_a_read_only_root(engine: 
         assert body.get("tasks_can_run") is False and "ANTHROPIC_API_KEY" in str(body.get("reason"))
         code, out = container.exec_run(["id", "-un"])
         assert code == 0 and out.decode().strip() == "deskpilot"
+        # The image's own HEALTHCHECK command passes against the running service.
+        test = container.attrs["Config"]["Healthcheck"]["Test"]
+        assert test[0] == "CMD"
+        code, out = container.exec_run(test[1:])
+        assert code == 0, out.decode(errors="replace")
     finally:
         container.remove(force=True, v=True)
 
