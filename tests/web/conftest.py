@@ -69,7 +69,9 @@ class Service:
 def start_service(data_dir: Path, **overrides: Any) -> Service:
     port = free_port()
     values: dict[str, Any] = {"data_dir": data_dir, "host": "127.0.0.1", "port": port,
-                              "anthropic_api_key": "sk-test-not-a-real-key", "max_sessions": 2}
+                              "anthropic_api_key": "sk-test-not-a-real-key", "max_sessions": 2,
+                              # never the real API: a closed loopback port unless a test brings a fake
+                              "anthropic_base_url": "http://127.0.0.1:9"}
     values.update(overrides)
     settings = Settings(**values)
     tokens = make_tokens(data_dir, ["alice", "bob"])
