@@ -13,7 +13,7 @@ SessionStatus = Literal[
 ]
 EventType = Literal[
     "status", "assistant_text", "thinking", "tool_call", "tool_result", "approval_requested",
-    "approval_decided", "usage", "retrying", "error", "user_message", "takeover", "handback",
+    "approval_decided", "usage", "retrying", "error", "user_message",
 ]
 
 

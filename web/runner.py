@@ -13,6 +13,8 @@ import logging
 import uuid
 from typing import Any
 
+from prometheus_client import Counter, Gauge
+
 from agent.events import Event
 from deskpilot.errors import BadRequest, Conflict, DeskpilotError, ServiceUnavailable
 from deskpilot.logs import bind_log_context
@@ -24,6 +26,8 @@ from web.models import ApprovalDecision, SessionCreate
 from web.store import ACTIVE_STATES, FINAL_STATES, ApprovalRow, EventRow, SessionRow, Store, utcnow
 
 log = logging.getLogger(__name__)
+EVENTS = Counter("deskpilot_events_total", "Session events stored and broadcast", ["type"])
+SESSIONS_LIVE = Gauge("deskpilot_sessions_live", "Sessions holding a desktop right now")
 
 
 class Runner:
@@ -149,6 +153,9 @@ class Runner:
             if not (live is not None and live.hold == "takeover" and status in ("running", "awaiting_approval")):
                 await self.store.update_session(session_id, status=status, **fields)
         row = await self.store.append_event(session_id, event.type, data, image_ref)
+        EVENTS.labels(event.type).inc()
+        if event.type == "status":
+            SESSIONS_LIVE.set(len(self.live))
         self.bus.publish(session_id, stream_message(row))
         return row
 
@@ -221,6 +228,7 @@ class Runner:
 
     async def _release(self, live: Live) -> None:
         self.live.pop(live.session_id, None)
+        SESSIONS_LIVE.set(len(self.live))
         self.frames.stop(live.session_id)
         for kick in list(live.vnc_kicks):
             kick.set()

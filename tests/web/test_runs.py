@@ -37,3 +37,6 @@ def test_a_task_runs_to_the_end_with_events_screenshots_and_usage(agent_service:
     # the model saw the screenshot
     assert len(fake.requests) == 2 and len(fake.requests[1].images) == 1
     assert httpx.get(agent_service.url + "/healthz").json()["ok"] is True
+    with agent_service.client("alice") as c:
+        metrics = c.get("/metrics").text
+    assert 'deskpilot_events_total{type="tool_call"}' in metrics and "deskpilot_sessions_live" in metrics

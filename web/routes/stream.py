@@ -50,9 +50,11 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
             task.cancel()
         dropped = viewer.dropped and not reader.done()
         with contextlib.suppress(Exception):
-            # A stuck viewer's socket may not even take a close frame: don't wait on it.
-            await asyncio.wait_for(websocket.close(code=1013 if dropped else 1000,
-                                                   reason="too slow: reconnect with after=SEQ" if dropped else ""), 2)
+            # A stuck viewer's socket may not even take these: never wait on it for long.
+            if dropped:
+                note = {"kind": "dropped", "reason": "too slow: reconnect with after=<last seq>"}
+                await asyncio.wait_for(websocket.send_text(json.dumps(note)), 1)
+            await asyncio.wait_for(websocket.close(code=1013 if dropped else 1000), 2)
 
 
 async def _send(websocket: WebSocket, store: Store, viewer: Viewer, after: int, hello: dict[str, Any]) -> None:
