@@ -37,6 +37,8 @@ def test_restart_mid_step_and_during_a_pending_approval(tmp_path: Path) -> None:
         first, answered = json.dumps(msgs[0]), sum(1 for m in msgs if m["role"] == "assistant")
         if "TASK-SLOW" in first:
             if answered == 0:
+                return reply(text("Looking first."), tool_use("computer", {"action": "screenshot"}))
+            if answered == 1:
                 return reply(text("Running a slow command."),
                              tool_use("bash", {"command": f"sleep 60; echo slow >> {slow_marker}"}))
             return reply(text("The slow command's outcome is unknown; I will not repeat it."))
@@ -55,9 +57,13 @@ def test_restart_mid_step_and_during_a_pending_approval(tmp_path: Path) -> None:
             slow_id, gated_id = slow.json()["id"], gated.json()["id"]
             card = wait_session(server, token, gated_id, "awaiting_approval")["pending_approval"]
             # mid-step: the slow command has started and has no result yet
-            wait_for(lambda: any(e["type"] == "tool_call" for e in get(
-                server, token, f"/api/sessions/{slow_id}/events")["items"]), 120)
+            wait_for(lambda: [e["type"] for e in get(
+                server, token, f"/api/sessions/{slow_id}/events")["items"]].count("tool_call") == 2, 120)
             before = {sid: get(server, token, f"/api/sessions/{sid}/events")["items"] for sid in (slow_id, gated_id)}
+            shot_ref = next(e["image"] for e in before[slow_id] if e["type"] == "tool_result")
+            shot = httpx.get(f"{server.url}/api/sessions/{slow_id}/screenshots/{shot_ref}",
+                             headers={"Authorization": f"Bearer {token}"}).content
+            assert shot.startswith(b"\x89PNG")
             server.kill()
 
             server = ServerProcess(data, env, port=server.port).start()
@@ -65,9 +71,12 @@ def test_restart_mid_step_and_during_a_pending_approval(tmp_path: Path) -> None:
                 after = get(server, token, f"/api/sessions/{sid}/events")["items"]
                 assert after[: len(before[sid])] == before[sid]  # nothing lost or rewritten
                 assert get(server, token, f"/api/sessions/{sid}")["status"] == "interrupted"
-            unknown = [e for e in get(server, token, f"/api/sessions/{slow_id}/events")["items"]
+            again = httpx.get(f"{server.url}/api/sessions/{slow_id}/screenshots/{shot_ref}",
+                              headers={"Authorization": f"Bearer {token}"})
+            assert again.status_code == 200 and again.content == shot  # screenshots intact
+            results = [e for e in get(server, token, f"/api/sessions/{slow_id}/events")["items"]
                        if e["type"] == "tool_result"]
-            assert len(unknown) == 1 and "outcome unknown" in unknown[0]["data"]["error"]
+            assert len(results) == 2 and "outcome unknown" in results[1]["data"]["error"]
             still = get(server, token, f"/api/sessions/{gated_id}")["pending_approval"]
             assert still is not None and still["id"] == card["id"] and still["status"] == "pending"
             assert not approved_marker.exists()  # never auto-approved
@@ -83,6 +92,6 @@ def test_restart_mid_step_and_during_a_pending_approval(tmp_path: Path) -> None:
             assert done["status"] == "succeeded"
             assert not slow_marker.exists()  # the cut-off command was never run again
             slow_calls = [r for r in fake.requests if "TASK-SLOW" in json.dumps(r.body["messages"][0])]
-            assert len(slow_calls) == 2 and "outcome unknown" in json.dumps(slow_calls[1].body["messages"][-1])
+            assert len(slow_calls) == 3 and "outcome unknown" in json.dumps(slow_calls[2].body["messages"][-1])
         finally:
             server.stop()
