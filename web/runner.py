@@ -191,7 +191,12 @@ class Runner:
         while True:
             session_id = await self._queue.get()
             await self._slots.acquire()
-            row = await self.store.get_session(session_id)
+            try:
+                row = await self.store.get_session(session_id)
+            except Exception:  # one unreadable entry must not stop every later session
+                log.exception("cannot start session %s", session_id)
+                self._slots.release()
+                continue
             if row.status != "queued" or session_id in self.live:  # cancelled while queued, or already running
                 self._slots.release()
                 continue
