@@ -95,3 +95,33 @@ def test_restart_mid_step_and_during_a_pending_approval(tmp_path: Path) -> None:
             assert len(slow_calls) == 3 and "outcome unknown" in json.dumps(slow_calls[2].body["messages"][-1])
         finally:
             server.stop()
+
+
+def test_after_a_restart_resume_waits_for_the_pending_decision(tmp_path: Path) -> None:
+    data, marker = tmp_path / "data", tmp_path / "ran.txt"
+    token = make_tokens(data, ["alice"])["alice"]
+
+    def model(req: Request) -> Reply:
+        if any(m["role"] == "assistant" for m in req.body["messages"]):
+            return reply(text("done after the restart"))
+        return reply(tool_use("bash", {"command": f"echo ran >> {marker}"}))
+
+    with FakeMessages() as fake:
+        fake.script(*([model] * 4))
+        env = {"ANTHROPIC_API_KEY": "sk-test", "ANTHROPIC_BASE_URL": fake.url, "DESKPILOT_MODEL": "claude-opus-4-5",
+               "DESKPILOT_THINKING_BUDGET_TOKENS": "0"}
+        server = ServerProcess(data, env).start()
+        try:
+            sid = post(server, token, "/api/sessions", {"task": "gated", "policy": {"preset": "strict"}}).json()["id"]
+            card = wait_session(server, token, sid, "awaiting_approval")["pending_approval"]
+            server.kill()
+            server = ServerProcess(data, env, port=server.port).start()
+            assert post(server, token, f"/api/sessions/{sid}/resume").status_code == 200
+            waiting = wait_session(server, token, sid, "awaiting_approval")  # a fresh desktop, the same question
+            assert waiting["pending_approval"]["id"] == card["id"] and not marker.exists()
+            assert post(server, token, f"/api/sessions/{sid}/approvals/{card['id']}",
+                        {"decision": "approve"}).status_code == 200
+            assert wait_session(server, token, sid, "succeeded", "failed")["result"] == "done after the restart"
+            assert marker.read_text() == "ran\n"
+        finally:
+            server.stop()
