@@ -67,7 +67,7 @@ ENV PATH=/opt/deskpilot/bin:$PATH \
     DESKPILOT_RUN_DIR=/run/deskpilot
 USER deskpilot
 WORKDIR /home/deskpilot
-VOLUME ["/run/deskpilot"]
+# /run/deskpilot is bind-mounted by the backend (no VOLUME here: it would leave anonymous volumes behind).
 # tini reaps the browser's zombies and forwards SIGTERM; the daemon itself restarts the browser,
 # window manager and VNC server when they die. Xvfb dying loses the desktop: the daemon answers 503
 # and the healthcheck fails, and the backend reports the lost desktop to the session.
