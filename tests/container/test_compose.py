@@ -26,6 +26,8 @@ from tests.container.test_images import ROOT, free_port
 from tests.support.fake_messages import FakeMessages, reply, text, tool_use
 from tests.web.conftest import wait_for
 
+pytestmark = pytest.mark.docker
+
 
 @pytest.fixture
 def compose_project(engine: Any) -> Iterator[dict[str, Any]]:

@@ -17,6 +17,8 @@ from deskpilot.errors import ConfigError, DesktopLostError
 from tests.container.conftest import IMAGE, MakeBackend, docker_cli, docker_exec
 from tests.support.testpage import BIG_BUTTON, TestPageServer
 
+pytestmark = pytest.mark.docker
+
 CANARY = "sk-ant-canary-must-not-reach-the-desktop"
 
 

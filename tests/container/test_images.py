@@ -17,6 +17,8 @@ import pytest
 
 from tests.container.conftest import MakeBackend, docker_cli, docker_exec, unavailable
 
+pytestmark = pytest.mark.docker
+
 SERVICE_IMAGE = os.environ.get("DESKPILOT_TEST_SERVICE_IMAGE", "deskpilot:latest")
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -19,6 +19,8 @@ from tests.support.fake_messages import FakeMessages, Reply, Request, reply, tex
 from tests.support.testpage import BIG_BUTTON_RGB, TestPageServer
 from tests.web.conftest import Service, events, start_service, stop_service, wait_for, wait_status
 
+pytestmark = pytest.mark.docker
+
 
 @pytest.fixture
 def docker_service(engine: Any, run_root: Path) -> Iterator[tuple[Service, FakeMessages, TestPageServer]]:
