@@ -23,6 +23,7 @@ import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -31,7 +32,8 @@ import httpx
 import websockets
 
 from tests.support.fake_messages import FakeMessages, Reply, Request, reply, text, tool_use
-from tests.web.conftest import start_service, stop_service
+from tests.web.conftest import make_tokens
+from tests.web.procs import ServerProcess
 
 PAGE = b"""<!doctype html><body style="margin:0;background:#123">
 <div id=b style="position:absolute;width:300px;height:300px;background:#f0c"></div>
@@ -224,9 +226,16 @@ def main() -> None:
     page_url = f"http://127.0.0.1:{httpd.server_address[1]}/"
     rows: list[tuple[str, int, dict[str, float]]] = []
     with tempfile.TemporaryDirectory() as tmp, FakeMessages() as fake:
-        svc = start_service(Path(tmp) / "data", anthropic_base_url=fake.url, model="claude-opus-4-5",
-                            thinking_budget_tokens=0, browser_start_url=page_url, max_sessions=1,
-                            rate_limit_per_minute=1_000_000)
+        # The service runs as `deskpilot serve` in its own process, as deployed; the fake model and the
+        # viewers live in other processes, so nobody shares the service's GIL.
+        data = Path(tmp) / "data"
+        tokens = make_tokens(data, ["alice"])
+        server = ServerProcess(data, {
+            "ANTHROPIC_API_KEY": "sk-bench", "ANTHROPIC_BASE_URL": fake.url, "DESKPILOT_MODEL": "claude-opus-4-5",
+            "DESKPILOT_THINKING_BUDGET_TOKENS": "0", "DESKPILOT_BROWSER_START_URL": page_url,
+            "DESKPILOT_MAX_SESSIONS": "1", "DESKPILOT_RATE_LIMIT_PER_MINUTE": "1000000",
+            "DESKPILOT_LOG_FORMAT": "json"}).start()
+        svc = SimpleNamespace(url=server.url, ws_url=server.url.replace("http://", "ws://"), tokens=tokens)
         try:
             modes = ["ours"] + ([] if args.no_reference else ["reference"])
             for mode in modes:
@@ -238,7 +247,7 @@ def main() -> None:
                     print(json.dumps({"mode": mode, "viewers": n, **{k: round(v, 4) for k, v in result.items()}}),
                           flush=True)
         finally:
-            stop_service(svc)
+            server.stop()
             httpd.shutdown()
     base = next(r for m, n, r in rows if m == "ours" and n == 0)["step_s"] if 0 in counts else float("nan")
     print(f"\n{'approach':<10} {'viewers':>7} {'step s':>8} {'vs 0':>7} {'fps min':>8} {'fps mean':>9}")
