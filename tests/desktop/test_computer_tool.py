@@ -9,12 +9,15 @@ from collections.abc import Iterator
 
 import pytest
 from PIL import Image
+from Xlib import X
+from Xlib.display import Display
 
 from deskpilot.errors import DesktopLostError, ToolInputError
 from desktop.display import Desktop
 from desktop.input import XInput
 from desktop.scaling import Scaler
 from desktop.tools.computer import ComputerTool20250124, ComputerTool20251124
+from desktop.windows import ActiveWindow
 from tests.desktop.conftest import MakeDesktop
 from tests.support.testpage import BIG_BUTTON, BIG_BUTTON_RGB, TestPageServer, focus_field
 
@@ -121,8 +124,10 @@ async def test_double_and_triple_click(tool: Tool, page: TestPageServer, scaler:
         assert page.wait_for("dblclick")
 
 
-@pytest.mark.parametrize(("text", "held"), [("shift", {"shift"}), ("ctrl", {"ctrl"}),
-                                            ("ctrl+shift", {"ctrl", "shift"}), ("", set())])
+# alt and super too: the window manager binds nothing on a modifier + button (desktop/openbox-rc.xml).
+@pytest.mark.parametrize(("text", "held"), [("shift", {"shift"}), ("ctrl", {"ctrl"}), ("alt", {"alt"}),
+                                            ("super", {"meta"}), ("ctrl+shift", {"ctrl", "shift"}),
+                                            ("alt+shift", {"alt", "shift"}), ("", set())])
 async def test_click_with_modifier_keys(tool: Tool, page: TestPageServer, text: str, held: set[str]) -> None:
     await tool.run({"action": "left_click", "coordinate": [800, 100], "text": text})
     click = page.wait_for("click")[-1]
@@ -167,10 +172,14 @@ async def test_scroll(tool: Tool, page: TestPageServer, scaler: Scaler, directio
     assert at(wheels[0]) == scaler.to_screen(700, 600)
 
 
-async def test_scroll_with_modifier(tool: Tool, page: TestPageServer) -> None:
+# Not ctrl: chromium zooms on ctrl+wheel. alt+wheel switched desktops under openbox's default bindings.
+@pytest.mark.parametrize(("text", "held"), [("shift", {"shift"}), ("alt", {"alt"}), ("super", {"meta"})])
+async def test_scroll_with_modifier(tool: Tool, page: TestPageServer, text: str, held: set[str]) -> None:
     await tool.run({"action": "scroll", "coordinate": [700, 600], "scroll_direction": "down",
-                    "scroll_amount": 1, "text": "shift"})
-    assert page.wait_for("wheel")[-1]["shift"]
+                    "scroll_amount": 1, "text": text})
+    wheel = page.wait_for("wheel")[-1]
+    assert {m for m in ("ctrl", "shift", "alt", "meta") if wheel[m]} == held
+    assert at(wheel) == Scaler.for_screen(*SCREEN).to_screen(700, 600)
 
 
 async def test_key_combos(tool: Tool, page: TestPageServer) -> None:
@@ -187,6 +196,16 @@ async def test_key_combos(tool: Tool, page: TestPageServer) -> None:
 async def test_key_aliases(tool: Tool, page: TestPageServer, text: str, code: str) -> None:
     await tool.run({"action": "key", "text": text})
     page.wait_until(lambda evs: any(e["type"] == "keyup" and e["code"] == code for e in evs))
+
+
+# Openbox's default bindings took these (desktop switching, show desktop, lower window); ours pass them on.
+@pytest.mark.parametrize(("text", "code"), [("ctrl+alt+Left", "ArrowLeft"), ("shift+alt+Up", "ArrowUp"),
+                                            ("super+d", "KeyD"), ("alt+Escape", "Escape")])
+async def test_key_combos_the_window_manager_leaves_to_the_page(tool: Tool, page: TestPageServer, text: str,
+                                                               code: str) -> None:
+    await tool.run({"action": "key", "text": text})
+    page.wait_until(lambda evs: any(e["type"] == "keyup" and e["code"] == code for e in evs))
+    assert [e["code"] for e in page.events("keydown")][-1] == code
 
 
 async def test_type_unicode_and_newline(tool: Tool, page: TestPageServer, scaler: Scaler) -> None:
@@ -238,3 +257,62 @@ async def test_a_dead_display_is_desktop_lost(make_desktop: MakeDesktop) -> None
             await tool.run({"action": "mouse_move", "coordinate": [10, 10]})
     finally:
         tool.close()
+
+
+class _Window:
+    """A managed (not override-redirect) X window that, like a real app, asks for WM_DELETE_WINDOW."""
+
+    def __init__(self, display: Display, name: str) -> None:
+        self.d = display
+        screen = display.screen()
+        self.win = screen.root.create_window(0, 0, 300, 200, 0, screen.root_depth, X.InputOutput,
+                                             X.CopyFromParent, event_mask=X.StructureNotifyMask)
+        self.win.set_wm_name(name)
+        self.delete = display.intern_atom("WM_DELETE_WINDOW")
+        self.win.set_wm_protocols([self.delete])
+        self.win.map()
+        display.sync()
+
+    def asked_to_close(self, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            while self.d.pending_events():
+                event = self.d.next_event()
+                if event.type == X.ClientMessage and event.window == self.win and event.data[1][0] == self.delete:
+                    return True
+            time.sleep(0.02)
+        return False
+
+
+def wait_active(active: ActiveWindow, wid: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while active.read().id != wid:
+        assert time.monotonic() < deadline, f"window {wid:#x} never became active"
+        time.sleep(0.02)
+
+
+async def test_alt_tab_switches_windows_and_alt_f4_closes_one(make_desktop: MakeDesktop) -> None:
+    """The only window-manager keys (desktop/openbox-rc.xml): what a model trained on desktops expects."""
+    desktop = make_desktop(browser=False)
+    tool = ComputerTool20250124(desktop.display)
+    conn = Display(desktop.display)
+    active = ActiveWindow(desktop.display)
+    try:
+        first = _Window(conn, "first")
+        wait_active(active, first.win.id)
+        second = _Window(conn, "second")
+        wait_active(active, second.win.id)  # focusNew
+        await tool.run({"action": "key", "text": "alt+Tab"})
+        wait_active(active, first.win.id)
+        await tool.run({"action": "key", "text": "alt+Tab"})  # a quick alt+tab toggles the two latest
+        wait_active(active, second.win.id)
+        await tool.run({"action": "key", "text": "alt+shift+Tab"})
+        wait_active(active, first.win.id)
+        await tool.run({"action": "key", "text": "alt+F4"})
+        assert first.asked_to_close()
+        assert not second.asked_to_close(timeout=0.3)
+    finally:
+        active.close()
+        conn.close()
+        tool.close()
+        desktop.stop()
