@@ -1,6 +1,10 @@
 """Live viewing cost: agent step time and delivered frames per second with 0, 10 and 50 viewers.
 
-    .venv/bin/python bench/web_bench.py [--steps 20] [--viewers 0,10,50] [--no-reference]
+    .venv/bin/python -W ignore bench/web_bench.py --steps 20 --viewers 0,10,50 --model-latency 1.0
+
+``--model-latency`` is how long the fake model takes per call (real computer-use calls take seconds);
+``--model-latency 0`` is the worst case, where the agent acts back to back and frames slow to 2 fps during
+actions by design. ``--no-reference`` skips the per-viewer VNC runs.
 
 Ours: every viewer is a WebSocket on /api/sessions/{id}/stream; the service fetches one JPEG per change from
 the desktop and fans it out (bounded queues, newest frame only). Reference approach (the reference demo's
