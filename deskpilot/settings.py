@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     settle_poll_ms: int = Field(default=15, ge=1, le=1000, description="Interval between frames while settling.")
     settle_small_quiet_ms: int = Field(default=300, ge=0, le=480, description="Quiet needed while only small "
                                        "areas changed (button press, visited link): the real response may follow.")
+    settle_browser_first_change_ms: int = Field(default=100, ge=0, description="With the browser's signal: no "
+                                                "load, request or pixel change this long = no visible effect.")
+    settle_browser_quiet_ms: int = Field(default=30, ge=0, description="With the browser's signal: browser idle "
+                                         "and screen unchanged this long = settled.")
+    settle_browser_stale_ms: int = Field(default=2000, ge=0, description="Loads/requests begun this long before "
+                                         "an action are background (long polls): not waited for.")
     bash_timeout_s: float = Field(default=120.0, gt=0)
     bash_output_cap: int = Field(default=16_000, gt=0, description="Characters of bash output returned.")
     editor_view_cap: int = Field(default=16_000, gt=0,

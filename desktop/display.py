@@ -29,7 +29,7 @@ from typing import IO
 
 from deskpilot.errors import DesktopError, DesktopLostError, DesktopStartError
 from deskpilot.settings import get_settings
-from desktop import probes
+from desktop import browser_signal, probes
 from desktop.spawn import popen_dying_with_us
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ class _Proc:
     log_path: Path
     log_file: IO[bytes]
     killed: bool = False
+    on_kill: Callable[[], None] | None = None  # releases what belongs to this process (the browser's pipe)
 
     def status(self) -> str:
         code = self.popen.poll()
@@ -289,7 +290,19 @@ class Desktop:
             ])
             return proc, lambda: probes.rfb_greets(sock)
         if name == "browser":
-            proc = self._spawn("browser", self._browser_args())
+            # DevTools over a pipe only the daemon holds (desktop.browser_signal): the settle rule's signal.
+            command, child_fds, cdp = browser_signal.pipe_command(self._browser_args())
+            try:
+                proc = self._spawn("browser", command, pass_fds=child_fds)
+            except BaseException:
+                cdp.close()
+                raise
+            finally:
+                for fd in child_fds:
+                    os.close(fd)
+            display = self.display
+            proc.on_kill = lambda: browser_signal.unregister(display, cdp)
+            browser_signal.register(display, cdp)
             return proc, lambda: probes.window_mapped(self.display, "chromium")
         raise DesktopError(f"unknown component {name}")
 
@@ -303,6 +316,7 @@ class Desktop:
             "--disable-sync", "--disable-gpu", "--noerrdialogs", "--disable-features=Translate",
             "--no-default-browser-check", "--password-store=basic", "--test-type",
             "--window-position=0,0", f"--window-size={self.width},{self.height}", "--start-maximized",
+            "--remote-debugging-pipe",
         ]
         if os.geteuid() == 0 or in_container():
             args.append("--no-sandbox")
@@ -346,6 +360,8 @@ class Desktop:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
         proc.log_file.close()
+        if proc.on_kill is not None:
+            proc.on_kill()
 
     @staticmethod
     def _kill_strays(marker: str) -> None:

@@ -7,14 +7,16 @@ Like ``ScreenCapture`` it is not thread-safe: the daemon uses it from its single
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from PIL import Image
 
+from desktop import browser_signal
 from desktop.capture import RawFrame, ScreenCapture
 from desktop.encode import encode_jpeg, encode_png
 from desktop.scaling import Scaler
-from desktop.settle import Settled, SettleRule, wait_settled
+from desktop.settle import BrowserProbe, Settled, SettleRule, wait_settled
 
 # Downscaling 1920×1080 → 1366×768 (Pillow, this machine): Lanczos 64 ms, bicubic 24 ms, bilinear 16 ms.
 # Bicubic keeps small glyphs crisp at these mild ratios for a third of Lanczos' cost; unscaled screens
@@ -36,10 +38,13 @@ class Screenshotter:
     """Screenshots of ``display`` for the model, and JPEG frames for viewers.
 
     ``scaler`` defaults to ``Scaler.for_screen`` of the real screen size; ``rule`` to the settings' settle rule.
+    ``browser`` returns the browser's signal for settling, looked up at every settle (the browser may have been
+    restarted); by default the one the ``Desktop`` running this display registered (``desktop.browser_signal``).
     """
 
     def __init__(self, display: str, scaler: Scaler | None = None, rule: SettleRule | None = None,
-                 *, capture: ScreenCapture | None = None) -> None:
+                 *, capture: ScreenCapture | None = None,
+                 browser: Callable[[], BrowserProbe | None] | None = None) -> None:
         self.capture = capture or ScreenCapture(display)
         self.display = display
         self.scaler = scaler or Scaler.for_screen(*self.capture.size)
@@ -48,6 +53,7 @@ class Screenshotter:
                 self.capture.close()
             raise ValueError(f"scaler is for {self.scaler.screen_size}, screen is {self.capture.size}")
         self.rule = rule or SettleRule.from_settings()
+        self.browser = browser or (lambda: browser_signal.for_display(display))
         self.last_settled: Settled | None = None
         self._jpeg_cache: tuple[str, bytes, int, int] | None = None
 
@@ -78,7 +84,7 @@ class Screenshotter:
         """Wait for the screen to settle after an action (``before`` = frame from just before it).
 
         ``rule`` overrides ``self.rule`` for this call (e.g. ``self.rule.for_pointer_move()``)."""
-        self.last_settled = wait_settled(self.capture, rule or self.rule, before)
+        self.last_settled = wait_settled(self.capture, rule or self.rule, before, browser=self.browser())
         return self.last_settled
 
     def settled_screenshot(self, before_raw: RawFrame | None, rule: SettleRule | None = None) -> bytes:

@@ -15,9 +15,22 @@ of them (see ``desktop.capture``). Two phases:
    Keep ``small_quiet_ms`` under 500 ms, the caret blink period, or a focused text field never settles.
 
 The frame returned is the last one seen, so a page load is photographed after its last paint, not halfway.
-Measured on Chromium page loads: ``python -m bench.desktop_bench``. A pure pointer move rarely repaints
-anything but a hover effect, which is immediate: pass a rule with a short ``first_change_ms`` for it
-(``rule.for_pointer_move()``) instead of waiting the full window for a change that is not coming.
+A pure pointer move rarely repaints anything but a hover effect, which is immediate: pass a rule with a short
+``first_change_ms`` for it (``rule.for_pointer_move()``) instead of waiting the full window for a change that
+is not coming.
+
+**With the browser's signal** (``browser``: the desktop's Chromium over DevTools, ``desktop.browser_signal``)
+the long pixel windows are not needed, because the browser says whether a navigation or request is still in
+flight. Then: while the browser is busy (a page loading, requests in flight — started after the wait began,
+or at most ``browser_stale_ms`` before), wait (grabbing no frames: the CPU is the browser's); once it is
+idle, settled when it has stayed idle *and* the pixels have been quiet for ``browser_quiet_ms`` and the pages
+have drawn two animation frames (a "fence" sent when it went idle, at most ``fence_ms``). Nothing busy and no
+pixel change within ``browser_first_change_ms``, and a page has handled the action's input (its input-event
+count rose at one fence, and one more fence answered since): no visible effect; done. When no page ever sees
+the input (a key the window manager took, a click on the browser's own toolbar), that last condition is
+given up after the pixel rule's ``first_change_ms``.
+Everything stays under ``cap_ms``. No signal (no browser, browser restarting, pipe broken) → the pixel rule.
+Measured on Chromium page loads: ``python -m bench.desktop_bench``.
 """
 
 from __future__ import annotations
@@ -37,6 +50,22 @@ class FrameSource(Protocol):
     def grab_raw(self) -> RawFrame: ...
 
 
+class Pending(Protocol):
+    """A fence (``desktop.browser_signal.Fence``): answered yet? did a page see new input before it?"""
+
+    def done(self) -> bool: ...
+
+    def saw_input(self) -> bool: ...
+
+
+class BrowserProbe(Protocol):
+    """What settling needs from the browser (``desktop.browser_signal.BrowserSignal``)."""
+
+    def busy(self, since: float | None = None, stale_s: float = 2.0) -> bool | None: ...
+
+    def fence(self, timeout_s: float = 0.3) -> Pending: ...
+
+
 @dataclass(frozen=True, slots=True)
 class SettleRule:
     """How to decide that the screen is settled; all times in milliseconds."""
@@ -47,21 +76,29 @@ class SettleRule:
     poll_ms: int = 15
     small_quiet_ms: int = 300
     small_area: float = 0.05
+    browser_first_change_ms: int = 100
+    browser_quiet_ms: int = 30
+    browser_stale_ms: int = 2000
+    fence_ms: int = 300
 
     def __post_init__(self) -> None:
-        if (min(self.first_change_ms, self.quiet_ms, self.cap_ms, self.small_quiet_ms) < 0 or self.poll_ms <= 0
+        if (min(self.first_change_ms, self.quiet_ms, self.cap_ms, self.small_quiet_ms, self.browser_first_change_ms,
+                self.browser_quiet_ms, self.browser_stale_ms, self.fence_ms) < 0 or self.poll_ms <= 0
                 or not 0 <= self.small_area <= 1):
             raise ValueError(f"invalid settle rule {self}")
 
     def for_pointer_move(self, first_change_ms: int = 100) -> SettleRule:
         """The same rule with a short first-change window, for actions that only move the pointer."""
-        return replace(self, first_change_ms=min(self.first_change_ms, first_change_ms))
+        return replace(self, first_change_ms=min(self.first_change_ms, first_change_ms),
+                       browser_first_change_ms=min(self.browser_first_change_ms, first_change_ms))
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> SettleRule:
         s = settings or get_settings()
         return cls(first_change_ms=s.settle_first_change_ms, quiet_ms=s.settle_quiet_ms, cap_ms=s.settle_cap_ms,
-                   poll_ms=s.settle_poll_ms, small_quiet_ms=s.settle_small_quiet_ms)
+                   poll_ms=s.settle_poll_ms, small_quiet_ms=s.settle_small_quiet_ms,
+                   browser_first_change_ms=s.settle_browser_first_change_ms,
+                   browser_quiet_ms=s.settle_browser_quiet_ms, browser_stale_ms=s.settle_browser_stale_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +113,8 @@ class Settled:
     changed: bool
     waited_ms: float
     frames_polled: int
-    capped: bool = False  # the cap ended the wait while the screen was still changing
+    capped: bool = False  # the cap ended the wait while the screen (or the browser) was still busy
+    by: str = "pixels"  # which rule decided: "pixels" or "browser"
 
 
 def wait_settled(
@@ -86,12 +124,17 @@ def wait_settled(
     *,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    browser: BrowserProbe | None = None,
 ) -> Settled:
     """Poll ``capture`` until the screen settles after an action (see the module docstring).
 
     ``before`` is the frame taken just before the action; ``None`` skips phase 1 (nothing to compare with)
-    and only waits for quiet.
+    and only waits for quiet. ``browser``: the browser's signal, used when it answers (else the pixel rule).
     """
+    if browser is not None:
+        settled = _wait_with_browser(capture, rule, before, browser, clock, sleep)
+        if settled is not None:
+            return settled
     start = clock()
     poll = rule.poll_ms / 1000
     deadline = start + rule.cap_ms / 1000
@@ -137,3 +180,61 @@ def wait_settled(
             frame, last_change, changed = latest, at, True
             large = large or frame.changed_fraction(reference) >= rule.small_area
     return Settled(frame, changed, (clock() - start) * 1000, polled, capped)
+
+
+def _wait_with_browser(capture: FrameSource, rule: SettleRule, before: RawFrame | None, browser: BrowserProbe,
+                       clock: Callable[[], float], sleep: Callable[[float], None]) -> Settled | None:
+    """The browser-aware rule (module docstring); ``None`` when the browser gives no signal at all."""
+    start = clock()
+    stale = rule.browser_stale_ms / 1000
+    if browser.busy(start, stale) is None:
+        return None
+    poll, quiet, fence_s = rule.poll_ms / 1000, rule.browser_quiet_ms / 1000, rule.fence_ms / 1000
+    deadline, first_deadline = start + rule.cap_ms / 1000, start + rule.browser_first_change_ms / 1000
+    give_up = start + min(rule.first_change_ms, rule.cap_ms) / 1000  # input never reached a page: pixel window
+    fence: Pending = browser.fence(fence_s)
+    input_fences = 0  # fences answered since a page saw the action's input (2: it has handled all of it)
+    frame = capture.grab_raw()
+    polled = 1
+    changed = before is not None and frame != before
+    active = before is None or changed  # something is happening: wait for it to end, not just a window
+    last_change = start
+    idle_since: float | None = None
+    next_poll = start + poll
+    while True:
+        # The fence first: the reader applies messages in order, so every event Chromium sent before the
+        # fence's answer is already counted when ``busy`` is read next.
+        fenced = fence.done()
+        busy = browser.busy(start, stale)
+        now = clock()
+        if busy is None:  # the browser went away mid-wait: the pixels alone decide, with the pixel quiet
+            busy, fenced, quiet, input_fences = False, True, rule.quiet_ms / 1000, 2
+        if busy:
+            active, idle_since = True, None
+        elif idle_since is None:
+            idle_since = now
+            if active:  # it just went idle: have the pages draw what they got
+                fence, fenced = browser.fence(fence_s), False
+        if not active and fenced and input_fences < 2:
+            if input_fences or fence.saw_input():
+                input_fences += 1
+            if input_fences < 2 and now < give_up:
+                fence, fenced = browser.fence(fence_s), False
+        if not active and fenced and now >= first_deadline and (input_fences >= 2 or now >= give_up):
+            return Settled(frame, False, (now - start) * 1000, polled, by="browser")
+        if active and fenced and idle_since is not None and now - idle_since >= quiet and now - last_change >= quiet:
+            return Settled(frame, changed, (now - start) * 1000, polled, by="browser")
+        if now >= deadline:
+            return Settled(frame, changed, (now - start) * 1000, polled, capped=True, by="browser")
+        if next_poll > now:
+            sleep(next_poll - now)
+        next_poll = max(next_poll + poll, clock())
+        if busy:
+            continue  # no frames while the page loads: the CPU is better spent by the browser
+        at = clock()
+        latest = capture.grab_raw()
+        polled += 1
+        if latest != frame:
+            frame, last_change = latest, at
+            changed = changed or before is None or latest != before
+            active = True

@@ -218,7 +218,9 @@ class ComputerTool20250124:
         before = self.screen.grab_raw()
         await self._act(action)
         acted = time.perf_counter()
-        image = self.screen.settled_screenshot(before)
+        # A pure pointer move shows at most a hover effect, at once: no long wait for a first change.
+        rule = self.screen.rule.for_pointer_move() if action.name == "mouse_move" else None
+        image = self.screen.settled_screenshot(before, rule)
         meta = _ms(started, action.name)
         meta["action_ms"] = round((acted - started) * 1000, 1)
         settled = self.screen.last_settled

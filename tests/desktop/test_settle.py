@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from deskpilot.settings import Settings
-from desktop.capture import ScreenCapture
+from desktop.capture import RawFrame, ScreenCapture
 from desktop.display import Desktop
 from desktop.input import XInput
 from desktop.settle import SettleRule, wait_settled
@@ -132,8 +132,25 @@ def test_small_feedback_then_the_real_response(bare_display: Desktop, painter: P
     assert big.changed and big.waited_ms < 290  # large change: the short quiet
 
 
-def test_pointer_change_extends_the_wait_for_a_first_change(bare_display: Desktop, painter: Painter,
-                                                            cap: ScreenCapture) -> None:
+class PaintsWhenPolled:
+    """``cap``, but the first grab at least ``after_s`` after it was made first recolours ``win`` (synchronously,
+    on this thread): the change is timed by the settle loop's own polls. A painter thread timing its own sleep
+    starts its clock only once scheduled and connected to X, which under load can be long after the action,
+    past the window the test means to probe (the old flake: a paint "at 250 ms" that came after the wait)."""
+
+    def __init__(self, cap: ScreenCapture, painter: Painter, win: object, rgb: RGB, after_s: float) -> None:
+        self.cap, self.painter, self.win, self.rgb = cap, painter, win, rgb
+        self.at = time.monotonic() + after_s
+        self.painted = False
+
+    def grab_raw(self) -> RawFrame:
+        if not self.painted and time.monotonic() >= self.at:
+            self.painter.recolour(self.win, self.rgb)  # synced: in the frame grabbed next
+            self.painted = True
+        return self.cap.grab_raw()
+
+
+def test_pointer_change_extends_the_wait_for_a_first_change(painter: Painter, cap: ScreenCapture) -> None:
     win = painter.rect(0, 0, 1024, 768, START)
     painter.warp_pointer(500, 400)
     wait_for(lambda: px(cap.grab(), 10, 10) == START)
@@ -145,21 +162,21 @@ def test_pointer_change_extends_the_wait_for_a_first_change(bare_display: Deskto
         shape = next(shapes)
         return font.create_glyph_cursor(font, shape, shape + 1, (0, 0, 0), (65535, 65535, 65535))
 
-    # Control: the content changes 250 ms after the action, the pointer never does -> given up at 150 ms.
+    # Control: the content would change at the first poll after 300 ms, the pointer never does: given up at
+    # 150 ms, before that poll.
     before = cap.grab_raw()
-    thread = paint_later(bare_display.display, win.id, [(0.25, (1, 2, 3))])
-    plain = wait_settled(cap, rule, before)
-    thread.join()
-    assert not plain.changed and plain.waited_ms < 240
-    wait_for(lambda: px(cap.grab(), 10, 10) == (1, 2, 3))
-    # The app shows a busy pointer at once, its content changes at 250 ms: that change is waited for.
+    source = PaintsWhenPolled(cap, painter, win, (1, 2, 3), 0.3)
+    plain = wait_settled(source, rule, before)
+    assert not plain.changed and not source.painted and plain.waited_ms < 300
+    # The app shows a busy pointer at once (its XFixes event is queued before the wait starts), its content
+    # changes after 300 ms: that change is waited for (up to 3 × 150 ms).
     before = cap.grab_raw()
     win.change_attributes(cursor=new_cursor())
     painter.d.sync()
-    thread = paint_later(bare_display.display, win.id, [(0.25, (4, 5, 6))])
-    busy = wait_settled(cap, rule, before)
-    thread.join()
-    assert busy.changed and px(busy.frame.to_image(), 10, 10) == (4, 5, 6)
+    source = PaintsWhenPolled(cap, painter, win, (4, 5, 6), 0.3)
+    busy = wait_settled(source, rule, before)
+    assert source.painted and busy.changed and px(busy.frame.to_image(), 10, 10) == (4, 5, 6)
+    assert busy.waited_ms >= 300
 
 
 def test_rule_from_settings_and_validation() -> None:

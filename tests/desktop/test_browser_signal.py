@@ -1,0 +1,226 @@
+"""The browser's DevTools signal for settling: real Xvfb + openbox + Chromium, a local site on 127.0.0.1."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from desktop import browser_signal
+from desktop.display import Desktop
+from desktop.input import XInput
+from desktop.screen import Screenshotter
+from desktop.settle import SettleRule, wait_settled
+from tests.desktop.conftest import MakeDesktop
+from tests.support.xpaint import px, wait_for
+
+RULE = SettleRule()  # the defaults: pixel rule 300 ms first change / 250 ms quiet; browser rule 100 / 30 ms
+IMG_RGB, XHR_RGB, START_RGB = (220, 30, 30), (30, 30, 220), (250, 250, 250)
+IMG_AT, XHR_AT = (500, 150), (500, 550)  # screen points inside the image and the XHR-painted box (kiosk)
+
+START = """<!doctype html><html><body style="margin:0;background:rgb(250,250,250)">
+<a id="go" href="/staged?n={n}" style="position:absolute;left:0;top:0;width:1024px;height:768px"></a>
+</body></html>"""
+# The image answers 400 ms after its request, the XHR 900 ms after its: the page paints in three steps.
+STAGED = """<!doctype html><html><body style="margin:0;background:rgb(255,255,255)">
+<img src="/img?n={n}" width="1024" height="300" style="display:block" alt="">
+<div id="box" style="height:400px;background:rgb(255,255,255)"></div>
+<script>
+fetch('/data?n={n}').then(r => r.text()).then(c => {{ document.getElementById('box').style.background = c; }});
+</script></body></html>"""
+
+
+def _png(rgb: tuple[int, int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (1024, 300), rgb).save(buf, "PNG")
+    return buf.getvalue()
+
+
+class StagedSite:
+    """``/start?n=N`` links to ``/staged?n=N``, which loads an image (400 ms) and an XHR (900 ms)."""
+
+    def __init__(self) -> None:
+        image = _png(IMG_RGB)
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                path, _, query = self.path.partition("?")
+                n = query.removeprefix("n=")
+                body: bytes
+                if path == "/start":
+                    body, ctype = START.format(n=n).encode(), "text/html"
+                elif path == "/staged":
+                    body, ctype = STAGED.format(n=n).encode(), "text/html"
+                elif path == "/img":
+                    time.sleep(0.4)
+                    body, ctype = image, "image/png"
+                elif path == "/data":
+                    time.sleep(0.9)
+                    body, ctype = b"rgb(30, 30, 220)", "text/plain"
+                else:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Cache-Control", "no-store")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[StagedSite]:
+    s = StagedSite()
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def browser_desktop(make_desktop: MakeDesktop, site: StagedSite) -> Iterator[Desktop]:
+    desktop = make_desktop(start_url=site.url("/start?n=0"), kiosk=True, wm=True)
+    yield desktop
+    desktop.stop()
+
+
+def attached(desktop: Desktop) -> browser_signal.BrowserSignal:
+    cdp = browser_signal.for_display(desktop.display)
+    assert cdp is not None and cdp.wait_attached(30)
+    return cdp
+
+
+def show_start(desktop: Desktop, site: StagedSite, shots: Screenshotter, n: int) -> None:
+    """Navigate to ``/start?n=N`` over the pipe and wait until it shows and the browser is idle."""
+    cdp = attached(desktop)
+    session = cdp.sessions()[0]
+    cdp.send("Page.navigate", {"url": site.url(f"/start?n={n}")}, session).result(10)
+    wait_for(lambda: px(shots.capture.grab_raw().to_image(), *IMG_AT) == START_RGB and cdp.busy() is False,
+             timeout=30)
+
+
+def test_staged_page_is_never_photographed_half_painted(browser_desktop: Desktop, site: StagedSite) -> None:
+    with Screenshotter(browser_desktop.display, rule=RULE) as shots, XInput(browser_desktop.display) as inp:
+        inp.move(1000, 700)
+        for n in range(1, 4):
+            show_start(browser_desktop, site, shots, n)
+            before = shots.grab_raw()
+            inp.click(1)
+            settled = shots.settle(before)
+            img = settled.frame.to_image()
+            assert settled.by == "browser" and settled.changed and not settled.capped
+            assert px(img, *IMG_AT) == IMG_RGB  # the image, answered at +400 ms
+            assert px(img, *XHR_AT) == XHR_RGB  # the XHR's paint, at +900 ms
+            assert settled.waited_ms >= 850
+            time.sleep(0.5)
+            assert shots.grab_raw() == settled.frame  # nothing left to paint
+
+
+def test_no_visible_effect_returns_well_under_the_pixel_rule(browser_desktop: Desktop, site: StagedSite) -> None:
+    with Screenshotter(browser_desktop.display, rule=RULE) as shots, XInput(browser_desktop.display) as inp:
+        show_start(browser_desktop, site, shots, 10)
+        inp.move(900, 700)
+        wait_settled(shots.capture, RULE, None)
+        before = shots.grab_raw()
+        inp.move(901, 701)  # over the same link: no hover change, no request
+        fast = shots.settle(before)
+        assert fast.by == "browser" and not fast.changed and fast.frame == before
+        pixels_only = wait_settled(shots.capture, RULE, shots.grab_raw())
+        assert pixels_only.by == "pixels" and not pixels_only.changed
+        assert pixels_only.waited_ms >= RULE.first_change_ms
+        assert fast.waited_ms < RULE.first_change_ms * 0.8
+
+
+def _listening_inodes() -> set[str]:
+    inodes = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(name) as fh:
+            for line in fh.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A":  # TCP_LISTEN
+                    inodes.add(fields[9])
+    return inodes
+
+
+def _socket_inodes_of(marker: str) -> set[str]:
+    """Socket inodes held by every process whose command line names ``marker`` (the desktop's dir)."""
+    inodes = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            if not proc.name.isdigit() or marker not in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                continue
+            for fd in (proc / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    return inodes
+
+
+def test_the_channel_is_a_pipe_not_a_port(browser_desktop: Desktop) -> None:
+    attached(browser_desktop)
+    pid = browser_desktop.pid("browser")
+    assert pid is not None
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert b"--remote-debugging-pipe" in cmdline
+    assert not any(arg.startswith(b"--remote-debugging-port") for arg in cmdline)
+    assert os.readlink(f"/proc/{pid}/fd/3").startswith("pipe:")
+    assert os.readlink(f"/proc/{pid}/fd/4").startswith("pipe:")
+    held = _socket_inodes_of(str(browser_desktop.workdir))
+    assert held, "chromium holds sockets (X, its own IPC): the search found its processes"
+    assert not held & _listening_inodes()  # no TCP listener anywhere in the browser's process tree
+    assert not list(browser_desktop.workdir.glob("profile-*/DevToolsActivePort"))
+
+
+def test_restarted_browser_reattaches_and_a_dead_one_falls_back(make_desktop: MakeDesktop,
+                                                                 site: StagedSite) -> None:
+    desktop = make_desktop(start_url=site.url("/start?n=20"), kiosk=True, wm=True)
+    with Screenshotter(desktop.display, rule=RULE) as shots, XInput(desktop.display) as inp:
+        first = attached(desktop)
+        desktop.restart("browser")
+        second = attached(desktop)
+        assert second is not first and not first.alive and first.busy() is None
+        show_start(desktop, site, shots, 21)
+        inp.move(900, 700)
+        before = shots.grab_raw()
+        inp.click(1)
+        settled = shots.settle(before)
+        assert settled.by == "browser" and px(settled.frame.to_image(), *XHR_AT) == XHR_RGB
+
+        pid = desktop.pid("browser")
+        assert pid is not None
+        os.killpg(pid, signal.SIGKILL)  # the browser dies: the pipe closes, settling uses the pixels
+        wait_for(lambda: not second.alive, timeout=10)
+        before = shots.grab_raw()
+        t0 = time.monotonic()
+        dead = shots.settle(before)
+        assert dead.by == "pixels" and time.monotonic() - t0 < RULE.cap_ms / 1000
+        desktop.restart("browser")
+        third = attached(desktop)
+        assert third.alive and third.busy() is not None
+    desktop.stop()
+    assert browser_signal.for_display(desktop.display) is None
