@@ -46,7 +46,9 @@ class Desktop(Protocol):
 
 
 class _Interrupted(Exception):
-    pass
+    def __init__(self, started: bool = True) -> None:
+        super().__init__()
+        self.started = started  # False: cancelled before the awaited work began
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,17 +124,11 @@ class AgentLoop:
         try:
             if message is not None:
                 self.add_user_message(message)
-            for tool_use_id in hist.repair(self.history):
-                await self._event("tool_result", {"id": tool_use_id, "tool": "", "output": "",
-                                                  "error": hist.RESTART_UNKNOWN, "system": "", "is_error": True,
-                                                  "step": self.usage.steps, "meta": {}})
+            await self._answer_pending(hist.RESTART_UNKNOWN, "unknown")  # cut off by a restart: never re-run
             await self._set_status("running", "")
             return await self._steps()
         except _Interrupted:
-            for tool_use_id in hist.answer_pending(self.history, INTERRUPTED_PENDING):
-                await self._event("tool_result", {"id": tool_use_id, "tool": "", "output": "",
-                                                  "error": INTERRUPTED_PENDING, "system": "", "is_error": True,
-                                                  "step": self.usage.steps, "meta": {}})
+            await self._answer_pending(INTERRUPTED_PENDING, "not_run")
             await self._checkpoint()
             return await self._finish("cancelled", "user", "cancelled by the user")
         finally:
@@ -173,7 +169,7 @@ class AgentLoop:
                 await self._gate()
                 block = await self._tool_step(use, reply.malformed.get(use["id"]))
                 if block is None:  # the desktop is gone
-                    hist.answer_pending(self.history, "the desktop was lost")
+                    await self._answer_pending("the desktop was lost", "not_run")
                     await self._checkpoint()
                     return await self._finish("failed", "desktop_lost", "the desktop was lost")
                 hist.add_tool_result(self.history, block)
@@ -242,8 +238,11 @@ class AgentLoop:
                 note = f"The user edited this action's input to {json.dumps(given)}. {decision.note}".strip()
         try:
             result = await self._interruptible(self.desktop.tool(tool, given, version=self.config.version_for(tool)))
-        except _Interrupted:
-            hist.add_tool_result(self.history, hist.error_result(use_id, INTERRUPTED_RUNNING))
+        except _Interrupted as exc:
+            # The history and the timeline both get the call's outcome, once (run() answers only the rest).
+            why, outcome = (INTERRUPTED_RUNNING, "unknown") if exc.started else (INTERRUPTED_PENDING, "not_run")
+            hist.add_tool_result(self.history, hist.error_result(use_id, why))
+            await self._interrupted_result(use_id, name, why, outcome)
             raise
         except DesktopLostError as exc:
             await self._event("error", {"message": f"the desktop was lost: {exc.message}", "kind": "desktop_lost"})
@@ -289,7 +288,7 @@ class AgentLoop:
     async def _interruptible(self, coro: Coroutine[Any, Any, T]) -> T:
         if self._cancelled:
             coro.close()
-            raise _Interrupted
+            raise _Interrupted(started=False)
         task = asyncio.ensure_future(coro)
         self._inflight = task
         try:
@@ -317,10 +316,20 @@ class AgentLoop:
         while self._inbox:
             text = self._inbox.pop(0)
             if self.history and self.history[-1].get("role") == "assistant" and hist.pending_tool_uses(self.history):
-                hist.answer_pending(self.history, INTERRUPTED_PENDING)
+                await self._answer_pending(INTERRUPTED_PENDING, "not_run")
             hist.add_user_text(self.history, text)
             await self._event("user_message", {"text": text})
         await self._checkpoint()
+
+    async def _answer_pending(self, why: str, outcome: str) -> None:
+        """Answer every unanswered ``tool_use`` with an error, in the history and as a ``tool_result`` event."""
+        names = {str(u["id"]): str(u.get("name", "")) for u in hist.pending_tool_uses(self.history)}
+        for use_id in hist.answer_pending(self.history, why):
+            await self._interrupted_result(use_id, names.get(use_id, ""), why, outcome)
+
+    async def _interrupted_result(self, use_id: str, name: str, why: str, outcome: str) -> None:
+        await self._event("tool_result", {"id": use_id, "tool": name, "output": "", "error": why, "system": "",
+                                          "is_error": True, "step": self.usage.steps, "meta": {"outcome": outcome}})
 
     async def _finish(self, status: RunStatus, reason: str, message: str) -> RunResult:
         await self._set_status(status, reason, message)

@@ -147,6 +147,9 @@ async def test_cancel_during_an_action_leaves_a_valid_history(
     assert_valid(loop.history)
     answers = {b["tool_use_id"]: result_text(b) for b in loop.history[-1]["content"]}
     assert answers == {"t1": INTERRUPTED_RUNNING, "t2": INTERRUPTED_PENDING}
+    # the timeline shows each call's outcome exactly once, with the words the model gets
+    shown = [(r["id"], r["tool"], r["error"], r["is_error"]) for r in events.of("tool_result")]
+    assert shown == [("t1", "computer", INTERRUPTED_RUNNING, True), ("t2", "computer", INTERRUPTED_PENDING, True)]
 
     # a follow-up message continues the cancelled run, and the API accepts the history
     desktop.block = None
@@ -172,12 +175,13 @@ async def test_cancel_during_the_model_call(fake_messages: FakeMessages, make_lo
 async def test_cancel_while_awaiting_approval(fake_messages: FakeMessages, make_loop: LoopFactory) -> None:
     fake_messages.script(reply(tool_use("computer", TYPE_ENTER, id="t1")))
     desktop = RecordingDesktop()
-    loop, _ = make_loop(desktop, policy=ApprovalPolicy("cautious"))
+    loop, events = make_loop(desktop, policy=ApprovalPolicy("cautious"))
     task, _approval = await run_until_ask(loop, "type")
     loop.cancel()
     assert (await asyncio.wait_for(task, 5)).status == "cancelled"
     assert desktop.calls == [] and loop.approvals.pending == []
     assert_valid(loop.history)
+    assert [(r["id"], r["error"]) for r in events.of("tool_result")] == [("t1", INTERRUPTED_PENDING)]
 
 
 async def test_pause_holds_at_the_next_step_and_resume_continues(
@@ -270,12 +274,14 @@ async def test_restart_from_saved_history_never_reruns_a_tool(
 
     fake_messages.script(reply(text("I will check")))
     fresh = RecordingDesktop()
-    again, _events = make_loop(fresh, history=saved[-1])
+    again, events = make_loop(fresh, history=saved[-1])
     result = await again.run()
     assert result.status == "succeeded"
     assert fresh.calls == []
     got = results(fake_messages.requests[-1].body)
     assert result_text(got["t1"]) == RESTART_UNKNOWN and result_text(got["t2"]) == RESTART_UNKNOWN
+    shown = [(r["id"], r["error"], r["meta"]) for r in events.of("tool_result")]
+    assert shown == [("t1", RESTART_UNKNOWN, {"outcome": "unknown"}), ("t2", RESTART_UNKNOWN, {"outcome": "unknown"})]
     assert_valid(again.history)
 
 

@@ -6,6 +6,7 @@ import json
 import time
 from typing import Any
 
+from agent.loop import INTERRUPTED_RUNNING
 from tests.support.fake_messages import FakeMessages, Reply, Request, reply, text, tool_use
 from tests.web.conftest import Service, events, wait_for, wait_status
 
@@ -52,8 +53,13 @@ def test_cancel_interrupts_a_long_action_and_frees_the_desktop(agent_service: Se
     assert final["status"] == "cancelled"
     wait_for(lambda: sid not in agent_service.app.state.runner.live, 30)
     saved = json.loads((agent_service.settings.data_dir / "sessions" / sid / "history.json").read_text())
-    use_id = next(e["data"]["id"] for e in events(agent_service, sid) if e["type"] == "tool_call")
+    timeline = events(agent_service, sid)
+    use_id = next(e["data"]["id"] for e in timeline if e["type"] == "tool_call")
     assert f'"tool_use_id": "{use_id}"' in json.dumps(saved[-1])  # the saved history stays valid
+    outcome = [e["data"] for e in timeline if e["type"] == "tool_result"]  # and the timeline shows the outcome
+    assert [(d["id"], d["is_error"]) for d in outcome] == [(use_id, True)]
+    answered = next(b for b in saved[-1]["content"] if b.get("tool_use_id") == use_id)
+    assert outcome[0]["error"] == INTERRUPTED_RUNNING == answered["content"][0]["text"]
     assert post(agent_service, f"/api/sessions/{sid}/cancel").status_code == 409
     assert post(agent_service, f"/api/sessions/{sid}/pause").status_code == 409
 
