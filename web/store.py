@@ -3,6 +3,9 @@
 SQLAlchemy 2 async; a SQLite file in ``data_dir`` unless ``database_url`` names another database
 (PostgreSQL via ``postgresql+asyncpg://``). Screenshots are files named by the SHA-256 of their bytes,
 so the same frame is stored once however many events point at it.
+
+Both backends behave the same: timestamps come back as naive UTC (what SQLite returns), and on PostgreSQL
+text that it cannot hold (U+0000, longer than the column) is adapted instead of failing the write.
 """
 
 from __future__ import annotations
@@ -19,19 +22,24 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     DateTime,
+    Dialect,
     Float,
     ForeignKey,
     Integer,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
     event,
     func,
     select,
+    text,
     update,
 )
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeEngine
 
 from deskpilot.errors import Conflict, NotFound
 
@@ -39,38 +47,84 @@ ACTIVE_STATES = ("starting", "running", "awaiting_approval", "paused", "taken_ov
 FINAL_STATES = ("succeeded", "failed", "cancelled")
 
 
+# Any fixed 64-bit number: the PostgreSQL advisory lock that serialises schema creation across processes.
+_INIT_LOCK_KEY = 0x6465736B70696C6F
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class UTCDateTime(TypeDecorator[datetime]):
+    """``timestamptz`` on PostgreSQL; read back as naive UTC on every backend, as SQLite always has."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None or value.tzinfo is None:
+            return value
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+
+class Str(TypeDecorator[str]):
+    """String/Text that PostgreSQL accepts whatever the model or a user sends.
+
+    PostgreSQL text cannot hold U+0000 and enforces VARCHAR lengths; SQLite does neither. On PostgreSQL a NUL
+    becomes U+FFFD and an over-long value is cut to the column's length (in comparisons too, so lookups
+    still match) — a changed character rather than a failed write. SQLite keeps the value as it is.
+    """
+
+    impl = Text
+    cache_ok = True
+
+    def __init__(self, length: int | None = None) -> None:
+        super().__init__()
+        self.length = length
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        return dialect.type_descriptor(String(self.length) if self.length else Text())
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        if value is None or dialect.name != "postgresql":
+            return value
+        value = value.replace("\x00", "\ufffd")
+        return value[: self.length] if self.length else value
+
+
 class Base(DeclarativeBase):
-    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, datetime: UTCDateTime()}
 
 
 class TokenRow(Base):
     __tablename__ = "tokens"
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    name: Mapped[str] = mapped_column(String(200), index=True)  # the owner of the sessions it creates
-    hash: Mapped[str] = mapped_column(String(64), unique=True)  # SHA-256 of the secret; the secret is never stored
+    id: Mapped[str] = mapped_column(Str(36), primary_key=True)
+    name: Mapped[str] = mapped_column(Str(200), index=True)  # the owner of the sessions it creates
+    hash: Mapped[str] = mapped_column(Str(64), unique=True)  # SHA-256 of the secret; the secret is never stored
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class SessionRow(Base):
     __tablename__ = "sessions"
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    owner: Mapped[str] = mapped_column(String(200), index=True)
-    task: Mapped[str] = mapped_column(Text)
-    model: Mapped[str] = mapped_column(String(200))
+    id: Mapped[str] = mapped_column(Str(36), primary_key=True)
+    owner: Mapped[str] = mapped_column(Str(200), index=True)
+    task: Mapped[str] = mapped_column(Str())
+    model: Mapped[str] = mapped_column(Str(200))
     policy: Mapped[dict[str, Any]] = mapped_column(default=dict)
     max_steps: Mapped[int] = mapped_column(Integer)
     max_cost_usd: Mapped[float | None] = mapped_column(Float, default=None)
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(32), index=True, default="queued")
-    control: Mapped[str] = mapped_column(String(16), default="agent")  # "agent" or "user"
-    result: Mapped[str | None] = mapped_column(Text, default=None)
-    error: Mapped[str | None] = mapped_column(Text, default=None)
+    status: Mapped[str] = mapped_column(Str(32), index=True, default="queued")
+    control: Mapped[str] = mapped_column(Str(16), default="agent")  # "agent" or "user"
+    result: Mapped[str | None] = mapped_column(Str(), default=None)
+    error: Mapped[str | None] = mapped_column(Str(), default=None)
     last_seq: Mapped[int] = mapped_column(Integer, default=0)
     input_tokens: Mapped[int] = mapped_column(Integer, default=0)
     output_tokens: Mapped[int] = mapped_column(Integer, default=0)
@@ -88,24 +142,24 @@ class EventRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), index=True)
     seq: Mapped[int] = mapped_column(Integer)
-    type: Mapped[str] = mapped_column(String(32))
+    type: Mapped[str] = mapped_column(Str(32))
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    image_ref: Mapped[str | None] = mapped_column(String(80), default=None, index=True)
+    image_ref: Mapped[str | None] = mapped_column(Str(80), default=None, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class ApprovalRow(Base):
     __tablename__ = "approvals"
-    # The loop names approvals; they are unique within their session.
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # The loop names approvals (``ap_`` + 16 random hex), unique across sessions and restarts.
+    id: Mapped[str] = mapped_column(Str(64), primary_key=True)
     session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), primary_key=True)
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|approve|reject|edit
-    tool_use_id: Mapped[str] = mapped_column(String(128), default="")
-    tool: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(Str(16), default="pending")  # pending|approve|reject|edit
+    tool_use_id: Mapped[str] = mapped_column(Str(128), default="")
+    tool: Mapped[str] = mapped_column(Str(64))
     input: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    reason: Mapped[str] = mapped_column(Text, default="")
-    image_ref: Mapped[str | None] = mapped_column(String(80), default=None)
-    note: Mapped[str | None] = mapped_column(Text, default=None)
+    reason: Mapped[str] = mapped_column(Str(), default="")
+    image_ref: Mapped[str | None] = mapped_column(Str(80), default=None)
+    note: Mapped[str | None] = mapped_column(Str(), default=None)
     edited_input: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     decided_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -145,8 +199,19 @@ class Store:
     async def init(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.shots_dir.mkdir(parents=True, exist_ok=True)
-        async with self.engine.begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
+        tries = len(Base.metadata.tables) + 1  # each lost race means one more table exists
+        for attempt in range(tries):
+            try:
+                async with self.engine.begin() as conn:
+                    if self.engine.dialect.name == "postgresql":
+                        # Processes starting at once would all see no tables and all CREATE them.
+                        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _INIT_LOCK_KEY})
+                    await conn.run_sync(Base.metadata.create_all)
+                return
+            except OperationalError as exc:
+                # SQLite has no such lock: another process created a table between the check and our CREATE.
+                if attempt == tries - 1 or "already exists" not in str(exc):
+                    raise
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -1,8 +1,10 @@
-"""A real uvicorn server on 127.0.0.1 serving ``create_app`` in a thread, with real SQLite in tmp_path."""
+"""A real uvicorn server on 127.0.0.1 serving ``create_app`` in a thread, with real SQLite in tmp_path
+(or the PostgreSQL database ``DESKPILOT_DATABASE_URL`` names; ``pg_cluster`` starts a throwaway one)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 import time
@@ -17,6 +19,7 @@ import uvicorn
 
 from deskpilot.settings import Settings
 from tests.support.fake_messages import FakeMessages
+from tests.web.pg import PgCluster, cluster_for_tests
 from web.app import create_app
 from web.auth import create_token
 from web.store import Store
@@ -28,9 +31,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def make_tokens(data_dir: Path, names: list[str]) -> dict[str, str]:
+def make_tokens(data_dir: Path, names: list[str], url: str | None = None) -> dict[str, str]:
+    """Tokens in the database the service will use: ``url``, else ``DESKPILOT_DATABASE_URL``, else SQLite."""
+
     async def go() -> dict[str, str]:
-        store = Store(data_dir)
+        store = Store(data_dir, url or os.environ.get("DESKPILOT_DATABASE_URL"))
         await store.init()
         try:
             return {name: await create_token(store, name) for name in names}
@@ -74,7 +79,7 @@ def start_service(data_dir: Path, **overrides: Any) -> Service:
                               "anthropic_base_url": "http://127.0.0.1:9"}
     values.update(overrides)
     settings = Settings(**values)
-    tokens = make_tokens(data_dir, ["alice", "bob"])
+    tokens = make_tokens(data_dir, ["alice", "bob"], settings.database_url)
     app = create_app(settings, first_token=False)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, ws_per_message_deflate=False,
                             ws_max_size=settings.ws_max_message_bytes, lifespan="on")
@@ -93,6 +98,12 @@ def stop_service(service: Service) -> None:
     if service.server is not None and service.thread is not None:
         service.server.should_exit = True
         service.thread.join(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """A throwaway PostgreSQL cluster for the session (tests/web/pg.py); ``create_database()`` per test."""
+    yield from cluster_for_tests()
 
 
 @pytest.fixture

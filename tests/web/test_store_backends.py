@@ -1,0 +1,174 @@
+"""The store on both backends it supports: a SQLite file and a throwaway PostgreSQL cluster (tests/web/pg.py).
+
+The store's own tests (test_store.py) run again here on each backend, plus what only shows with two
+processes on one database (two Store instances = two engines, no shared in-process lock), a restart,
+and the column types PostgreSQL is strict about (JSON, timezones, text).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from deskpilot.errors import Conflict
+from tests.web import test_store as base
+from tests.web.pg import PgCluster
+from web.store import ApprovalRow, Store
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest) -> str | None:
+    """None = the default SQLite file in the data dir; else a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    return cluster.create_database()
+
+
+@pytest.fixture
+async def store(tmp_path: Path, db_url: str | None) -> AsyncIterator[Store]:
+    s = Store(tmp_path, db_url)
+    await s.init()
+    yield s
+    await s.close()
+
+
+async def open_store(path: Path, url: str | None) -> Store:
+    s = Store(path, url)
+    await s.init()
+    return s
+
+
+# The store's own tests, once per backend.
+test_concurrent_appends_get_gapless_unique_sequence_numbers = (
+    base.test_concurrent_appends_get_gapless_unique_sequence_numbers
+)
+test_a_decision_is_recorded_exactly_once = base.test_a_decision_is_recorded_exactly_once
+test_screenshots_are_stored_once_by_content_hash = base.test_screenshots_are_stored_once_by_content_hash
+test_other_owners_do_not_see_a_session = base.test_other_owners_do_not_see_a_session
+
+
+def test_the_backend_is_the_one_named(store: Store, db_url: str | None) -> None:
+    assert store.engine.dialect.name == ("sqlite" if db_url is None else "postgresql")
+
+
+async def test_two_processes_appending_to_one_session_get_gapless_sequence_numbers(
+    store: Store, tmp_path: Path, db_url: str | None
+) -> None:
+    other = await open_store(tmp_path, db_url)  # its own engine and append locks, like a second worker
+    try:
+        sid = await base.session(store)
+        await asyncio.gather(*(s.append_event(sid, "status", {"i": i, "by": n})
+                               for i in range(40) for n, s in enumerate((store, other))))
+        events = await other.events_after(sid, 0)
+        assert [e.seq for e in events] == list(range(1, 81))
+        assert sorted((e.data["by"], e.data["i"]) for e in events) == [(n, i) for n in (0, 1) for i in range(40)]
+        assert (await store.get_session(sid)).last_seq == 80
+    finally:
+        await other.close()
+
+
+async def test_two_processes_deciding_one_approval_one_wins(store: Store, tmp_path: Path, db_url: str | None) -> None:
+    other = await open_store(tmp_path, db_url)
+    try:
+        sid = await base.session(store)
+        await store.add_approval(ApprovalRow(id="ap_1", session_id=sid, tool="bash", input={"command": "ls"}))
+        results = await asyncio.gather(
+            *(s.decide_approval(sid, "ap_1", d, f"by {n}", {"command": f"ls {n}"} if d == "edit" else None)
+              for n, (s, d) in enumerate([(store, "approve"), (other, "edit"), (store, "reject"), (other, "approve")])),
+            return_exceptions=True,
+        )
+        winners = [r for r in results if isinstance(r, ApprovalRow)]
+        assert len(winners) == 1 and sum(isinstance(r, Conflict) for r in results) == 3
+        stored = await other.get_approval(sid, "ap_1")
+        assert (stored.status, stored.note, stored.edited_input) == (
+            winners[0].status, winners[0].note, winners[0].edited_input)
+    finally:
+        await other.close()
+
+
+async def test_everything_survives_a_restart(tmp_path: Path, db_url: str | None) -> None:
+    first = await open_store(tmp_path, db_url)
+    sid = await base.session(first)
+    await first.append_event(sid, "status", {"status": "running"})
+    await first.append_event(sid, "tool_result", {"output": "ok"}, image_ref="a" * 64 + ".png")
+    await first.add_approval(ApprovalRow(id="ap_9", session_id=sid, tool="bash", input={"command": "rm -r x"},
+                                         tool_use_id="toolu_1", reason="destructive"))
+    await first.add_inbox(sid, "and then this")
+    await first.add_usage(sid, input_tokens=10, output_tokens=5, cost_usd=0.25)
+    await first.update_session(sid, status="awaiting_approval", usage_totals={"input_tokens": 10})
+    await first.close()  # the process dies; a new one opens the same database (init again is harmless)
+
+    again = await open_store(tmp_path, db_url)
+    try:
+        assert [s.id for s in await again.sessions_in(["awaiting_approval"])] == [sid]
+        row = await again.get_session(sid)
+        assert (row.last_seq, row.input_tokens, row.output_tokens, row.cost_usd) == (2, 10, 5, 0.25)
+        assert row.usage_totals == {"input_tokens": 10}
+        pending = await again.pending_approval(sid)
+        assert pending is not None and pending.id == "ap_9" and pending.input == {"command": "rm -r x"}
+        assert (await again.approval_for_tool_use(sid, "toolu_1")) is not None
+        assert await again.last_image(sid) == "a" * 64 + ".png"
+        assert await again.take_inbox(sid) == ["and then this"]
+        assert await again.take_inbox(sid) == []
+        event = await again.append_event(sid, "status", {"status": "interrupted"})
+        assert event.seq == 3  # the sequence goes on where it stopped
+    finally:
+        await again.close()
+
+
+async def test_two_processes_initialising_a_fresh_database_at_once(tmp_path: Path, db_url: str | None) -> None:
+    stores = [Store(tmp_path, db_url) for _ in range(3)]
+    try:
+        await asyncio.gather(*(s.init() for s in stores))
+        assert await stores[2].count_tokens() == 0
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_json_and_timestamps_round_trip_the_same_on_both_backends(store: Store) -> None:
+    before = datetime.now(UTC)
+    data = {"text": "naïve café ✓ 日本", "nested": {"list": [1, 2.5, None, True], "empty": {}}, "quote": "it's \"x\""}
+    row = await store.create_session(owner="alice", task="t", model="m", max_steps=1, width=800, height=600,
+                                     policy={"preset": "strict", "allow": ["bash"]}, max_cost_usd=1.5)
+    event = await store.append_event(row.id, "tool_call", data)
+    [stored] = await store.events_after(row.id, 0)
+    assert stored.data == data and stored.id == event.id
+    got = await store.get_session(row.id)
+    assert got.policy == {"preset": "strict", "allow": ["bash"]} and got.inbox == [] and got.max_cost_usd == 1.5
+    # Timestamps come back as naive UTC on both backends (what the SQLite store has always returned).
+    for ts in (stored.created_at, got.created_at, got.updated_at):
+        assert ts.tzinfo is None
+        assert before - timedelta(seconds=1) <= ts.replace(tzinfo=UTC) <= datetime.now(UTC) + timedelta(seconds=1)
+    await store.update_session(row.id, taken_over_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
+    assert (await store.get_session(row.id)).taken_over_at == datetime(2026, 1, 2, 3, 4, 5)
+    rows, total = await store.list_sessions("alice", None, 10, 0)
+    assert total == 1 and rows[0].id == row.id
+
+
+async def test_text_with_nul_characters_is_stored_not_a_server_error(store: Store) -> None:
+    # PostgreSQL text cannot hold U+0000 (SQLite can); user input and model output may contain it.
+    sid = (await store.create_session(owner="alice", task="a\x00b", model="m", max_steps=1, width=800,
+                                      height=600)).id
+    await store.append_event(sid, "assistant_text", {"text": "x\x00y"})
+    await store.update_session(sid, result="done\x00")
+    await store.add_inbox(sid, "hi\x00there")
+    row = await store.get_session(sid)
+    assert row.task.replace("\ufffd", "\x00") == "a\x00b" and row.result is not None
+    assert [e.data["text"] for e in await store.events_after(sid, 0)] == ["x\x00y"]
+    assert await store.take_inbox(sid) == ["hi\x00there"]
+
+
+async def test_an_over_long_model_supplied_id_is_stored_and_found_again(store: Store) -> None:
+    sid = await base.session(store)
+    use_id = "toolu_" + "x" * 300  # the column holds 128; PostgreSQL enforces that, SQLite does not
+    await store.add_approval(ApprovalRow(id="ap_1", session_id=sid, tool="t" * 100, input={}, tool_use_id=use_id))
+    found = await store.approval_for_tool_use(sid, use_id)
+    assert found is not None and found.id == "ap_1" and found.tool_use_id.startswith("toolu_xxx")
