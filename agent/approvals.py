@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
+import secrets
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from deskpilot.errors import BadRequest, NotFound
+from deskpilot.errors import BadRequest, Conflict, NotFound
 
-_ids = itertools.count(1)
+
+def new_approval_id() -> str:
+    """Unique across processes and restarts, so stored ids never collide and need no mapping."""
+    return f"ap_{secrets.token_hex(8)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +50,19 @@ class Approvals:
     def __init__(self) -> None:
         self._pending: dict[str, asyncio.Future[Decision]] = {}
 
-    def open(self) -> str:
-        approval_id = f"ap_{next(_ids)}"
+    def open(self, approval_id: str | None = None) -> str:
+        """A new pending ask; pass ``approval_id`` to reopen one restored from before a restart."""
+        approval_id = approval_id or new_approval_id()
+        if approval_id in self._pending:
+            raise Conflict(f"approval {approval_id} is already open")
         self._pending[approval_id] = asyncio.get_running_loop().create_future()
         return approval_id
+
+    def close(self, approval_id: str) -> None:
+        """Drop an ask nobody will wait for (e.g. a restored one whose call is no longer pending)."""
+        future = self._pending.pop(approval_id, None)
+        if future is not None:
+            future.cancel()
 
     async def wait(self, approval_id: str) -> Decision:
         try:

@@ -82,6 +82,7 @@ class AgentLoop:
         self._cancelled = False
         self._resume = asyncio.Event()
         self._inbox: list[str] = []
+        self._restored: dict[str, tuple[str, str]] = {}  # tool_use_id -> (approval_id, reason)
         self._inflight: asyncio.Future[Any] | None = None
         self._price = price_for(config.model, config.prices)
 
@@ -108,6 +109,13 @@ class AgentLoop:
     def decide(self, approval_id: str, decision: Decision) -> None:
         self.approvals.decide(approval_id, decision)
 
+    def restore_approval(self, tool_use_id: str, approval_id: str, *, reason: str = "") -> None:
+        """Before ``run()`` on saved history: the call ``tool_use_id`` was awaiting a person's decision under
+        ``approval_id``. The run waits for ``decide(approval_id, …)`` (already possible now) instead of
+        answering it "outcome unknown"; no new ``approval_requested`` is emitted."""
+        self.approvals.open(approval_id)
+        self._restored[tool_use_id] = (approval_id, reason)
+
     def add_rule(self, rule: Rule) -> None:
         self.policy.add_rule(rule)
 
@@ -124,8 +132,11 @@ class AgentLoop:
         try:
             if message is not None:
                 self.add_user_message(message)
-            await self._answer_pending(hist.RESTART_UNKNOWN, "unknown")  # cut off by a restart: never re-run
+            # Cut off by a restart: never re-run; only calls awaiting a person's decision go on.
+            await self._answer_pending(hist.RESTART_UNKNOWN, "unknown", keep=set(self._restored))
             await self._set_status("running", "")
+            if not await self._settle_restored():
+                return await self._lost()
             return await self._steps()
         except _Interrupted:
             await self._answer_pending(INTERRUPTED_PENDING, "not_run")
@@ -169,9 +180,7 @@ class AgentLoop:
                 await self._gate()
                 block = await self._tool_step(use, reply.malformed.get(use["id"]))
                 if block is None:  # the desktop is gone
-                    await self._answer_pending("the desktop was lost", "not_run")
-                    await self._checkpoint()
-                    return await self._finish("failed", "desktop_lost", "the desktop was lost")
+                    return await self._lost()
                 hist.add_tool_result(self.history, block)
                 await self._checkpoint()
 
@@ -214,28 +223,45 @@ class AgentLoop:
         verdict = await self.policy.check(call)
         record: dict[str, Any] = {"tool_use_id": use_id, "by": "policy", "reason": verdict.reason,
                                   "rule": verdict.rule.to_dict() if verdict.rule else None}
-        note = ""
         if verdict.effect == "deny":
             await self._decided({**record, "decision": "deny"})
             denied = ToolResult(error=f"denied by the approval policy: {verdict.reason}")
             return await self._result(use_id, name, denied)
         if verdict.effect == "allow":
             await self._decided({**record, "decision": "allow"})
-        else:
-            decision, approval_id = await self._ask(use_id, name, given, verdict.reason)
-            rule = None
-            if decision.always and decision.kind == "approve":
-                rule = Rule.exactly(call)
-                self.policy.add_rule(rule)
-            await self._decided({"approval_id": approval_id, "tool_use_id": use_id, "by": "user",
-                                 "decision": decision.kind, "note": decision.note, "input": decision.input,
-                                 "reason": verdict.reason, "rule": rule.to_dict() if rule else None})
-            if decision.kind == "reject":
-                why = "the user rejected this action" + (f": {decision.note}" if decision.note else "")
-                return await self._result(use_id, name, ToolResult(error=why))
-            if decision.kind == "edit" and decision.input is not None:
-                given = decision.input
-                note = f"The user edited this action's input to {json.dumps(given)}. {decision.note}".strip()
+            return await self._run_tool(use_id, name, tool, given)
+        approval_id = self.approvals.open()
+        await self._event("approval_requested", {"approval_id": approval_id, "tool_use_id": use_id,
+                                                 "tool": name, "input": given, "reason": verdict.reason})
+        return await self._after_ask(use_id, name, tool, given, approval_id, verdict.reason)
+
+    async def _after_ask(self, use_id: str, name: str, tool: str, given: dict[str, Any], approval_id: str,
+                         reason: str) -> dict[str, Any] | None:
+        """Wait for the person's decision (unless it is already in), record it, then act on it."""
+        waiting = approval_id in self.approvals.pending
+        if waiting:
+            await self._set_status("awaiting_approval", "approval", reason)
+        decision = await self._interruptible(self.approvals.wait(approval_id))
+        if waiting:
+            await self._set_status("running", "")
+        rule = None
+        if decision.always and decision.kind == "approve":
+            rule = Rule.exactly(ToolCall(tool, given))
+            self.policy.add_rule(rule)
+        await self._decided({"approval_id": approval_id, "tool_use_id": use_id, "by": "user",
+                             "decision": decision.kind, "note": decision.note, "input": decision.input,
+                             "reason": reason, "rule": rule.to_dict() if rule else None})
+        if decision.kind == "reject":
+            why = "the user rejected this action" + (f": {decision.note}" if decision.note else "")
+            return await self._result(use_id, name, ToolResult(error=why))
+        note = ""
+        if decision.kind == "edit" and decision.input is not None:
+            given = decision.input
+            note = f"The user edited this action's input to {json.dumps(given)}. {decision.note}".strip()
+        return await self._run_tool(use_id, name, tool, given, note)
+
+    async def _run_tool(self, use_id: str, name: str, tool: str, given: dict[str, Any],
+                        note: str = "") -> dict[str, Any] | None:
         try:
             result = await self._interruptible(self.desktop.tool(tool, given, version=self.config.version_for(tool)))
         except _Interrupted as exc:
@@ -254,14 +280,31 @@ class AgentLoop:
             result = ToolResult(error=f"internal error: {type(exc).__name__}")
         return await self._result(use_id, name, result, note)
 
-    async def _ask(self, use_id: str, name: str, given: dict[str, Any], reason: str) -> tuple[Decision, str]:
-        approval_id = self.approvals.open()
-        await self._event("approval_requested", {"approval_id": approval_id, "tool_use_id": use_id,
-                                                 "tool": name, "input": given, "reason": reason})
-        await self._set_status("awaiting_approval", "approval", reason)
-        decision = await self._interruptible(self.approvals.wait(approval_id))
-        await self._set_status("running", "")
-        return decision, approval_id
+    async def _settle_restored(self) -> bool:
+        """Restored asks (see ``restore_approval``) wait for their decision; False if the desktop was lost."""
+        restored, self._restored = self._restored, {}
+        try:
+            for use in hist.pending_tool_uses(self.history):
+                entry = restored.pop(str(use["id"]), None)
+                if entry is None:
+                    continue
+                use_id, name, given = str(use["id"]), str(use.get("name", "")), use.get("input")
+                tool = DESKTOP_TOOL.get(name)
+                if tool is None or not isinstance(given, dict):  # cannot have been asked about; answer plainly
+                    self.approvals.close(entry[0])
+                    block = await self._result(use_id, name, ToolResult(error=f"cannot run {name!r} with {given!r}"))
+                else:
+                    await self._gate()
+                    maybe = await self._after_ask(use_id, name, tool, given, *entry)
+                    if maybe is None:
+                        return False
+                    block = maybe
+                hist.add_tool_result(self.history, block)
+                await self._checkpoint()
+        finally:
+            for approval_id, _reason in restored.values():  # their calls are answered; nobody will wait
+                self.approvals.close(approval_id)
+        return True
 
     async def _decided(self, record: dict[str, Any]) -> None:
         self.decisions.append(record)
@@ -321,11 +364,18 @@ class AgentLoop:
             await self._event("user_message", {"text": text})
         await self._checkpoint()
 
-    async def _answer_pending(self, why: str, outcome: str) -> None:
-        """Answer every unanswered ``tool_use`` with an error, in the history and as a ``tool_result`` event."""
-        names = {str(u["id"]): str(u.get("name", "")) for u in hist.pending_tool_uses(self.history)}
-        for use_id in hist.answer_pending(self.history, why):
-            await self._interrupted_result(use_id, names.get(use_id, ""), why, outcome)
+    async def _answer_pending(self, why: str, outcome: str, keep: set[str] | None = None) -> None:
+        """Answer every unanswered ``tool_use`` (but ``keep``) with an error, in the history and as an event."""
+        for use in hist.pending_tool_uses(self.history):
+            use_id = str(use["id"])
+            if use_id not in (keep or set()):
+                hist.add_tool_result(self.history, hist.error_result(use_id, why))
+                await self._interrupted_result(use_id, str(use.get("name", "")), why, outcome)
+
+    async def _lost(self) -> RunResult:
+        await self._answer_pending("the desktop was lost", "not_run")
+        await self._checkpoint()
+        return await self._finish("failed", "desktop_lost", "the desktop was lost")
 
     async def _interrupted_result(self, use_id: str, name: str, why: str, outcome: str) -> None:
         await self._event("tool_result", {"id": use_id, "tool": name, "output": "", "error": why, "system": "",

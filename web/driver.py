@@ -20,12 +20,11 @@ from agent.approvals import Decision
 from agent.config import LoopConfig
 from agent.events import Event
 from agent.loop import AgentLoop
-from agent.models import DESKTOP_TOOL, make_client
+from agent.models import make_client
 from agent.policy import ApprovalPolicy, Rule
 from agent.prompts import DesktopFacts
 from agent.usage import UsageTotals
 from deskpilot.errors import BadRequest, Conflict
-from desktop.tools.base import ToolResult
 
 if TYPE_CHECKING:
     import anthropic
@@ -132,7 +131,7 @@ async def run_agent(runner: Runner, live: Live, desktop: GatedDesktop, row: Sess
                      row.policy), emit=emit, config=config, history=history, usage=usage, on_history=checkpoint)
     live.loop = loop
     if history is not None:
-        await settle_restored_approvals(runner, live, loop, config)
+        await restore_approvals(runner, sid, loop)
     if history is None:
         loop.add_user_message(row.task)  # first, so follow-ups sent while queued come after it
     for text in await store.take_inbox(sid):
@@ -144,56 +143,19 @@ async def run_agent(runner: Runner, live: Live, desktop: GatedDesktop, row: Sess
     return Outcome(result.status, result.reason, result.text or None, None if ok else result.message)
 
 
-async def settle_restored_approvals(runner: Runner, live: Live, loop: AgentLoop, config: LoopConfig) -> None:
-    """Tool calls cut off by a restart while awaiting approval: wait for (or apply) the person's decision.
-
-    Everything else left unanswered is answered "outcome unknown" by the loop itself — never re-run.
-    """
-    sid = live.session_id
+async def restore_approvals(runner: Runner, session_id: str, loop: AgentLoop) -> None:
+    """Tool calls cut off by a restart while awaiting approval: the loop waits again under the same id (a
+    decision stored meanwhile is applied at once). Everything else left unanswered is answered "outcome
+    unknown" by the loop itself — never re-run."""
     for use in hist.pending_tool_uses(loop.history):
-        approval = await runner.store.approval_for_tool_use(sid, str(use["id"]))
+        approval = await runner.store.approval_for_tool_use(session_id, str(use["id"]))
         if approval is None:
             continue
-        if approval.status == "pending":
-            await runner.set_status(sid, "awaiting_approval", "approval")
-            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            live.decisions[approval.id] = future
-            await future
-            approval = await runner.store.get_approval(sid, approval.id)
-            await runner.set_status(sid, "running", "")
-        block = await _apply(runner, live, loop, config, use, approval)
-        hist.add_tool_result(loop.history, block)
-        await asyncio.to_thread(save_history, runner.store, sid, loop.history)
-
-
-async def _apply(runner: Runner, live: Live, loop: AgentLoop, config: LoopConfig, use: dict[str, Any],
-                 approval: ApprovalRow) -> dict[str, Any]:
-    sid, use_id, name = live.session_id, str(use["id"]), str(use["name"])
-    given = approval.edited_input if approval.status == "edit" else use.get("input")
-    await runner.emit(sid, Event("approval_decided", {
-        "approval_id": approval.id, "tool_use_id": use_id, "by": "user", "decision": approval.status,
-        "note": approval.note or "", "input": approval.edited_input, "reason": approval.reason, "rule": None}))
-    tool = DESKTOP_TOOL.get(name)
-    if approval.status == "reject" or tool is None or not isinstance(given, dict):
-        why = "the user rejected this action" + (f": {approval.note}" if approval.note else "")
-        result = ToolResult(error=why)
-    else:
-        assert live.gated is not None
-        result = await live.gated.tool(tool, given, version=config.version_for(tool))
-    await runner.emit(sid, Event("tool_result", {
-        "id": use_id, "tool": name, "output": result.output, "error": result.error, "system": result.system,
-        "is_error": result.is_error, "step": loop.usage.steps, "meta": result.meta,
-    }, image=result.image, image_media_type=result.image_media_type))
-    content: list[dict[str, Any]] = []
-    if result.error or result.output:
-        content.append({"type": "text", "text": result.error or result.output})
-    if result.image is not None:
-        content.append({"type": "image", "source": {"type": "base64", "media_type": result.image_media_type,
-                                                    "data": base64.b64encode(result.image).decode()}})
-    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": use_id, "content": content}
-    if result.is_error:
-        block["is_error"] = True
-    return block
+        loop.restore_approval(str(use["id"]), approval.id, reason=approval.reason)
+        # Read again now that the loop listens: a decision stored in between would otherwise be missed.
+        approval = await runner.store.get_approval(session_id, approval.id)
+        if approval.status != "pending" and approval.id in loop.approvals.pending:
+            loop.decide(approval.id, decision_for(approval))
 
 
 async def deliver_message(runner: Runner, row: SessionRow, live: Live | None, text: str) -> None:

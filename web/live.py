@@ -34,12 +34,10 @@ class Live:
     handover: Handover | None = None
     cancelled: bool = False
     actions_started: int = 0
-    decisions: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
     vnc_kicks: set[asyncio.Event] = field(default_factory=set)  # input-capable VNC connections, closed on handback
     loop: Any = None  # agent.loop.AgentLoop once built
     gated: GatedDesktop | None = None
-    approval_ids: dict[str, str] = field(default_factory=dict)  # the loop's approval id -> the stored, unique one
     _open: asyncio.Event = field(default_factory=asyncio.Event)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 

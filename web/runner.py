@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from typing import Any
 
 from prometheus_client import Counter, Gauge
@@ -122,13 +121,7 @@ class Runner:
             image_ref = await asyncio.to_thread(self.store.save_image, event.image, event.image_media_type)
         data = dict(event.data)
         live = self.live.get(session_id)
-        if event.type in ("approval_requested", "approval_decided") and data.get("approval_id") and live:
-            # The loop numbers approvals per process; the stored id must stay unique across restarts.
-            loop_id = str(data["approval_id"])
-            if event.type == "approval_requested":
-                live.approval_ids[loop_id] = f"ap_{uuid.uuid4().hex[:16]}"
-            data["approval_id"] = live.approval_ids.get(loop_id, loop_id)
-        if event.type == "approval_requested":
+        if event.type == "approval_requested":  # the loop's approval ids are unique across restarts
             shot = await self.store.last_image(session_id)
             await self.store.add_approval(ApprovalRow(
                 id=str(data.get("approval_id")), session_id=session_id, tool_use_id=str(data.get("tool_use_id", "")),
@@ -314,12 +307,9 @@ class Runner:
             if row.status == "interrupted":
                 await self.requeue(row.id)  # the run goes on from where the restart cut it
             return decided
-        waiter = live.decisions.pop(approval_id, None)
-        loop_id = next((k for k, v in live.approval_ids.items() if v == approval_id), None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(decision)
-        elif loop_id is not None and live.loop is not None and loop_id in live.loop.approvals.pending:
-            live.loop.decide(loop_id, decision)
+        # A loop not listening yet reads the stored decision once it restores the ask (driver.restore_approvals).
+        if live.loop is not None and approval_id in live.loop.approvals.pending:
+            live.loop.decide(approval_id, decision)
         return decided
 
     async def takeover(self, row: SessionRow) -> None:

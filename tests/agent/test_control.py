@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import itertools
+import re
 from typing import Any
 
 import pytest
@@ -292,3 +293,79 @@ def test_an_edit_needs_an_object_and_unknown_approvals_are_not_found() -> None:
         Decision("maybe")  # type: ignore[arg-type]
     with pytest.raises(NotFound, match="no pending approval ap_x"):
         Approvals().decide("ap_x", Decision.approve())
+
+
+async def test_approval_ids_are_unique_across_waiting_rooms() -> None:
+    ids = [Approvals().open() for _ in range(50)]  # a fresh room per "process": ids must still never repeat
+    assert len(set(ids)) == 50 and all(re.fullmatch(r"ap_[0-9a-f]{16}", i) for i in ids)
+
+
+async def crash_while_asking(fake_messages: FakeMessages, make_loop: LoopFactory) -> tuple[list[Any], str]:
+    """A run asks about t1 (t2 comes after it); the process dies; returns the saved history and the ask's id."""
+    fake_messages.script(reply(tool_use("computer", TYPE_ENTER, id="t1"),
+                               tool_use("computer", {"action": "screenshot"}, id="t2")))
+    saved: list[list[dict[str, Any]]] = []
+    loop, _ = make_loop(RecordingDesktop(), policy=ApprovalPolicy("cautious"))
+
+    async def checkpoint(history: list[dict[str, Any]]) -> None:
+        saved.append(copy.deepcopy(history))
+
+    loop._on_history = checkpoint
+    task, approval_id = await run_until_ask(loop, "type it")
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return saved[-1], approval_id
+
+
+async def test_a_restored_ask_waits_for_its_decision_under_the_same_id(
+    fake_messages: FakeMessages, make_loop: LoopFactory
+) -> None:
+    history, approval_id = await crash_while_asking(fake_messages, make_loop)
+    fake_messages.script(reply(text("typed")))
+    fresh = RecordingDesktop()
+    again, events = make_loop(fresh, policy=ApprovalPolicy("cautious"), history=history)
+    again.restore_approval("t1", approval_id, reason="asked before the restart")
+    task = asyncio.create_task(again.run())
+    await wait_for(lambda: again.status == "awaiting_approval")
+    assert again.approvals.pending == [approval_id] and fresh.calls == []
+    again.decide(approval_id, Decision.approve())
+    assert (await asyncio.wait_for(task, 10)).status == "succeeded"
+    assert fresh.calls == [("computer", TYPE_ENTER, "computer_20251124")]  # the approved call, once
+    assert events.of("approval_requested") == []  # the same question, not a new one
+    decided = events.of("approval_decided")
+    assert [(d["approval_id"], d["decision"], d["reason"]) for d in decided] == [
+        (approval_id, "approve", "asked before the restart")]
+    shown = {r["id"]: r for r in events.of("tool_result")}
+    assert shown["t2"]["error"] == RESTART_UNKNOWN and shown["t1"]["output"] == "did type"
+    assert len(events.of("tool_result")) == 2
+    assert_valid(again.history)
+
+
+async def test_a_decision_made_while_down_is_applied_at_once(
+    fake_messages: FakeMessages, make_loop: LoopFactory
+) -> None:
+    history, approval_id = await crash_while_asking(fake_messages, make_loop)
+    fake_messages.script(reply(text("not typed")))
+    fresh = RecordingDesktop()
+    again, events = make_loop(fresh, policy=ApprovalPolicy("cautious"), history=history)
+    again.restore_approval("t1", approval_id)
+    again.decide(approval_id, Decision.reject("changed my mind"))
+    assert (await again.run()).status == "succeeded"
+    assert fresh.calls == [] and ("awaiting_approval", "approval") not in events.statuses()
+    got = results(fake_messages.requests[-1].body)
+    assert result_text(got["t1"]) == "the user rejected this action: changed my mind"
+    assert result_text(got["t2"]) == RESTART_UNKNOWN
+
+
+async def test_cancel_while_a_restored_ask_waits(fake_messages: FakeMessages, make_loop: LoopFactory) -> None:
+    history, approval_id = await crash_while_asking(fake_messages, make_loop)
+    again, events = make_loop(RecordingDesktop(), policy=ApprovalPolicy("cautious"), history=history)
+    again.restore_approval("t1", approval_id)
+    task = asyncio.create_task(again.run())
+    await wait_for(lambda: again.status == "awaiting_approval")
+    again.cancel()
+    assert (await asyncio.wait_for(task, 10)).status == "cancelled"
+    assert again.approvals.pending == []
+    assert [(r["id"], r["error"]) for r in events.of("tool_result")] == [
+        ("t2", RESTART_UNKNOWN), ("t1", INTERRUPTED_PENDING)]
+    assert_valid(again.history)
