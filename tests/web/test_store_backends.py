@@ -2,20 +2,25 @@
 
 The store's own tests (test_store.py) run again here on each backend, plus what only shows with two
 processes on one database (two Store instances = two engines, no shared in-process lock), a restart,
-and the column types PostgreSQL is strict about (JSON, timezones, text).
+and the column types PostgreSQL is strict about (JSON, timezones, text). At the end, the service itself
+on PostgreSQL: the approval race through HTTP and the SIGKILL-restart recovery (the same tests as on SQLite).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import make_url
 
 from deskpilot.errors import Conflict
+from tests.support.fake_messages import FakeMessages
+from tests.web import test_approvals, test_restart
 from tests.web import test_store as base
+from tests.web.conftest import Service, start_service, stop_service
 from tests.web.pg import PgCluster
 from web.store import ApprovalRow, Store
 
@@ -172,3 +177,49 @@ async def test_an_over_long_model_supplied_id_is_stored_and_found_again(store: S
     await store.add_approval(ApprovalRow(id="ap_1", session_id=sid, tool="t" * 100, input={}, tool_use_id=use_id))
     found = await store.approval_for_tool_use(sid, use_id)
     assert found is not None and found.id == "ap_1" and found.tool_use_id.startswith("toolu_xxx")
+
+
+# --- the service on PostgreSQL ---
+
+
+@pytest.fixture
+def pg_db(pg_cluster: PgCluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh database named by DESKPILOT_DATABASE_URL, as a deployment would (subprocesses inherit it)."""
+    url = pg_cluster.create_database()
+    monkeypatch.setenv("DESKPILOT_DATABASE_URL", url)
+    yield str(make_url(url).database)
+
+
+def rows_in(cluster: PgCluster, db: str, table: str) -> int:
+    return int(cluster.psql(f"SELECT count(*) FROM {table}", db))
+
+
+@pytest.fixture
+def pg_agent_service(pg_db: str, tmp_path: Path) -> Iterator[Service]:
+    with FakeMessages() as fake:
+        svc = start_service(tmp_path / "data", anthropic_base_url=fake.url, model="claude-opus-4-5",
+                            thinking_budget_tokens=0)
+        svc.extra["fake"] = fake
+        try:
+            yield svc
+        finally:
+            stop_service(svc)
+
+
+def test_the_approval_race_through_the_service_on_postgresql(
+    pg_agent_service: Service, pg_cluster: PgCluster, pg_db: str, tmp_path: Path
+) -> None:
+    assert pg_agent_service.app.state.store.engine.dialect.name == "postgresql"
+    test_approvals.test_two_concurrent_decisions_one_wins_and_the_action_runs_once(pg_agent_service, tmp_path)
+    assert rows_in(pg_cluster, pg_db, "approvals") == 1 and rows_in(pg_cluster, pg_db, "events") > 3
+
+
+def test_restart_recovery_on_postgresql(pg_cluster: PgCluster, pg_db: str, tmp_path: Path) -> None:
+    test_restart.test_restart_mid_step_and_during_a_pending_approval(tmp_path)
+    assert rows_in(pg_cluster, pg_db, "sessions") == 2
+    assert not (tmp_path / "data" / "deskpilot.db").exists()  # nothing went to a SQLite file instead
+
+
+def test_resume_after_a_restart_on_postgresql(pg_cluster: PgCluster, pg_db: str, tmp_path: Path) -> None:
+    test_restart.test_after_a_restart_resume_waits_for_the_pending_decision(tmp_path)
+    assert rows_in(pg_cluster, pg_db, "approvals") == 1
