@@ -29,9 +29,9 @@ class PostgresUnavailable(RuntimeError):
     """The PostgreSQL binaries are not installed here."""
 
 
-def find_bindir() -> Path | None:
+def find_bindir(root: Path = Path("/usr/lib/postgresql")) -> Path | None:
     """The newest installed server's bin dir, or None."""
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name)
+    found = sorted(root.glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name)
                    if p.parent.parent.name.isdigit() else 0)
     return found[-1].parent if found else None
 
@@ -39,8 +39,8 @@ def find_bindir() -> Path | None:
 class PgCluster:
     """One cluster: ``start()``, then ``create_database()`` per test, ``stop()`` at the end."""
 
-    def __init__(self) -> None:
-        bindir = find_bindir()
+    def __init__(self, search_root: Path = Path("/usr/lib/postgresql")) -> None:
+        bindir = find_bindir(search_root)
         if bindir is None:
             raise PostgresUnavailable(f"PostgreSQL server binaries not found under /usr/lib/postgresql; {INSTALL_HINT}")
         self.bindir = bindir
@@ -118,10 +118,10 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def cluster_for_tests() -> Iterator[PgCluster]:
+def cluster_for_tests(search_root: Path = Path("/usr/lib/postgresql")) -> Iterator[PgCluster]:
     """Body of the session fixture: skip without the package locally, fail loudly in CI (``CI`` set)."""
     try:
-        cluster = PgCluster()
+        cluster = PgCluster(search_root)
     except PostgresUnavailable as exc:
         if os.environ.get("CI", "").lower() not in ("", "0", "false"):
             pytest.fail(f"CI must test PostgreSQL: {exc}", pytrace=False)

@@ -21,7 +21,7 @@ from tests.support.fake_messages import FakeMessages
 from tests.web import test_approvals, test_restart
 from tests.web import test_store as base
 from tests.web.conftest import Service, start_service, stop_service
-from tests.web.pg import PgCluster
+from tests.web.pg import PgCluster, cluster_for_tests
 from web.store import ApprovalRow, Store
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -57,6 +57,15 @@ test_concurrent_appends_get_gapless_unique_sequence_numbers = (
 test_a_decision_is_recorded_exactly_once = base.test_a_decision_is_recorded_exactly_once
 test_screenshots_are_stored_once_by_content_hash = base.test_screenshots_are_stored_once_by_content_hash
 test_other_owners_do_not_see_a_session = base.test_other_owners_do_not_see_a_session
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("true", pytest.fail.Exception), ("", pytest.skip.Exception)])
+def test_without_postgresql_ci_fails_and_a_developer_gets_a_skip(
+    ci: str, outcome: type[BaseException], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="apt-get install -y postgresql"):
+        next(cluster_for_tests(tmp_path))  # an empty dir: no PostgreSQL installed there
 
 
 def test_the_backend_is_the_one_named(store: Store, db_url: str | None) -> None:
