@@ -8,47 +8,32 @@ the next ``run()``, which continues it). ``decide()`` answers an approval.
 
 Budgets and auth errors end the run as ``failed`` with a clear reason; retries running out pause it.
 A loop built from saved history answers tool calls with no recorded result as "outcome unknown"
-instead of running them again.
+instead of running them again — except asks handed back with ``restore_approval()``, which wait for
+their decision under the same approval id. One tool call's path lives in ``agent.actions``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
-import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import anthropic
 
 from agent import history as hist
+from agent.actions import INTERRUPTED_PENDING, INTERRUPTED_RUNNING, Desktop, Interrupted, ToolActions
 from agent.approvals import Approvals, Decision
 from agent.config import LoopConfig
 from agent.events import Emit, Event, EventType, RunStatus
-from agent.models import DESKTOP_TOOL
-from agent.policy import ApprovalPolicy, Rule, ToolCall
+from agent.policy import ApprovalPolicy, Rule
 from agent.retry import RetryInfo, with_retries
 from agent.stream import Reply, call_json, call_stream
 from agent.usage import CallUsage, UsageTotals, budget_exceeded, price_for
-from deskpilot.errors import Conflict, DesktopLostError, ModelAuthError, ModelUnavailable, ToolError
-from desktop.tools.base import ToolResult
+from deskpilot.errors import Conflict, ModelAuthError, ModelUnavailable
 
-log = logging.getLogger(__name__)
+__all__ = ["INTERRUPTED_PENDING", "INTERRUPTED_RUNNING", "AgentLoop", "Desktop", "RunResult"]
 T = TypeVar("T")
-INTERRUPTED_RUNNING = "interrupted by the user while this action ran; its outcome is unknown — take a screenshot"
-INTERRUPTED_PENDING = "not run: the user interrupted the run"
-
-
-class Desktop(Protocol):
-    async def tool(self, name: str, input: dict[str, Any], *, version: str = ...) -> ToolResult: ...
-
-
-class _Interrupted(Exception):
-    def __init__(self, started: bool = True) -> None:
-        super().__init__()
-        self.started = started  # False: cancelled before the awaited work began
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +45,7 @@ class RunResult:
     usage: dict[str, Any]
 
 
-class AgentLoop:
+class AgentLoop(ToolActions):
     def __init__(self, *, client: anthropic.AsyncAnthropic, desktop: Desktop, policy: ApprovalPolicy,
                  emit: Emit, config: LoopConfig, history: list[dict[str, Any]] | None = None,
                  usage: UsageTotals | None = None,
@@ -138,7 +123,7 @@ class AgentLoop:
             if not await self._settle_restored():
                 return await self._lost()
             return await self._steps()
-        except _Interrupted:
+        except Interrupted:
             await self._answer_pending(INTERRUPTED_PENDING, "not_run")
             await self._checkpoint()
             return await self._finish("cancelled", "user", "cancelled by the user")
@@ -211,127 +196,11 @@ class AgentLoop:
             elif block["type"] == "redacted_thinking":
                 await self._event("thinking", {"text": "", "redacted": True, "step": step})
 
-    # ---- one tool call -------------------------------------------------------------------------
-    async def _tool_step(self, use: dict[str, Any], malformed: str | None) -> dict[str, Any] | None:
-        use_id, name, given = str(use["id"]), str(use["name"]), use.get("input")
-        await self._event("tool_call", {"id": use_id, "tool": name, "input": given, "step": self.usage.steps})
-        tool = DESKTOP_TOOL.get(name)
-        if malformed or tool is None or not isinstance(given, dict):
-            why = malformed or (f"unknown tool {name!r}" if tool is None else "tool input must be a JSON object")
-            return await self._result(use_id, name, ToolResult(error=why))
-        call = ToolCall(tool, given)
-        verdict = await self.policy.check(call)
-        record: dict[str, Any] = {"tool_use_id": use_id, "by": "policy", "reason": verdict.reason,
-                                  "rule": verdict.rule.to_dict() if verdict.rule else None}
-        if verdict.effect == "deny":
-            await self._decided({**record, "decision": "deny"})
-            denied = ToolResult(error=f"denied by the approval policy: {verdict.reason}")
-            return await self._result(use_id, name, denied)
-        if verdict.effect == "allow":
-            await self._decided({**record, "decision": "allow"})
-            return await self._run_tool(use_id, name, tool, given)
-        approval_id = self.approvals.open()
-        await self._event("approval_requested", {"approval_id": approval_id, "tool_use_id": use_id,
-                                                 "tool": name, "input": given, "reason": verdict.reason})
-        return await self._after_ask(use_id, name, tool, given, approval_id, verdict.reason)
-
-    async def _after_ask(self, use_id: str, name: str, tool: str, given: dict[str, Any], approval_id: str,
-                         reason: str) -> dict[str, Any] | None:
-        """Wait for the person's decision (unless it is already in), record it, then act on it."""
-        waiting = approval_id in self.approvals.pending
-        if waiting:
-            await self._set_status("awaiting_approval", "approval", reason)
-        decision = await self._interruptible(self.approvals.wait(approval_id))
-        if waiting:
-            await self._set_status("running", "")
-        rule = None
-        if decision.always and decision.kind == "approve":
-            rule = Rule.exactly(ToolCall(tool, given))
-            self.policy.add_rule(rule)
-        await self._decided({"approval_id": approval_id, "tool_use_id": use_id, "by": "user",
-                             "decision": decision.kind, "note": decision.note, "input": decision.input,
-                             "reason": reason, "rule": rule.to_dict() if rule else None})
-        if decision.kind == "reject":
-            why = "the user rejected this action" + (f": {decision.note}" if decision.note else "")
-            return await self._result(use_id, name, ToolResult(error=why))
-        note = ""
-        if decision.kind == "edit" and decision.input is not None:
-            given = decision.input
-            note = f"The user edited this action's input to {json.dumps(given)}. {decision.note}".strip()
-        return await self._run_tool(use_id, name, tool, given, note)
-
-    async def _run_tool(self, use_id: str, name: str, tool: str, given: dict[str, Any],
-                        note: str = "") -> dict[str, Any] | None:
-        try:
-            result = await self._interruptible(self.desktop.tool(tool, given, version=self.config.version_for(tool)))
-        except _Interrupted as exc:
-            # The history and the timeline both get the call's outcome, once (run() answers only the rest).
-            why, outcome = (INTERRUPTED_RUNNING, "unknown") if exc.started else (INTERRUPTED_PENDING, "not_run")
-            hist.add_tool_result(self.history, hist.error_result(use_id, why))
-            await self._interrupted_result(use_id, name, why, outcome)
-            raise
-        except DesktopLostError as exc:
-            await self._event("error", {"message": f"the desktop was lost: {exc.message}", "kind": "desktop_lost"})
-            return None
-        except ToolError as exc:
-            result = ToolResult(error=exc.message)
-        except Exception as exc:  # a broken tool must not kill the run; the model is told plainly
-            log.exception("tool %s failed", tool)
-            result = ToolResult(error=f"internal error: {type(exc).__name__}")
-        return await self._result(use_id, name, result, note)
-
-    async def _settle_restored(self) -> bool:
-        """Restored asks (see ``restore_approval``) wait for their decision; False if the desktop was lost."""
-        restored, self._restored = self._restored, {}
-        try:
-            for use in hist.pending_tool_uses(self.history):
-                entry = restored.pop(str(use["id"]), None)
-                if entry is None:
-                    continue
-                use_id, name, given = str(use["id"]), str(use.get("name", "")), use.get("input")
-                tool = DESKTOP_TOOL.get(name)
-                if tool is None or not isinstance(given, dict):  # cannot have been asked about; answer plainly
-                    self.approvals.close(entry[0])
-                    block = await self._result(use_id, name, ToolResult(error=f"cannot run {name!r} with {given!r}"))
-                else:
-                    await self._gate()
-                    maybe = await self._after_ask(use_id, name, tool, given, *entry)
-                    if maybe is None:
-                        return False
-                    block = maybe
-                hist.add_tool_result(self.history, block)
-                await self._checkpoint()
-        finally:
-            for approval_id, _reason in restored.values():  # their calls are answered; nobody will wait
-                self.approvals.close(approval_id)
-        return True
-
-    async def _decided(self, record: dict[str, Any]) -> None:
-        self.decisions.append(record)
-        await self._event("approval_decided", record)
-
-    async def _result(self, use_id: str, name: str, result: ToolResult, note: str = "") -> dict[str, Any]:
-        text = "\n".join(p for p in (note, f"<system>{result.system}</system>" if result.system else "",
-                                     result.error or result.output) if p)
-        content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
-        if result.image is not None:
-            content.append({"type": "image", "source": {"type": "base64", "media_type": result.image_media_type,
-                                                        "data": base64.b64encode(result.image).decode()}})
-        block: dict[str, Any] = {"type": "tool_result", "tool_use_id": use_id, "content": content}
-        if result.is_error:
-            block["is_error"] = True
-        await self._event("tool_result", {"id": use_id, "tool": name, "output": result.output,
-                                          "error": result.error, "system": result.system,
-                                          "is_error": result.is_error, "step": self.usage.steps,
-                                          "meta": result.meta}, image=result.image,
-                          media_type=result.image_media_type)
-        return block
-
     # ---- plumbing ------------------------------------------------------------------------------
     async def _interruptible(self, coro: Coroutine[Any, Any, T]) -> T:
         if self._cancelled:
             coro.close()
-            raise _Interrupted(started=False)
+            raise Interrupted(started=False)
         task = asyncio.ensure_future(coro)
         self._inflight = task
         try:
@@ -339,20 +208,20 @@ class AgentLoop:
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if self._cancelled and (current is None or not current.cancelling()):
-                raise _Interrupted from None
+                raise Interrupted from None
             raise
         finally:
             self._inflight = None
 
     async def _gate(self) -> None:
         if self._cancelled:
-            raise _Interrupted
+            raise Interrupted
         if self._paused:
             if self.status != "paused":
                 await self._set_status("paused", "user")
             await self._resume.wait()
             if self._cancelled:
-                raise _Interrupted
+                raise Interrupted
             await self._set_status("running", "")
 
     async def _take_inbox(self) -> None:
@@ -364,22 +233,10 @@ class AgentLoop:
             await self._event("user_message", {"text": text})
         await self._checkpoint()
 
-    async def _answer_pending(self, why: str, outcome: str, keep: set[str] | None = None) -> None:
-        """Answer every unanswered ``tool_use`` (but ``keep``) with an error, in the history and as an event."""
-        for use in hist.pending_tool_uses(self.history):
-            use_id = str(use["id"])
-            if use_id not in (keep or set()):
-                hist.add_tool_result(self.history, hist.error_result(use_id, why))
-                await self._interrupted_result(use_id, str(use.get("name", "")), why, outcome)
-
     async def _lost(self) -> RunResult:
         await self._answer_pending("the desktop was lost", "not_run")
         await self._checkpoint()
         return await self._finish("failed", "desktop_lost", "the desktop was lost")
-
-    async def _interrupted_result(self, use_id: str, name: str, why: str, outcome: str) -> None:
-        await self._event("tool_result", {"id": use_id, "tool": name, "output": "", "error": why, "system": "",
-                                          "is_error": True, "step": self.usage.steps, "meta": {"outcome": outcome}})
 
     async def _finish(self, status: RunStatus, reason: str, message: str) -> RunResult:
         await self._set_status(status, reason, message)
