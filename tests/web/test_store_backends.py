@@ -18,7 +18,7 @@ from sqlalchemy import make_url
 
 from deskpilot.errors import Conflict
 from tests.support.fake_messages import FakeMessages
-from tests.web import test_approvals, test_restart
+from tests.web import test_api, test_approvals, test_restart, test_stream
 from tests.web import test_store as base
 from tests.web.conftest import Service, start_service, stop_service
 from tests.web.pg import PgCluster, cluster_for_tests
@@ -201,6 +201,26 @@ def pg_db(pg_cluster: PgCluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[st
 
 def rows_in(cluster: PgCluster, db: str, table: str) -> int:
     return int(cluster.psql(f"SELECT count(*) FROM {table}", db))
+
+
+@pytest.fixture
+def pg_service(pg_db: str, tmp_path: Path) -> Iterator[Service]:
+    svc = start_service(tmp_path / "data")
+    try:
+        yield svc
+    finally:
+        stop_service(svc)
+
+
+def test_the_rest_contract_on_postgresql(pg_service: Service, pg_cluster: PgCluster, pg_db: str) -> None:
+    assert pg_service.app.state.store.engine.dialect.name == "postgresql"
+    test_api.test_create_get_list_and_event_log(pg_service)
+    test_api.test_other_owner_sees_nothing(pg_service)
+    assert rows_in(pg_cluster, pg_db, "sessions") >= 2
+
+
+def test_the_live_stream_replays_from_the_event_log_on_postgresql(pg_service: Service) -> None:
+    test_stream.test_reconnect_with_after_misses_nothing(pg_service)
 
 
 @pytest.fixture
