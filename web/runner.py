@@ -85,11 +85,11 @@ class Runner:
                 unknown = []
                 for use in hist.pending_tool_uses(history):
                     approval = await self.store.approval_for_tool_use(row.id, str(use["id"]))
-                    if approval is not None and approval.status != "pending":
-                        continue  # decided but not yet run: the resumed run applies the decision
-                    if approval is None:
-                        hist.add_tool_result(history, hist.error_result(str(use["id"]), hist.RESTART_UNKNOWN))
-                        unknown.append(use)
+                    if approval is not None and (approval.status == "pending"
+                                                 or not await self._applied(row.id, approval.id)):
+                        continue  # still waiting, or decided while down: the resumed run applies the decision
+                    hist.add_tool_result(history, hist.error_result(str(use["id"]), hist.RESTART_UNKNOWN))
+                    unknown.append(use)
                 if unknown:
                     await asyncio.to_thread(save_history, self.store, row.id, history)
                 for use in unknown:
@@ -98,6 +98,15 @@ class Runner:
                         "system": "", "is_error": True, "step": None, "meta": {"outcome": "unknown"}}))
             await self.store.update_session(row.id, control="agent")
             await self.set_status(row.id, "interrupted", "restart")
+
+    async def _applied(self, session_id: str, approval_id: str) -> bool:
+        """The loop reported this decision, so it may have started the action: never run it a second time."""
+        after = 0
+        while rows := await self.store.events_after(session_id, after):
+            if any(r.type == "approval_decided" and r.data.get("approval_id") == approval_id for r in rows):
+                return True
+            after = rows[-1].seq
+        return False
 
     def _client_of(self, session_id: str) -> Any:
         live = self.live.get(session_id)

@@ -125,3 +125,38 @@ def test_after_a_restart_resume_waits_for_the_pending_decision(tmp_path: Path) -
             assert marker.read_text() == "ran\n"
         finally:
             server.stop()
+
+
+def test_an_approved_action_cut_off_by_a_restart_is_not_run_again(tmp_path: Path) -> None:
+    data, marker = tmp_path / "data", tmp_path / "ran.txt"
+    token = make_tokens(data, ["alice"])["alice"]
+
+    def model(req: Request) -> Reply:
+        if any(m["role"] == "assistant" for m in req.body["messages"]):
+            return reply(text("checked the screen instead"))
+        return reply(tool_use("bash", {"command": f"sleep 60; echo ran >> {marker}"}))
+
+    with FakeMessages() as fake:
+        fake.script(*([model] * 4))
+        env = {"ANTHROPIC_API_KEY": "sk-test", "ANTHROPIC_BASE_URL": fake.url, "DESKPILOT_MODEL": "claude-opus-4-5",
+               "DESKPILOT_THINKING_BUDGET_TOKENS": "0"}
+        server = ServerProcess(data, env).start()
+        try:
+            sid = post(server, token, "/api/sessions", {"task": "gated", "policy": {"preset": "strict"}}).json()["id"]
+            card = wait_session(server, token, sid, "awaiting_approval")["pending_approval"]
+            assert post(server, token, f"/api/sessions/{sid}/approvals/{card['id']}",
+                        {"decision": "approve"}).status_code == 200
+            wait_for(lambda: any(e["type"] == "approval_decided" for e in get(
+                server, token, f"/api/sessions/{sid}/events")["items"]), 60)  # approved, and the command runs
+            server.kill()
+            server = ServerProcess(data, env, port=server.port).start()
+            results = [e["data"] for e in get(server, token, f"/api/sessions/{sid}/events")["items"]
+                       if e["type"] == "tool_result"]
+            assert len(results) == 1 and "outcome unknown" in results[0]["error"]
+            assert post(server, token, f"/api/sessions/{sid}/resume").status_code == 200
+            done = wait_session(server, token, sid, "succeeded", "failed")
+            assert done["status"] == "succeeded" and done["result"] == "checked the screen instead"
+            assert not marker.exists()  # the approved command was cut off and never run again
+            assert "outcome unknown" in json.dumps(fake.requests[-1].body["messages"][-1])
+        finally:
+            server.stop()
