@@ -39,7 +39,7 @@ class SessionCreate(Strict):
 
 class Approval(BaseModel):
     id: str
-    status: Literal["pending", "approve", "reject", "edit"]
+    status: Literal["pending", "approve", "reject", "edit", "expired"]
     tool: str
     input: dict[str, Any]
     reason: str

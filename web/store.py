@@ -153,7 +153,7 @@ class ApprovalRow(Base):
     # The loop names approvals (``ap_`` + 16 random hex), unique across sessions and restarts.
     id: Mapped[str] = mapped_column(Str(64), primary_key=True)
     session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), primary_key=True)
-    status: Mapped[str] = mapped_column(Str(16), default="pending")  # pending|approve|reject|edit
+    status: Mapped[str] = mapped_column(Str(16), default="pending")  # pending|approve|reject|edit|expired
     tool_use_id: Mapped[str] = mapped_column(Str(128), default="")
     tool: Mapped[str] = mapped_column(Str(64))
     input: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -277,6 +277,13 @@ class Store:
     async def update_session(self, session_id: str, **fields: Any) -> None:
         async with self.sessionmaker.begin() as db:
             await db.execute(update(SessionRow).where(SessionRow.id == session_id).values(**fields))
+            if fields.get("status") in FINAL_STATES:
+                # A session that ended asks nothing any more: its open approvals can never be decided.
+                await db.execute(
+                    update(ApprovalRow)
+                    .where(ApprovalRow.session_id == session_id, ApprovalRow.status == "pending")
+                    .values(status="expired", decided_at=utcnow())
+                )
 
     async def sessions_in(self, states: Sequence[str]) -> Sequence[SessionRow]:
         async with self.sessionmaker() as db:
@@ -393,6 +400,8 @@ class Store:
                 .values(status=decision, note=note, edited_input=edited_input, decided_at=utcnow())
             )
         if int(getattr(res, "rowcount", 0) or 0) != 1:
+            if (await self.get_approval(session_id, approval_id)).status == "expired":
+                raise Conflict(f"approval {approval_id} expired: the session ended before it was decided")
             raise Conflict(f"approval {approval_id} was already decided")
         return await self.get_approval(session_id, approval_id)
 

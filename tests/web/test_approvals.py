@@ -73,3 +73,20 @@ def test_edit_runs_the_edited_input(agent_service: Service, tmp_path: Path) -> N
         assert r.status_code == 200, r.text
     assert wait_status(agent_service, sid, "succeeded", "failed")["status"] == "succeeded"
     assert wanted.exists() and not proposed.exists()
+
+
+def test_cancel_while_awaiting_approval_expires_the_card(agent_service: Service, tmp_path: Path) -> None:
+    marker = tmp_path / "never.txt"
+    fake: FakeMessages = agent_service.extra["fake"]
+    fake.script(reply(tool_use("bash", {"command": f"touch {marker}"})), reply(text("unreachable")))
+    sid = start(agent_service, "touch the marker")
+    card = wait_status(agent_service, sid, "awaiting_approval")["pending_approval"]
+    with agent_service.client("alice") as c:
+        assert c.post(f"/api/sessions/{sid}/cancel").status_code == 200
+        final = wait_status(agent_service, sid, "cancelled")
+        assert final["pending_approval"] is None  # nothing is left waiting for a decision that can't matter
+        late = c.post(f"/api/sessions/{sid}/approvals/{card['id']}", json={"decision": "approve"})
+        assert late.status_code == 409 and "expired" in late.json()["error"]
+    assert not marker.exists()
+    results = [e for e in events(agent_service, sid) if e["type"] == "tool_result"]
+    assert len(results) == 1 and results[0]["data"]["is_error"]
