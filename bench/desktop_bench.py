@@ -11,7 +11,8 @@ and prints medians, p95 and ratios (reference median / ours median) for:
    ``xdotool mousemove --sync X Y click 1``; every click is checked to have reached the page;
 3. typing 50 characters — ours: ``XInput.type_text``; reference: ``xdotool type --delay 12``; the page's field
    is checked to hold exactly what was typed;
-4. click on a link → settled screenshot of the loaded page — ours: XTest + ``wait_settled`` + PNG + base64;
+4. click on a link → settled screenshot of the loaded page — ours: XTest + ``wait_settled`` (with the browser's
+   DevTools signal, ``desktop.browser_signal``) + PNG + base64;
    reference: xdotool + ``sleep 2.0`` + scrot + convert + base64; plus the share of our frames equal to the
    screen 2 s after the click (target ≥ 99 %).
 
@@ -197,7 +198,7 @@ def bench_screen(trials: int) -> tuple[list[Row], str]:
                 ts = timed(fn, trials)
                 notes.append(f"  {name:34s} median {statistics.median(ts):6.1f} ms  {len(fn()) // 1024:4d} KiB")
 
-            ours, equal, unchanged, capped = [], 0, 0, 0
+            ours, equal, unchanged, capped, by_browser, idle = [], 0, 0, 0, 0, []
             ref = []
             for _ in range(trials):  # interleaved, so both sides see the same machine load
                 before = shots.grab_raw()
@@ -210,6 +211,9 @@ def bench_screen(trials: int) -> tuple[list[Row], str]:
                 equal += settled.frame == shots.grab_raw()
                 unchanged += not settled.changed
                 capped += settled.capped
+                by_browser += settled.by == "browser"
+                if settled.idle_ms is not None:
+                    idle.append(settled.idle_ms)
 
                 t0 = time.perf_counter()
                 xdotool(d, "mousemove", "--sync", str(link[0] + 1), str(link[1]), "click", "1")
@@ -220,7 +224,10 @@ def bench_screen(trials: int) -> tuple[list[Row], str]:
             notes.insert(0, f"capture: {shots.capture.method}; settle rule: {rule}")
             notes.append(f"settled frame equal to the screen at +2 s: {equal}/{trials} "
                          f"({100 * equal / trials:.1f} %, target ≥ 99 %); settle saw no change: {unchanged}, "
-                         f"hit the cap: {capped}")
+                         f"hit the cap: {capped}; decided with the browser's signal: {by_browser}")
+            if idle:
+                notes.append(f"the page itself: browser idle (loads and requests done) {statistics.median(idle):.0f} "
+                             "ms after the settle began (median); the rest of ours is the fence + quiet + PNG")
     finally:
         desktop.stop()
     try:

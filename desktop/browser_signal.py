@@ -85,6 +85,8 @@ class BrowserSignal:
     def __init__(self, read_fd: int, write_fd: int) -> None:
         self._read_fd, self._write_fd = read_fd, write_fd
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # notified after every batch of messages
+        self._version = 0
         self._write_lock = threading.Lock()
         self._pages: dict[str, _Page] = {}  # sessionId -> state
         self._pending: dict[int, Future[dict[str, Any]]] = {}
@@ -134,6 +136,17 @@ class BrowserSignal:
         future.add_done_callback(remember)
         return future
 
+    def version(self) -> int:
+        """Grows whenever something arrived from the browser (pass it to ``wait_change``)."""
+        with self._lock:
+            return self._version
+
+    def wait_change(self, version: int, timeout_s: float) -> None:
+        """Sleep up to ``timeout_s``, less if anything arrived since ``version`` was read: a waiter sees the
+        end of a load (or a fence's answer) at once rather than at its next poll."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._version != version, timeout_s)
+
     def wait_attached(self, timeout_s: float) -> bool:
         return self.attached.wait(timeout_s)
 
@@ -182,6 +195,7 @@ class BrowserSignal:
                         self._handle(json.loads(raw))
                     except (ValueError, KeyError, TypeError, AttributeError):
                         log.warning("unexpected DevTools message: %.200r", raw)
+                self._bump()
         except OSError as exc:
             log.debug("browser pipe read ended: %s", exc)
         self._fail("browser pipe closed")
@@ -246,6 +260,12 @@ class BrowserSignal:
         for future in pending.values():
             if not future.done():
                 future.set_exception(ConnectionError(reason))
+        self._bump()
+
+    def _bump(self) -> None:
+        with self._changed:
+            self._version += 1
+            self._changed.notify_all()
 
     def close(self) -> None:
         """Stop using the pipes and close our ends (Chromium sees EOF on its fd 3)."""

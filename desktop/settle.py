@@ -65,6 +65,10 @@ class BrowserProbe(Protocol):
 
     def fence(self, timeout_s: float = 0.3) -> Pending: ...
 
+    def version(self) -> int: ...
+
+    def wait_change(self, version: int, timeout_s: float) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class SettleRule:
@@ -115,6 +119,7 @@ class Settled:
     frames_polled: int
     capped: bool = False  # the cap ended the wait while the screen (or the browser) was still busy
     by: str = "pixels"  # which rule decided: "pixels" or "browser"
+    idle_ms: float | None = None  # browser rule: when the browser was last seen going idle (from the start)
 
 
 def wait_settled(
@@ -132,7 +137,7 @@ def wait_settled(
     and only waits for quiet. ``browser``: the browser's signal, used when it answers (else the pixel rule).
     """
     if browser is not None:
-        settled = _wait_with_browser(capture, rule, before, browser, clock, sleep)
+        settled = _wait_with_browser(capture, rule, before, browser, clock)
         if settled is not None:
             return settled
     start = clock()
@@ -183,7 +188,7 @@ def wait_settled(
 
 
 def _wait_with_browser(capture: FrameSource, rule: SettleRule, before: RawFrame | None, browser: BrowserProbe,
-                       clock: Callable[[], float], sleep: Callable[[float], None]) -> Settled | None:
+                       clock: Callable[[], float]) -> Settled | None:
     """The browser-aware rule (module docstring); ``None`` when the browser gives no signal at all."""
     start = clock()
     stale = rule.browser_stale_ms / 1000
@@ -204,6 +209,7 @@ def _wait_with_browser(capture: FrameSource, rule: SettleRule, before: RawFrame 
     while True:
         # The fence first: the reader applies messages in order, so every event Chromium sent before the
         # fence's answer is already counted when ``busy`` is read next.
+        version = browser.version()
         fenced = fence.done()
         busy = browser.busy(start, stale)
         now = clock()
@@ -222,15 +228,17 @@ def _wait_with_browser(capture: FrameSource, rule: SettleRule, before: RawFrame 
                 fence, fenced = browser.fence(fence_s), False
         if not active and fenced and now >= first_deadline and (input_fences >= 2 or now >= give_up):
             return Settled(frame, False, (now - start) * 1000, polled, by="browser")
+        idle_ms = None if idle_since is None else (idle_since - start) * 1000
         if active and fenced and idle_since is not None and now - idle_since >= quiet and now - last_change >= quiet:
-            return Settled(frame, changed, (now - start) * 1000, polled, by="browser")
+            return Settled(frame, changed, (now - start) * 1000, polled, by="browser", idle_ms=idle_ms)
         if now >= deadline:
-            return Settled(frame, changed, (now - start) * 1000, polled, capped=True, by="browser")
+            return Settled(frame, changed, (now - start) * 1000, polled, capped=True, by="browser", idle_ms=idle_ms)
         if next_poll > now:
-            sleep(next_poll - now)
-        next_poll = max(next_poll + poll, clock())
+            browser.wait_change(version, next_poll - now)  # sooner when the browser has news
         if busy:
+            next_poll = max(next_poll + poll, clock()) if clock() >= next_poll else next_poll
             continue  # no frames while the page loads: the CPU is better spent by the browser
+        next_poll = max(next_poll + poll, clock())
         at = clock()
         latest = capture.grab_raw()
         polled += 1
