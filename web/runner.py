@@ -55,6 +55,17 @@ class Runner:
         for row in await self.store.sessions_in(["queued"]):
             self._queue.put_nowait(row.id)
         self._spawn(self._dispatch())
+        if self.unavailable_reason is None:
+            self._spawn(self._start_backend())
+
+    async def _start_backend(self) -> None:
+        """Start the desktop backend now (orphan clean-up, warm pool), so the first session doesn't wait for it."""
+        try:
+            starter = getattr(self.backend(), "start", None)
+            if starter is not None:
+                await starter()
+        except DeskpilotError as exc:  # sessions will report it when they ask for a desktop
+            log.warning("desktop backend did not start: %s", exc.message)
 
     async def stop(self) -> None:
         for task in list(self._tasks) + self.frames.all_tasks():
