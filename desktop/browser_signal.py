@@ -83,7 +83,10 @@ class BrowserSignal:
     """DevTools over the pipe pair ``(read_fd, write_fd)`` (ours: Chromium's fd 4 and fd 3). Owns both fds."""
 
     def __init__(self, read_fd: int, write_fd: int) -> None:
+        # The reader thread owns ``read_fd`` and closes it when it ends (closing it under a blocked read
+        # would let a later read hit a reused fd number); ``write_fd`` is closed under the write lock.
         self._read_fd, self._write_fd = read_fd, write_fd
+        self._write_closed = False
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # notified after every batch of messages
         self._version = 0
@@ -174,6 +177,8 @@ class BrowserSignal:
         data = json.dumps(message).encode() + b"\0"
         try:
             with self._write_lock:
+                if self._write_closed:
+                    raise OSError("browser pipe closed")
                 view = memoryview(data)
                 while view:
                     view = view[os.write(self._write_fd, view):]
@@ -198,6 +203,9 @@ class BrowserSignal:
                 self._bump()
         except OSError as exc:
             log.debug("browser pipe read ended: %s", exc)
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(self._read_fd)
         self._fail("browser pipe closed")
 
     def _handle(self, msg: dict[str, Any]) -> None:
@@ -268,11 +276,14 @@ class BrowserSignal:
             self._changed.notify_all()
 
     def close(self) -> None:
-        """Stop using the pipes and close our ends (Chromium sees EOF on its fd 3)."""
+        """Stop using the pipes; close our write end (Chromium sees EOF on its fd 3). The reader ends, and
+        closes the read end, once Chromium's side is closed too (it exits or is killed)."""
         self._fail("closed")
-        for fd in (self._write_fd, self._read_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        with self._write_lock:
+            if not self._write_closed:
+                self._write_closed = True
+                with contextlib.suppress(OSError):
+                    os.close(self._write_fd)
         if self._reader is not threading.current_thread():
             self._reader.join(timeout=2)
 

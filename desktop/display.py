@@ -293,13 +293,14 @@ class Desktop:
             # DevTools over a pipe only the daemon holds (desktop.browser_signal): the settle rule's signal.
             command, child_fds, cdp = browser_signal.pipe_command(self._browser_args())
             try:
-                proc = self._spawn("browser", command, pass_fds=child_fds)
+                try:
+                    proc = self._spawn("browser", command, pass_fds=child_fds)
+                finally:
+                    for fd in child_fds:  # Chromium's ends: only Chromium may hold them
+                        os.close(fd)
             except BaseException:
                 cdp.close()
                 raise
-            finally:
-                for fd in child_fds:
-                    os.close(fd)
             display = self.display
             proc.on_kill = lambda: browser_signal.unregister(display, cdp)
             browser_signal.register(display, cdp)
