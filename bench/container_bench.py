@@ -6,7 +6,7 @@ Targets: warm ≤ 1 s to the first screenshot; ≥ 20 idle desktops in 24 GiB.
 
     .venv/bin/python bench/container_bench.py [--rounds 3] [--idle 3] [--network host]
 
-Needs a running engine and the desktop image (``scripts/ci-docker-setup``). ``--network host`` is the
+Needs a running engine and the desktop image (``scripts/setup-docker``). ``--network host`` is the
 only mode where the engine runs without a bridge (as in CI); a real deployment uses ``bridge``.
 """
 

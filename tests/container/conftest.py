@@ -1,5 +1,5 @@
 """Fixtures for the container tests: a real Docker engine and the desktop image built by
-``scripts/ci-docker-setup`` (image builds stay out of the test run).
+``scripts/setup-docker`` (image builds stay out of the test run).
 
 Desktop containers use host networking here, only so the containerized browser can open the test
 page this process serves on 127.0.0.1; the daemon itself is reached over a unix socket in a
@@ -34,9 +34,9 @@ IMAGE = os.environ.get("DESKPILOT_TEST_DOCKER_IMAGE", "deskpilot-desktop:latest"
 
 def unavailable(reason: str) -> None:
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"container tests must run in CI, but {reason}; run scripts/ci-docker-setup first",
+        pytest.fail(f"container tests must run in CI, but {reason}; run scripts/setup-docker first",
                     pytrace=False)
-    pytest.skip(f"{reason} (run scripts/ci-docker-setup)")
+    pytest.skip(f"{reason} (run scripts/setup-docker)")
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-INSTALL_HINT = "apt-get install -y postgresql (or run scripts/ci-postgres-setup)"
+INSTALL_HINT = "apt-get install -y postgresql (or run scripts/setup-postgres)"
 
 
 class PostgresUnavailable(RuntimeError):
