@@ -8,14 +8,15 @@
         clicks = server.wait_for("click")         # events of a type, waiting until at least one arrived
         server.events(), server.reset()
 
-Every event is a dict with ``seq`` (page order), ``type`` and ``t`` (epoch ms). Mouse events add ``button``,
-``buttons``, ``screenX/screenY``, ``clientX/clientY``, ``detail`` (click count: 3 for a triple click),
+Every event is a dict with ``seq`` (page order), ``load`` (names the page load), ``type`` and ``t`` (epoch ms).
+Mouse events add ``button``, ``buttons``, ``screenX/screenY``, ``clientX/clientY``, ``detail`` (click count),
 ``target`` (element id or tag) and ``ctrl/shift/alt/meta``; ``keydown/keyup`` add ``key``, ``code``,
 ``repeat`` and modifiers; ``input`` adds the field's ``value`` (last 5000 characters) and ``length``;
 ``wheel`` adds ``deltaX/deltaY/deltaMode`` and modifiers. ``mousemove`` is sampled (at most one per 40 ms
 plus the resting position). ``ready`` is sent on load with ``hasFocus``. The page layout is described
 at the top of ``testpage.html``; ``BIG_BUTTON`` and ``FIELD`` give the same boxes in CSS pixels.
 Chromium's ``key`` names keys from its own layout; the text typed (``input`` values) is what to check.
+A POST that fails is re-sent by the page and de-duplicated here (``fail_posts`` injects such failures).
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ class TestPageServer:
 
     def __init__(self) -> None:
         self._events: list[Event] = []
+        self._last_seq: dict[str, int] = {}  # page load -> highest seq kept: a re-sent batch is not kept twice
+        self._fail_posts = 0
         self._cond = threading.Condition()
         self._page = PAGE_PATH.read_bytes()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -122,23 +125,36 @@ class TestPageServer:
     def until_delivered(self, act: Callable[[], object], predicate: Callable[[list[Event]], bool],
                         attempts: int = 20, each_s: float = 1.5) -> list[Event]:
         """Repeat ``act`` until ``predicate`` holds: right after the browser maps, the window manager may not
-        have given it the pointer or focus yet, and that first input is lost. Use it to focus, not to test."""
-        for _ in range(attempts - 1):
+        have given it the pointer or focus yet, and that first input is lost. Use it to focus, not to test.
+
+        An attempt given up on may still be delivered late (a loaded browser, not a lost input): after a retry
+        this waits for the page to go quiet, so those events land before the caller's next ``reset()``."""
+        for attempt in range(attempts):
             self.reset()
             act()
             try:
-                return self.wait_until(predicate, each_s)
+                events = self.wait_until(predicate, each_s)
             except AssertionError:
+                if attempt == attempts - 1:
+                    raise
                 continue
-        self.reset()
-        act()
-        return self.wait_until(predicate, each_s)
+            return self.settle(0.3) if attempt else events
+        raise AssertionError("unreachable")
+
+    def fail_posts(self, count: int) -> None:
+        """Answer the next ``count`` POSTs with 503 without keeping their events (the page must re-send)."""
+        with self._cond:
+            self._fail_posts = count
 
     def _add(self, batch: list[Event]) -> None:
         # The page keeps one POST in flight, so batches arrive in page order; not sorting by ``seq`` keeps
         # the order right across a reload too (``seq`` restarts at 1; a reload sends a new "ready").
         with self._cond:
-            self._events.extend(sorted(batch, key=lambda e: e["seq"]))
+            for event in sorted(batch, key=lambda e: e["seq"]):
+                load = str(event.get("load", ""))
+                if event["seq"] > self._last_seq.get(load, 0):
+                    self._last_seq[load] = event["seq"]
+                    self._events.append(event)
             self._cond.notify_all()
 
     # --- HTTP --------------------------------------------------------------------------------------------
@@ -163,6 +179,11 @@ class TestPageServer:
             def do_POST(self) -> None:
                 if self.path != "/events":
                     self.send_error(404)
+                    return
+                with server._cond:
+                    failing, server._fail_posts = server._fail_posts > 0, max(0, server._fail_posts - 1)
+                if failing:
+                    self.send_error(503)
                     return
                 length = int(self.headers.get("Content-Length") or 0)
                 try:
