@@ -85,14 +85,16 @@ def responder(steps: int) -> Any:
     return answer
 
 
-def cache_order(body: dict[str, Any]) -> bytes:
-    def strip(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {k: strip(v) for k, v in node.items() if k != "cache_control"}
-        if isinstance(node, list):
-            return [strip(v) for v in node]
-        return node
+def strip(node: Any) -> Any:
+    """The request without its ``cache_control`` markers: the API matches cached prefixes on content."""
+    if isinstance(node, dict):
+        return {k: strip(v) for k, v in node.items() if k != "cache_control"}
+    if isinstance(node, list):
+        return [strip(v) for v in node]
+    return node
 
+
+def cache_order(body: dict[str, Any]) -> bytes:
     parts = [json.dumps(strip(body.get("tools"))), json.dumps(strip(body.get("system"))),
              *(json.dumps(strip(m)) for m in body["messages"])]
     return "\n".join(parts).encode()
@@ -100,13 +102,6 @@ def cache_order(body: dict[str, Any]) -> bytes:
 
 def token_blocks(body: dict[str, Any]) -> list[tuple[str, float]]:
     """The prompt as (block, estimated tokens) in cache order; blocks compare by content."""
-    def strip(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {k: strip(v) for k, v in node.items() if k != "cache_control"}
-        if isinstance(node, list):
-            return [strip(v) for v in node]
-        return node
-
     def tokens(block: dict[str, Any]) -> float:
         if block.get("type") == "image":
             with Image.open(io.BytesIO(base64.b64decode(block["source"]["data"]))) as image:

@@ -16,6 +16,7 @@ from typing import Protocol
 import pytest
 
 from desktop.display import Desktop
+from tests.support.testpage import TestPageServer
 
 
 class MakeDesktop(Protocol):
@@ -43,3 +44,10 @@ def make_desktop() -> Iterator[MakeDesktop]:
 def bare_display(make_desktop: Callable[..., Desktop]) -> Desktop:
     """One Xvfb-only desktop at 1024×768 shared by the whole session."""
     return make_desktop(width=1024, height=768, browser=False, wm=False, vnc=False)
+
+
+@pytest.fixture(scope="module")
+def page() -> Iterator[TestPageServer]:
+    """The event-recording test page (``tests/support/testpage.py``), served on 127.0.0.1 for one module."""
+    with TestPageServer() as server:
+        yield server

@@ -27,12 +27,6 @@ Tool = ComputerTool20250124
 
 
 @pytest.fixture(scope="module")
-def page() -> Iterator[TestPageServer]:
-    with TestPageServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def desk(make_desktop: MakeDesktop, page: TestPageServer) -> Desktop:
     desktop = make_desktop(width=SCREEN[0], height=SCREEN[1], start_url=page.url, kiosk=True)
     page.wait_ready()

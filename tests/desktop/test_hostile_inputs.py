@@ -62,12 +62,6 @@ def no_spawn() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def page() -> Iterator[TestPageServer]:
-    with TestPageServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def desk(make_desktop: MakeDesktop, page: TestPageServer) -> Desktop:
     # 1280×960 is shown to the model as 1024×768: x=1100 is on the screen but outside the model's image.
     desktop = make_desktop(width=1280, height=960, start_url=page.url, kiosk=True)

@@ -19,12 +19,6 @@ BUTTON_CENTRE = (BIG_BUTTON[0] + BIG_BUTTON[2] // 2, BIG_BUTTON[1] + BIG_BUTTON[
 
 
 @pytest.fixture(scope="module")
-def page() -> Iterator[TestPageServer]:
-    with TestPageServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def desk(make_desktop: MakeDesktop, page: TestPageServer) -> Desktop:
     desktop = make_desktop(start_url=page.url, kiosk=True)
     page.wait_ready()
