@@ -83,13 +83,15 @@ def test_endless_animation_is_capped(bare_display: Desktop, painter: Painter, ca
     win = painter.rect(0, 0, 1024, 768, START)
     wait_for(lambda: px(cap.grab(), 10, 10) == START)
     before = cap.grab_raw()
-    blink = [(i * 0.03, (0, 0, 0) if i % 2 else (255, 255, 255)) for i in range(1, 40)]
+    blink = [(i * 0.03, (0, 0, 0) if i % 2 else (255, 255, 255)) for i in range(1, 100)]
     thread = paint_later(bare_display.display, win.id, blink)
-    rule = SettleRule(first_change_ms=300, quiet_ms=100, cap_ms=400, poll_ms=10)
+    # A generous first-change window: a loaded machine may stall this process for a few hundred ms, and the
+    # first change is not what this test is about; never settling before the cap is.
+    rule = SettleRule(first_change_ms=1000, quiet_ms=100, cap_ms=1000, poll_ms=10)
     settled = wait_settled(cap, rule, before)
     thread.join()
     assert settled.changed and settled.capped
-    assert 390 <= settled.waited_ms < 1000
+    assert 990 <= settled.waited_ms < 2500
 
 
 def test_without_before_only_waits_for_quiet(bare_display: Desktop, painter: Painter,
