@@ -57,10 +57,9 @@ def test_staged_paint_returns_only_the_final_frame(bare_display: Desktop, painte
     win = painter.rect(0, 0, 1024, 768, START)
     wait_for(lambda: px(cap.grab(), 10, 10) == START)
     before = cap.grab_raw()
-    thread = paint_later(bare_display.display, win.id, STAGES)
-    settled = wait_settled(cap, RULE, before)
-    thread.join()
-    assert settled.changed and not settled.capped
+    source = PaintsWhenPolled(cap, painter, [(at, win, rgb) for at, rgb in STAGES])
+    settled = wait_settled(source, RULE, before)
+    assert source.painted and settled.changed and not settled.capped
     assert px(settled.frame.to_image(), 500, 400) == STAGES[-1][1]
     assert settled.frame == cap.grab_raw()  # nothing changed after we said "settled"
     assert settled.waited_ms >= (0.30 * 1000 + RULE.quiet_ms) * 0.95
@@ -100,10 +99,9 @@ def test_without_before_only_waits_for_quiet(bare_display: Desktop, painter: Pai
     wait_for(lambda: px(cap.grab(), 10, 10) == START)
     quiet = wait_settled(cap, SettleRule(quiet_ms=80, poll_ms=10), None)
     assert not quiet.changed and 75 <= quiet.waited_ms < 600
-    thread = paint_later(bare_display.display, win.id, [(0.05, (9, 9, 9)), (0.12, (90, 90, 90))])
-    busy = wait_settled(cap, SettleRule(quiet_ms=150, poll_ms=10), None)
-    thread.join()
-    assert busy.changed and px(busy.frame.to_image(), 1, 1) == (90, 90, 90)
+    source = PaintsWhenPolled(cap, painter, [(0.05, win, (9, 9, 9)), (0.12, win, (90, 90, 90))])
+    busy = wait_settled(source, SettleRule(quiet_ms=150, poll_ms=10), None)
+    assert source.painted and busy.changed and px(busy.frame.to_image(), 1, 1) == (90, 90, 90)
 
 
 def test_small_feedback_then_the_real_response(bare_display: Desktop, painter: Painter,
@@ -115,11 +113,9 @@ def test_small_feedback_then_the_real_response(bare_display: Desktop, painter: P
     wait_for(lambda: px(cap.grab(), 10, 10) == START)
     before = cap.grab_raw()
     rule = SettleRule(first_change_ms=300, quiet_ms=80, cap_ms=3000, poll_ms=10, small_quiet_ms=300)
-    t_small = paint_later(bare_display.display, small.id, [(0.02, (200, 0, 0))])
-    t_big = paint_later(bare_display.display, win.id, [(0.22, (0, 0, 200))])
-    settled = wait_settled(cap, rule, before)
-    t_small.join()
-    t_big.join()
+    source = PaintsWhenPolled(cap, painter, [(0.02, small, (200, 0, 0)), (0.22, win, (0, 0, 200))])
+    settled = wait_settled(source, rule, before)
+    assert source.painted
     assert px(settled.frame.to_image(), 500, 500) == (0, 0, 200)
     assert px(settled.frame.to_image(), 120, 120) == (200, 0, 0)
     small_only = cap.grab_raw()
@@ -135,20 +131,28 @@ def test_small_feedback_then_the_real_response(bare_display: Desktop, painter: P
 
 
 class PaintsWhenPolled:
-    """``cap``, but the first grab at least ``after_s`` after it was made first recolours ``win`` (synchronously,
-    on this thread): the change is timed by the settle loop's own polls. A painter thread timing its own sleep
-    starts its clock only once scheduled and connected to X, which under load can be long after the action,
-    past the window the test means to probe (the old flake: a paint "at 250 ms" that came after the wait)."""
+    """``cap``, but each step ``(after_s, win, rgb)`` recolours ``win`` at the first grab at least ``after_s`` after
+    this was made (synchronously, on this thread): the changes are timed by the settle loop's own polls. A painter
+    thread timing its own sleep starts its clock only once scheduled and connected to X, which under load can be
+    long after the action, past the window the test means to probe (the old flakes: a paint "at 250 ms" that came
+    after the wait; a big paint "at 220 ms" that came after a small one's long quiet had ended)."""
 
-    def __init__(self, cap: ScreenCapture, painter: Painter, win: object, rgb: RGB, after_s: float) -> None:
-        self.cap, self.painter, self.win, self.rgb = cap, painter, win, rgb
-        self.at = time.monotonic() + after_s
-        self.painted = False
+    def __init__(self, cap: ScreenCapture, painter: Painter, steps: list[tuple[float, object, RGB]]) -> None:
+        self.cap, self.painter = cap, painter
+        start = time.monotonic()
+        self.steps = [(start + after_s, win, rgb) for after_s, win, rgb in sorted(steps, key=lambda st: st[0])]
+        self.done = 0
+
+    @property
+    def painted(self) -> bool:
+        return self.done == len(self.steps)
 
     def grab_raw(self) -> RawFrame:
-        if not self.painted and time.monotonic() >= self.at:
-            self.painter.recolour(self.win, self.rgb)  # synced: in the frame grabbed next
-            self.painted = True
+        now = time.monotonic()
+        while self.done < len(self.steps) and now >= self.steps[self.done][0]:
+            _, win, rgb = self.steps[self.done]
+            self.painter.recolour(win, rgb)  # synced: in the frame grabbed next
+            self.done += 1
         return self.cap.grab_raw()
 
 
@@ -167,7 +171,7 @@ def test_pointer_change_extends_the_wait_for_a_first_change(painter: Painter, ca
     # Control: the content would change at the first poll after 300 ms, the pointer never does: given up at
     # 150 ms, before that poll.
     before = cap.grab_raw()
-    source = PaintsWhenPolled(cap, painter, win, (1, 2, 3), 0.3)
+    source = PaintsWhenPolled(cap, painter, [(0.3, win, (1, 2, 3))])
     plain = wait_settled(source, rule, before)
     assert not plain.changed and not source.painted and plain.waited_ms < 300
     # The app shows a busy pointer at once (its XFixes event is queued before the wait starts), its content
@@ -175,7 +179,7 @@ def test_pointer_change_extends_the_wait_for_a_first_change(painter: Painter, ca
     before = cap.grab_raw()
     win.change_attributes(cursor=new_cursor())
     painter.d.sync()
-    source = PaintsWhenPolled(cap, painter, win, (4, 5, 6), 0.3)
+    source = PaintsWhenPolled(cap, painter, [(0.3, win, (4, 5, 6))])
     busy = wait_settled(source, rule, before)
     assert source.painted and busy.changed and px(busy.frame.to_image(), 10, 10) == (4, 5, 6)
     assert busy.waited_ms >= 300
