@@ -28,7 +28,10 @@ def tcp_listening_inodes() -> set[str]:
 def socket_inodes(pid: int) -> set[str]:
     inodes = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
-        target = os.readlink(fd)
+        try:
+            target = os.readlink(fd)
+        except FileNotFoundError:  # closed between listing and reading: not a socket it holds
+            continue
         if target.startswith("socket:["):
             inodes.add(target[8:-1])
     return inodes
