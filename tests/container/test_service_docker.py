@@ -41,9 +41,14 @@ def docker_service(engine: Any, run_root: Path) -> Iterator[tuple[Service, FakeM
 
 def session_containers(engine: Any, sid: str) -> list[Any]:
     """A cold desktop carries the session in a label; a pooled one gets it in its name when taken."""
-    labelled = engine.containers.list(all=True, filters={"label": f"{LABEL_SESSION}={sid}"})
-    named = engine.containers.list(all=True, filters={"name": f"-s-{sid}"})
-    return list({c.id: c for c in [*labelled, *named]}.values())
+    for _ in range(10):
+        try:
+            labelled = engine.containers.list(all=True, filters={"label": f"{LABEL_SESSION}={sid}"})
+            named = engine.containers.list(all=True, filters={"name": f"-s-{sid}"})
+        except docker.errors.NotFound:  # removed between the listing and its inspect: list again
+            continue
+        return list({c.id: c for c in [*labelled, *named]}.values())
+    raise AssertionError("containers kept vanishing while being listed")
 
 
 def pool_containers(engine: Any, svc: Service) -> list[Any]:

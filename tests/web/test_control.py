@@ -47,6 +47,9 @@ def test_cancel_interrupts_a_long_action_and_frees_the_desktop(agent_service: Se
     fake.script(reply(tool_use("bash", {"command": "sleep 60"})))
     sid = create(agent_service, "cancel me")
     wait_for(lambda: has_event(agent_service, sid, "tool_call"), 60)
+    # The call event comes before the action is sent to the desktop; cancel once it really runs.
+    runner = agent_service.app.state.runner
+    wait_for(lambda: sid in runner.live and runner.live[sid].actions_started >= 1, 60)
     r = post(agent_service, f"/api/sessions/{sid}/cancel")
     assert r.status_code == 200, r.text
     final = wait_status(agent_service, sid, "cancelled", timeout=30)
