@@ -17,7 +17,6 @@ import pytest
 from sqlalchemy import make_url
 
 from deskpilot.errors import Conflict
-from tests.support.fake_messages import FakeMessages
 from tests.web import test_api, test_approvals, test_restart, test_stream
 from tests.web import test_store as base
 from tests.web.conftest import Service, start_service, stop_service
@@ -224,15 +223,9 @@ def test_the_live_stream_replays_from_the_event_log_on_postgresql(pg_service: Se
 
 
 @pytest.fixture
-def pg_agent_service(pg_db: str, tmp_path: Path) -> Iterator[Service]:
-    with FakeMessages() as fake:
-        svc = start_service(tmp_path / "data", anthropic_base_url=fake.url, model="claude-opus-4-5",
-                            thinking_budget_tokens=0)
-        svc.extra["fake"] = fake
-        try:
-            yield svc
-        finally:
-            stop_service(svc)
+def pg_agent_service(pg_db: str, agent_service: Service) -> Service:
+    """``agent_service`` on PostgreSQL: ``pg_db`` comes first, so the service starts with its URL set."""
+    return agent_service
 
 
 def test_the_approval_race_through_the_service_on_postgresql(
