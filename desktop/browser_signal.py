@@ -39,10 +39,16 @@ _INPUT_JS = """(() => { if (window.__deskpilotInputs === undefined) { window.__d
   for (const t of ['mousedown', 'mouseup', 'click', 'keydown', 'keyup', 'wheel', 'mousemove', 'contextmenu'])
     addEventListener(t, () => { window.__deskpilotInputs++; }, {capture: true, passive: true}); }
   return window.__deskpilotInputs; })()"""
-# Resolves after two animation frames (the page has produced a frame since), with the input count then;
-# hidden pages draw nothing and answer -1 at once.
-_FENCE_JS = ("document.visibilityState !== 'visible' ? -1 : new Promise(r => requestAnimationFrame("
-             "() => requestAnimationFrame(() => r(window.__deskpilotInputs ?? -1))))")
+# Resolves once the images on screen are decoded and two animation frames have passed (the page has produced
+# a frame with them since), with the input count then; hidden pages draw nothing and answer -1 at once.
+# Without the decode wait an image that finished loading could still be painted ~30 ms after the second frame.
+_FENCE_JS = """document.visibilityState !== 'visible' ? -1 : Promise.all(Array.from(document.images).filter(i => {
+    if (!i.complete || !i.naturalWidth) return false;
+    const b = i.getBoundingClientRect();
+    return b.bottom > 0 && b.right > 0 && b.top < innerHeight && b.left < innerWidth;
+  }).map(i => i.decode().catch(() => 0)))
+  .then(() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(
+    () => r(window.__deskpilotInputs ?? -1)))))"""
 
 
 @dataclass
@@ -119,7 +125,8 @@ class BrowserSignal:
                                                                             *p.requests.values()))
 
     def fence(self, timeout_s: float = 0.3) -> Fence:
-        """Ask every page for a double ``requestAnimationFrame``; hidden pages answer at once."""
+        """Ask every page for its visible images decoded, then a double ``requestAnimationFrame``; hidden pages
+        answer at once."""
         with self._lock:
             baselines = {session: page.inputs for session, page in self._pages.items()}
         futures = {session: self._evaluate_count(_FENCE_JS, session) for session in baselines}

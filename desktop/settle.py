@@ -24,7 +24,10 @@ the long pixel windows are not needed, because the browser says whether a naviga
 flight. Then: while the browser is busy (a page loading, requests in flight — started after the wait began,
 or at most ``browser_stale_ms`` before), wait (grabbing no frames: the CPU is the browser's); once it is
 idle, settled when it has stayed idle *and* the pixels have been quiet for ``browser_quiet_ms`` and the pages
-have drawn two animation frames (a "fence" sent when it went idle, at most ``fence_ms``). Nothing busy and no
+have decoded their visible images and drawn two animation frames (a "fence" sent when it went idle, at most
+``fence_ms``), as seen by a frame grabbed after the fence answered. Right after going idle the screen is polled
+every few ms (the last paint is due within about a frame), and the confirming grab is timed for the moment
+the quiet is complete rather than the next poll. Nothing busy and no
 pixel change within ``browser_first_change_ms``, and a page has handled the action's input (its input-event
 count rose at one fence, and one more fence answered since): no visible effect; done. When no page ever sees
 the input (a key the window manager took, a click on the browser's own toolbar), that last condition is
@@ -44,6 +47,8 @@ from deskpilot.settings import Settings, get_settings
 from desktop.capture import RawFrame
 
 POINTER_PATIENCE = 3  # first_change_ms is multiplied by this once the pointer image changed
+# Browser rule, right after the browser went idle: poll this often for this long (a grab costs ~1 ms).
+_DENSE_POLL_S, _DENSE_WINDOW_S = 0.004, 0.1
 
 
 class FrameSource(Protocol):
@@ -81,7 +86,7 @@ class SettleRule:
     small_quiet_ms: int = 300
     small_area: float = 0.05
     browser_first_change_ms: int = 100
-    browser_quiet_ms: int = 30
+    browser_quiet_ms: int = 15
     browser_stale_ms: int = 2000
     fence_ms: int = 300
 
@@ -229,20 +234,29 @@ def _wait_with_browser(capture: FrameSource, rule: SettleRule, before: RawFrame 
         if not active and fenced and now >= first_deadline and (input_fences >= 2 or now >= give_up):
             return Settled(frame, False, (now - start) * 1000, polled, by="browser")
         idle_ms = None if idle_since is None else (idle_since - start) * 1000
-        if active and fenced and idle_since is not None and now - idle_since >= quiet and now - last_change >= quiet:
-            return Settled(frame, changed, (now - start) * 1000, polled, by="browser", idle_ms=idle_ms)
+        if not busy:
+            # A frame grabbed after the fence answered (``fenced`` was read before this grab) shows what the
+            # pages drew for the idle state; settled once it has been the screen for ``quiet``.
+            at = clock()
+            latest = capture.grab_raw()
+            polled += 1
+            if latest != frame:
+                frame, last_change = latest, at
+                changed = changed or before is None or latest != before
+                active = True
+            elif active and fenced and idle_since is not None and min(at - idle_since, at - last_change) >= quiet:
+                return Settled(frame, changed, (at - start) * 1000, polled, by="browser", idle_ms=idle_ms)
         if now >= deadline:
             return Settled(frame, changed, (now - start) * 1000, polled, capped=True, by="browser", idle_ms=idle_ms)
-        if next_poll > now:
-            browser.wait_change(version, next_poll - now)  # sooner when the browser has news
-        if busy:
-            next_poll = max(next_poll + poll, clock()) if clock() >= next_poll else next_poll
-            continue  # no frames while the page loads: the CPU is better spent by the browser
-        next_poll = max(next_poll + poll, clock())
-        at = clock()
-        latest = capture.grab_raw()
-        polled += 1
-        if latest != frame:
-            frame, last_change = latest, at
-            changed = changed or before is None or latest != before
-            active = True
+        wake = next_poll
+        if active and idle_since is not None:
+            # Just after the browser went idle its last paint is due: poll densely for a short while, so the
+            # change is stamped near its true time, and grab exactly when the quiet could be complete.
+            if now - idle_since < _DENSE_WINDOW_S:
+                wake = min(wake, now + _DENSE_POLL_S)
+            if fenced:
+                wake = min(wake, max(idle_since, last_change) + quiet)
+        if wake > now:
+            browser.wait_change(version, wake - now)  # sooner when the browser has news (a fence's answer)
+        if clock() >= next_poll:
+            next_poll = max(next_poll + poll, clock())
