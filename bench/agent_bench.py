@@ -15,9 +15,14 @@ left out, as the API matches cached prefixes on content): ``of_prev`` = the shar
 request this one repeats verbatim (what the cache can serve), ``of_cur`` = that prefix over this request.
 Bytes overweight screenshots (a 1024x768 PNG is ~60 kB of base64 but ~1,050 tokens), so the share is
 also given in estimated tokens — what the prompt cache actually reads and bills: an image costs
-width*height/750 tokens (Anthropic's documented estimate), text about one token per 4 characters.
+width*height/750 tokens (Anthropic's documented estimate), each tool definition what the computer-use docs
+give for it (computer 735 + 466 for the system prompt it adds, bash 245, editor 700), text about one token
+per 4 characters. The share grows with the run (the history's text is a larger part of each request), so it
+is also printed per window of 25 requests. ``--thinking-words N`` makes the fake model return a thinking
+block of N words per step, as the real API does when thinking is on (our default; the reference enables it
+too); its signature is not counted.
 
-Run: ``.venv/bin/python bench/agent_bench.py [--steps 30]``
+Run: ``.venv/bin/python bench/agent_bench.py [--steps 30] [--keep 5 --chunk 3] [--thinking-words 0]``
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ from agent.models import toolset_for
 from agent.policy import ApprovalPolicy
 from agent.prompts import DesktopFacts, system_prompt
 from desktop.tools.base import ToolResult
-from tests.support.fake_messages import FakeMessages, Request, reply, text, tool_use
+from tests.support.fake_messages import FakeMessages, Request, reply, text, thinking, tool_use
 
 MODEL = "claude-opus-4-5"
 
@@ -76,13 +81,24 @@ class InstantDesktop:
         return ToolResult(image=SHOTS[len(self.times) % len(SHOTS)])
 
 
-def responder(steps: int) -> Any:
+def responder(steps: int, thinking_words: int) -> Any:
+    """An instant model: a left_click per step (after a thinking block of ``thinking_words`` words when
+    the request enables thinking, as the real API always returns one then), then "done"."""
     def answer(request: Request) -> Any:
         done = sum(1 for m in request.body["messages"] if m["role"] == "assistant")
         if done >= steps:
             return reply(text("done"))
-        return reply(text(f"step {done}"), tool_use("computer", {"action": "left_click", "coordinate": [500, 350]}))
+        blocks = [text(f"step {done}"), tool_use("computer", {"action": "left_click", "coordinate": [500, 350]})]
+        if thinking_words and request.body.get("thinking", {}).get("type") == "enabled":
+            words = " ".join(WORDS[(done * 7 + i) % len(WORDS)] for i in range(thinking_words))
+            blocks.insert(0, thinking(words, signature=base64.b64encode(bytes([done % 256]) * 240).decode()))
+        return reply(*blocks)
     return answer
+
+
+_THOUGHT = ("the page shows a search form so I should click the field first then type the query and "
+            "press enter before checking the results list for the cheapest option")
+WORDS = tuple(_THOUGHT.split(" "))
 
 
 def strip(node: Any) -> Any:
@@ -106,17 +122,28 @@ def token_blocks(body: dict[str, Any]) -> list[tuple[str, float]]:
         if block.get("type") == "image":
             with Image.open(io.BytesIO(base64.b64decode(block["source"]["data"]))) as image:
                 return image.width * image.height / 750
+        if block.get("type") == "thinking":  # the signature is opaque: not counted (the conservative side)
+            return len(block["thinking"]) / 4
         if block.get("type") == "tool_result" and isinstance(block.get("content"), list):
             return 10 + sum(tokens(inner) for inner in block["content"])
         return len(json.dumps(block)) / 4
 
-    blocks = [(json.dumps(strip(body.get("tools"))), len(json.dumps(body.get("tools"))) / 4)]
+    blocks = [(json.dumps(strip(body.get("tools"))), sum(tool_tokens(t) for t in body.get("tools") or []))]
     blocks += [(json.dumps(strip(b)), tokens(b)) for b in body.get("system") or []]
     for message in body["messages"]:
         content = message["content"]
         for block in [{"type": "text", "text": content}] if isinstance(content, str) else content:
             blocks.append((message["role"] + json.dumps(strip(block)), tokens(block)))
     return blocks
+
+
+# What Anthropic's computer-use docs give as each tool definition's input-token cost (the computer tool's
+# includes the computer-use system prompt it adds); any other tool: its JSON at ~4 characters a token.
+TOOL_TOKENS = {"computer": 735 + 466, "bash": 245, "str_replace_based_edit_tool": 700}
+
+
+def tool_tokens(tool: dict[str, Any]) -> float:
+    return TOOL_TOKENS.get(tool.get("name", ""), len(json.dumps(tool)) / 4)
 
 
 def common_prefix_tokens(prev: dict[str, Any], cur: dict[str, Any]) -> tuple[float, float]:
@@ -194,7 +221,10 @@ async def ours_run(fake: FakeMessages, steps: int, keep: int, chunk: int) -> lis
     return desktop.times
 
 
-def report(name: str, times: list[float], requests: list[Request], skip: int) -> dict[str, float]:
+WINDOW = 25  # requests per window in the by-request breakdown (the share grows as the history's text does)
+
+
+def report(name: str, times: list[float], requests: list[Request], skip: int) -> dict[str, Any]:
     per_step = [(b - a) * 1000 for a, b in itertools.pairwise(times)][skip:]
     sizes = [len(r.raw) for r in requests]
     shares_prev, shares_cur, token_shares = [], [], []
@@ -211,11 +241,16 @@ def report(name: str, times: list[float], requests: list[Request], skip: int) ->
            "prefix_of_prev_mean": statistics.mean(steady_prev), "prefix_of_prev_p50": statistics.median(steady_prev),
            "prefix_of_cur_mean": statistics.mean(steady_cur), "images_last": len(requests[-1].images),
            "tokens_of_cur_mean": statistics.mean(steady_tokens), "tokens_of_cur_p50": statistics.median(steady_tokens)}
+    windows = [(lo, min(lo + WINDOW, len(token_shares))) for lo in range(skip, len(token_shares), WINDOW)]
+    row["windows"] = [(lo + 1, hi, statistics.mean(token_shares[lo:hi]), statistics.median(token_shares[lo:hi]))
+                      for lo, hi in windows if hi > lo]
     print(f"{name:>10}: step p50 {row['p50_ms']:.1f} ms, p95 {row['p95_ms']:.1f} ms | request bytes mean "
           f"{row['bytes_mean'] / 1e3:.0f} kB, last {row['bytes_last'] / 1e3:.0f} kB ({row['images_last']} images) | "
           f"prefix of previous: mean {row['prefix_of_prev_mean']:.1%}, median {row['prefix_of_prev_p50']:.1%}; "
           f"of current: mean {row['prefix_of_cur_mean']:.1%} | in tokens, of current: mean "
           f"{row['tokens_of_cur_mean']:.1%}, median {row['tokens_of_cur_p50']:.1%}")
+    print("            in tokens, of current, by request: " + "; ".join(
+        f"{lo}–{hi}: mean {mean:.1%} median {median:.1%}" for lo, hi, mean, median in row["windows"]))
     return row
 
 
@@ -224,6 +259,8 @@ async def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--keep", type=int, default=5, help="screenshots kept (ours)")
     parser.add_argument("--chunk", type=int, default=3, help="screenshots removed at a time (ours)")
+    parser.add_argument("--thinking-words", type=int, default=0,
+                        help="words of thinking the fake model returns per step when thinking is on (both sides)")
     args = parser.parse_args()
     SHOTS.extend(screenshot(i) for i in range(50))
     skip = args.keep + 1  # steady state: from the first screenshot removal on
@@ -234,11 +271,11 @@ async def main() -> None:
     print(f"{args.steps} steps, instant fake model over HTTP (SSE for ours, JSON for the reference), "
           f"instant desktop; screenshot PNG {len(screenshot(1)) / 1e3:.0f} kB")
     with FakeMessages() as fake:
-        fake.script(*[responder(args.steps)] * (args.steps + 1))
+        fake.script(*[responder(args.steps, args.thinking_words)] * (args.steps + 1))
         ours_times = await ours_run(fake, args.steps, args.keep, args.chunk)
         ours = report(f"ours {args.keep}/{args.chunk}", ours_times, fake.requests, skip)
     with FakeMessages() as fake:
-        fake.script(*[responder(args.steps)] * (args.steps + 1))
+        fake.script(*[responder(args.steps, args.thinking_words)] * (args.steps + 1))
         ref_times = await reference_run(fake, args.steps, system_prompt(DesktopFacts()), tools)
         ref = report("reference", ref_times, fake.requests, skip)
     print(f"ratios (reference / ours): step p50 {ref['p50_ms'] / ours['p50_ms']:.2f}x, "
