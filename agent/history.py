@@ -9,10 +9,15 @@ placeholder, so the count is the same after a restart from saved history. Defaul
 always sees the last 3 screenshots (the reference's default), never more than 5 (≈5.5k image tokens at
 XGA, bounded for rate limits), and the cached prefix is rewritten once every 3 steps.
 
-Cache breakpoints (``cache_control: ephemeral``): on the system prompt (which also covers the tools)
-and on the last block of the two most recent user turns — the newest writes the cache, the one before
-reads what the previous request wrote. That is 3 of the API's 4 allowed breakpoints. Breakpoints are
-added to a copy at request time; they are not part of the stored history or of the cached prefix.
+Cache breakpoints (``cache_control: ephemeral``): on the system prompt (which also covers the tools),
+on the last block of the two most recent user turns — the newest writes the cache, the one before reads
+what the previous request wrote — and on the user turn just before the one holding the oldest screenshot
+still sent (the *anchor*). The anchor marks the longest prefix the next removal will leave intact: when a
+chunk is removed, the request reads everything up to the removed screenshots from the cache entry the
+anchor wrote, instead of only the system prompt (the API looks for cached prefixes at most ~20 blocks
+before a breakpoint, and the removed screenshots lie ~6 steps, ~24 blocks, back). That is the API's 4
+allowed breakpoints. They are added to a copy at request time; they are not part of the stored history or
+of the cached prefix.
 
 Thinking and redacted-thinking blocks are stored as received (signature included) and never edited.
 """
@@ -83,26 +88,40 @@ def prune_images(history: list[Message], keep: int, chunk: int) -> int:
     return done
 
 
-def with_cache_breakpoints(history: list[Message], recent: int = 2) -> list[Message]:
-    """A request copy of ``history`` with breakpoints on the last block of the ``recent`` newest user turns."""
+def with_cache_breakpoints(history: list[Message], recent: int = 2, anchor: bool = True) -> list[Message]:
+    """A request copy of ``history`` with breakpoints on the last block of the ``recent`` newest user turns
+    and, with ``anchor``, of the user turn before the oldest screenshot still sent (module docstring)."""
     out = list(history)
-    marked = 0
-    for i in range(len(out) - 1, -1, -1):
-        if marked >= recent:
-            break
+    users = [i for i, msg in enumerate(out) if msg.get("role") == "user" and _last_block(msg) is not None]
+    chosen = users[-recent:] if recent > 0 else []
+    if anchor:
+        oldest = next((i for i in users if _has_image(out[i])), None)
+        before = [i for i in users if oldest is not None and i < oldest]
+        if before and before[-1] not in chosen:
+            chosen.append(before[-1])
+    for i in chosen:
         msg = out[i]
-        if msg.get("role") != "user":
-            continue
-        content = msg.get("content")
+        content = msg["content"]
         if isinstance(content, str):
             content = [{"type": "text", "text": content}]
-        if not isinstance(content, list) or not content:
-            continue
         last = dict(content[-1])
         last["cache_control"] = CACHE
         out[i] = {**msg, "content": [*content[:-1], last]}
-        marked += 1
     return out
+
+
+def _last_block(msg: Message) -> Any:
+    content = msg.get("content")
+    if isinstance(content, str):
+        return content
+    return content[-1] if isinstance(content, list) and content else None
+
+
+def _has_image(msg: Message) -> bool:
+    content = msg.get("content")
+    return isinstance(content, list) and any(
+        isinstance(b, dict) and b.get("type") == "tool_result" and isinstance(b.get("content"), list)
+        and any(_is_image(inner) for inner in b["content"]) for b in content)
 
 
 def pending_tool_uses(history: list[Message]) -> list[dict[str, Any]]:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import hashlib
 import io
 import json
 import statistics
@@ -116,8 +117,9 @@ def cache_order(body: dict[str, Any]) -> bytes:
     return "\n".join(parts).encode()
 
 
-def token_blocks(body: dict[str, Any]) -> list[tuple[str, float]]:
-    """The prompt as (block, estimated tokens) in cache order; blocks compare by content."""
+def token_blocks(body: dict[str, Any]) -> list[tuple[str, float, bool]]:
+    """The prompt as (block, estimated tokens, has a cache breakpoint) in cache order; blocks compare by
+    content."""
     def tokens(block: dict[str, Any]) -> float:
         if block.get("type") == "image":
             with Image.open(io.BytesIO(base64.b64decode(block["source"]["data"]))) as image:
@@ -128,13 +130,45 @@ def token_blocks(body: dict[str, Any]) -> list[tuple[str, float]]:
             return 10 + sum(tokens(inner) for inner in block["content"])
         return len(json.dumps(block)) / 4
 
-    blocks = [(json.dumps(strip(body.get("tools"))), sum(tool_tokens(t) for t in body.get("tools") or []))]
-    blocks += [(json.dumps(strip(b)), tokens(b)) for b in body.get("system") or []]
+    tools = body.get("tools") or []
+    blocks = [(json.dumps(strip(tools)), sum(tool_tokens(t) for t in tools), any("cache_control" in t for t in tools))]
+    blocks += [(json.dumps(strip(b)), tokens(b), "cache_control" in b) for b in body.get("system") or []]
     for message in body["messages"]:
         content = message["content"]
         for block in [{"type": "text", "text": content}] if isinstance(content, str) else content:
-            blocks.append((message["role"] + json.dumps(strip(block)), tokens(block)))
+            blocks.append((message["role"] + json.dumps(strip(block)), tokens(block), "cache_control" in block))
     return blocks
+
+
+class PromptCache:
+    """A model of Anthropic's prompt cache as its docs describe it, to see what each request would read.
+
+    Each request writes an entry for the prefix ending at each of its breakpoints; it reads the longest
+    cached prefix ending at one of its breakpoints or at most ``LOOKBACK`` blocks before one. Left out: the
+    5-minute lifetime (the runs here take seconds) and the minimum cacheable length (1,024 tokens; every
+    prefix here is longer)."""
+
+    LOOKBACK = 20
+
+    def __init__(self) -> None:
+        self.entries: set[bytes] = set()
+
+    def serve(self, body: dict[str, Any]) -> tuple[float, float]:
+        """(estimated tokens read from the cache, tokens in the request)."""
+        blocks = token_blocks(body)
+        digests, running = [], hashlib.sha256()
+        for key, _, _ in blocks:
+            running.update(hashlib.sha256(key.encode()).digest())
+            digests.append(running.copy().digest())
+        marks = [i for i, (_, _, marked) in enumerate(blocks) if marked]
+        read_upto = 0
+        for mark in marks:
+            hit = next((j for j in range(mark, max(-1, mark - self.LOOKBACK - 1), -1) if digests[j] in self.entries),
+                       None)
+            if hit is not None:
+                read_upto = max(read_upto, hit + 1)
+        self.entries.update(digests[mark] for mark in marks)
+        return sum(cost for _, cost, _ in blocks[:read_upto]), sum(cost for _, cost, _ in blocks)
 
 
 # What Anthropic's computer-use docs give as each tool definition's input-token cost (the computer tool's
@@ -150,11 +184,11 @@ def common_prefix_tokens(prev: dict[str, Any], cur: dict[str, Any]) -> tuple[flo
     """(tokens of ``cur`` that repeat ``prev`` block for block from the start, tokens of ``cur``)."""
     a, b = token_blocks(prev), token_blocks(cur)
     shared = 0.0
-    for (block_a, _), (block_b, cost) in zip(a, b, strict=False):
+    for (block_a, _, _), (block_b, cost, _) in zip(a, b, strict=False):
         if block_a != block_b:
             break
         shared += cost
-    return shared, sum(cost for _, cost in b)
+    return shared, sum(cost for _, cost, _ in b)
 
 
 def common_prefix(a: bytes, b: bytes) -> int:
@@ -221,6 +255,7 @@ async def ours_run(fake: FakeMessages, steps: int, keep: int, chunk: int) -> lis
     return desktop.times
 
 
+REMOVAL_SHARE = 0.7  # a request repeating less of the previous one than this followed a screenshot removal
 WINDOW = 25  # requests per window in the by-request breakdown (the share grows as the history's text does)
 
 
@@ -228,7 +263,12 @@ def report(name: str, times: list[float], requests: list[Request], skip: int) ->
     per_step = [(b - a) * 1000 for a, b in itertools.pairwise(times)][skip:]
     sizes = [len(r.raw) for r in requests]
     shares_prev, shares_cur, token_shares = [], [], []
+    cache = PromptCache()
+    cache.serve(requests[0].body)
+    cache_reads = []
     for prev, cur in itertools.pairwise(requests):
+        read, total = cache.serve(cur.body)
+        cache_reads.append(read / total)
         a, b = cache_order(prev.body), cache_order(cur.body)
         n = common_prefix(a, b)
         shares_prev.append(n / len(a))
@@ -240,7 +280,9 @@ def report(name: str, times: list[float], requests: list[Request], skip: int) ->
            "bytes_last": sizes[-1], "bytes_mean": statistics.mean(sizes),
            "prefix_of_prev_mean": statistics.mean(steady_prev), "prefix_of_prev_p50": statistics.median(steady_prev),
            "prefix_of_cur_mean": statistics.mean(steady_cur), "images_last": len(requests[-1].images),
-           "tokens_of_cur_mean": statistics.mean(steady_tokens), "tokens_of_cur_p50": statistics.median(steady_tokens)}
+           "tokens_of_cur_mean": statistics.mean(steady_tokens), "tokens_of_cur_p50": statistics.median(steady_tokens),
+           "cache_read_mean": statistics.mean(cache_reads[skip:]),
+           "cache_read_p50": statistics.median(cache_reads[skip:])}
     windows = [(lo, min(lo + WINDOW, len(token_shares))) for lo in range(skip, len(token_shares), WINDOW)]
     row["windows"] = [(lo + 1, hi, statistics.mean(token_shares[lo:hi]), statistics.median(token_shares[lo:hi]))
                       for lo, hi in windows if hi > lo]
@@ -251,6 +293,10 @@ def report(name: str, times: list[float], requests: list[Request], skip: int) ->
           f"{row['tokens_of_cur_mean']:.1%}, median {row['tokens_of_cur_p50']:.1%}")
     print("            in tokens, of current, by request: " + "; ".join(
         f"{lo}–{hi}: mean {mean:.1%} median {median:.1%}" for lo, hi, mean, median in row["windows"]))
+    removal_reads = [r for r, t in zip(cache_reads[skip:], steady_tokens, strict=True) if t < REMOVAL_SHARE]
+    print(f"            read from the prompt cache (a model of it, tokens): mean {row['cache_read_mean']:.1%}, "
+          f"median {row['cache_read_p50']:.1%}"
+          + (f"; on removal steps {statistics.mean(removal_reads):.1%}" if removal_reads else ""))
     return row
 
 

@@ -59,14 +59,37 @@ def test_pruning_state_survives_a_restart() -> None:
     assert hist.prune_images(history, 5, 3) == 0  # nothing more to do; placeholders keep the count
 
 
+def marked_user_turns(history: list[dict[str, Any]]) -> list[int]:
+    """Indices (among the user turns) whose last block carries a cache breakpoint."""
+    users = [m for m in history if m["role"] == "user"]
+    return [k for k, m in enumerate(users) if "cache_control" in m["content"][-1]]
+
+
 def test_cache_breakpoints_on_a_copy_of_the_two_newest_user_turns() -> None:
     history: list[dict[str, Any]] = [{"role": "user", "content": "task"}, *turn(1), *turn(2)]
-    marked = hist.with_cache_breakpoints(history)
+    marked = hist.with_cache_breakpoints(history, anchor=False)
     flags = [("cache_control" in m["content"][-1]) if m["role"] == "user" else None for m in marked]
     assert flags == [False, None, True, None, True]
     assert "cache_control" not in str(history)  # the stored history is untouched
     only_task = hist.with_cache_breakpoints([{"role": "user", "content": "task"}])
     assert only_task[0]["content"] == [{"type": "text", "text": "task", "cache_control": {"type": "ephemeral"}}]
+
+
+def test_anchor_breakpoint_sits_before_the_oldest_screenshot_sent_and_moves_only_at_removals() -> None:
+    history: list[dict[str, Any]] = [{"role": "user", "content": "task"}]
+    anchors = []
+    for t in range(1, 13):
+        history += turn(t)
+        hist.prune_images(history, 5, 3)
+        marks = marked_user_turns(hist.with_cache_breakpoints(history))
+        assert len(marks) <= 3  # + the system prompt's: the API's limit of 4
+        users = [m for m in history if m["role"] == "user"]
+        oldest = next(k for k, m in enumerate(users) if "'image'" in str(m))
+        assert oldest - 1 in marks  # the user turn before the oldest screenshot still sent
+        assert set(marks) == {oldest - 1, len(users) - 2, len(users) - 1}
+        anchors.append(oldest - 1)
+    # user turn k holds screenshot k; removals at screenshots 6, 9, 12 (keep 5, chunk 3)
+    assert anchors == [0, 0, 0, 0, 0, 3, 3, 3, 6, 6, 6, 9]
 
 
 def test_repair_answers_unrecorded_tool_uses_only() -> None:
