@@ -8,8 +8,10 @@ socket file, so neither the model's bash nor a page can reach the channel (only 
 ptrace Chromium could).
 
 One reader thread parses what Chromium sends and keeps, per attached page target (every ``page`` target is
-attached as it appears): the frames that are loading (``Page.frameStartedLoading`` → ``frameStoppedLoading``)
-and the requests in flight (``Network.requestWillBeSent`` → ``loadingFinished`` / ``loadingFailed``). All of it
+attached as it appears): the frames that are loading (``Page.frameStartedLoading`` → ``frameStoppedLoading``),
+the navigations a page asked for that have not started loading yet (``Page.frameRequestedNavigation``, at most
+``REQUESTED_NAVIGATION_TTL_S``) and the requests in flight (``Network.requestWillBeSent`` →
+``loadingFinished`` / ``loadingFailed``). All of it
 sits behind one lock; ``busy()`` and ``fence()`` may be called from any thread (the daemon calls them from its
 X thread while settling). A closed pipe (browser gone) makes ``busy()`` return ``None``: callers then fall
 back to the pixel rule. ``Desktop`` registers the signal of the browser it runs under its display
@@ -31,6 +33,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 CHILD_IN_FD, CHILD_OUT_FD = 3, 4  # fixed by Chromium's --remote-debugging-pipe
+REQUESTED_NAVIGATION_TTL_S = 1.0  # how long a requested navigation counts as busy before it starts loading
 # Long-lived requests carry no "page is still coming" meaning: never wait for them.
 IGNORED_TYPES = frozenset({"WebSocket", "EventSource"})
 # Counts the input events a page receives (installed in every document before its own scripts), so that
@@ -54,6 +57,10 @@ _FENCE_JS = """document.visibilityState !== 'visible' ? -1 : Promise.all(Array.f
 @dataclass
 class _Page:
     loading: dict[str, float] = field(default_factory=dict)  # frameId -> when it started loading
+    # frameId -> when the page asked for a navigation (a link click), until the browser starts loading it:
+    # the renderer reports the request at once, the browser's frameStartedLoading can come well after the
+    # page has drawn its next frames, and in between the action must not look like it did nothing.
+    requested: dict[str, float] = field(default_factory=dict)
     requests: dict[str, float] = field(default_factory=dict)  # requestId -> when it was sent
     inputs: int | None = None  # the page's input count at its last fence
 
@@ -117,12 +124,16 @@ class BrowserSignal:
         """Whether a page is loading or has requests in flight; ``None`` when there is no signal (pipe closed,
         no page attached yet). Loads and requests that started more than ``stale_s`` before ``since``
         (monotonic time, e.g. when a wait began) are background activity (long polls) and are ignored."""
-        cutoff = (since if since is not None else time.monotonic()) - stale_s
+        now = time.monotonic()
+        cutoff = (since if since is not None else now) - stale_s
+        # A requested navigation that never starts loading (cancelled, a download) stops counting soon.
+        requested_cutoff = max(cutoff, now - REQUESTED_NAVIGATION_TTL_S)
         with self._lock:
             if not self._alive or not self._pages:
                 return None
             return any(t >= cutoff for p in self._pages.values() for t in (*p.loading.values(),
-                                                                            *p.requests.values()))
+                                                                            *p.requests.values())) or any(
+                t >= requested_cutoff for p in self._pages.values() for t in p.requested.values())
 
     def fence(self, timeout_s: float = 0.3) -> Fence:
         """Ask every page for its visible images decoded, then a double ``requestAnimationFrame``; hidden pages
@@ -254,10 +265,18 @@ class BrowserSignal:
             page = self._pages.get(session)
             if page is None:
                 return
-            if method == "Page.frameStartedLoading":
+            if method in ("Page.frameRequestedNavigation", "Page.frameScheduledNavigation"):
+                page.requested.setdefault(params["frameId"], now)
+            elif method == "Page.frameStartedLoading":
                 page.loading[params["frameId"]] = now
+                page.requested.pop(params["frameId"], None)
             elif method in ("Page.frameStoppedLoading", "Page.frameDetached"):
                 page.loading.pop(params["frameId"], None)
+                page.requested.pop(params["frameId"], None)
+            elif method == "Page.navigatedWithinDocument":
+                page.requested.pop(params["frameId"], None)
+            elif method == "Page.frameNavigated":
+                page.requested.pop(params["frame"]["id"], None)
             elif method == "Network.requestWillBeSent":
                 if params.get("type") not in IGNORED_TYPES:
                     page.requests.setdefault(params["requestId"], now)  # a redirect keeps its first time

@@ -27,7 +27,8 @@ idle, settled when it has stayed idle *and* the pixels have been quiet for ``bro
 have decoded their visible images and drawn two animation frames (a "fence" sent when it went idle, at most
 ``fence_ms``), as seen by a frame grabbed after the fence answered. Right after going idle the screen is polled
 every few ms (the last paint is due within about a frame), and the confirming grab is timed for the moment
-the quiet is complete rather than the next poll. Nothing busy and no
+the quiet is complete rather than the next poll. Nothing busy (any more: requests such as a favicon may
+come and go without being the action's effect) and no
 pixel change within ``browser_first_change_ms``, and a page has handled the action's input (its input-event
 count rose at one fence, and one more fence answered since): no visible effect; done. When no page ever sees
 the input (a key the window manager took, a click on the browser's own toolbar), that last condition is
@@ -226,14 +227,17 @@ def _wait_with_browser(capture: FrameSource, rule: SettleRule, before: RawFrame 
             idle_since = now
             if active:  # it just went idle: have the pages draw what they got
                 fence, fenced = browser.fence(fence_s), False
-        if not active and fenced and input_fences < 2:
+        idle_ms = None if idle_since is None else (idle_since - start) * 1000
+        # Nothing visible yet: only "no visible effect" can end the wait, and only once a page has handled the
+        # input. Requests alone (a favicon, a beacon) may have come and gone meanwhile: they are not the effect.
+        unseen = before is not None and not changed and not busy
+        if unseen and fenced and input_fences < 2:
             if input_fences or fence.saw_input():
                 input_fences += 1
             if input_fences < 2 and now < give_up:
                 fence, fenced = browser.fence(fence_s), False
-        if not active and fenced and now >= first_deadline and (input_fences >= 2 or now >= give_up):
-            return Settled(frame, False, (now - start) * 1000, polled, by="browser")
-        idle_ms = None if idle_since is None else (idle_since - start) * 1000
+        if unseen and fenced and now >= first_deadline and (input_fences >= 2 or now >= give_up):
+            return Settled(frame, False, (now - start) * 1000, polled, by="browser", idle_ms=idle_ms)
         if not busy:
             # A frame grabbed after the fence answered (``fenced`` was read before this grab) shows what the
             # pages drew for the idle state; settled once it has been the screen for ``quiet``.
@@ -244,7 +248,8 @@ def _wait_with_browser(capture: FrameSource, rule: SettleRule, before: RawFrame 
                 frame, last_change = latest, at
                 changed = changed or before is None or latest != before
                 active = True
-            elif active and fenced and idle_since is not None and min(at - idle_since, at - last_change) >= quiet:
+            elif (changed or before is None) and fenced and idle_since is not None and min(
+                    at - idle_since, at - last_change) >= quiet:
                 return Settled(frame, changed, (at - start) * 1000, polled, by="browser", idle_ms=idle_ms)
         if now >= deadline:
             return Settled(frame, changed, (now - start) * 1000, polled, capped=True, by="browser", idle_ms=idle_ms)

@@ -28,8 +28,11 @@ RULE = SettleRule()  # the defaults: pixel rule 300 ms first change / 250 ms qui
 IMG_RGB, XHR_RGB, START_RGB = (220, 30, 30), (30, 30, 220), (250, 250, 250)
 IMG_AT, XHR_AT = (500, 150), (500, 550)  # screen points inside the image and the XHR-painted box (kiosk)
 
+# The text makes the page contentful: until a new document's first contentful paint Chromium holds the old
+# picture on screen and may drop input, so ``show_start`` waits for that paint before anything is clicked.
 START = """<!doctype html><html><body style="margin:0;background:rgb(250,250,250)">
 <a id="go" href="/staged?n={n}" style="position:absolute;left:0;top:0;width:1024px;height:768px"></a>
+<p style="position:absolute;left:8px;top:740px;margin:0;font:12px sans-serif;color:#999">start {n}</p>
 </body></html>"""
 # The image answers 400 ms after its request, the XHR 900 ms after its: the page paints in three steps.
 STAGED = """<!doctype html><html><body style="margin:0;background:rgb(255,255,255)">
@@ -115,12 +118,22 @@ def attached(desktop: Desktop) -> browser_signal.BrowserSignal:
 
 
 def show_start(desktop: Desktop, site: StagedSite, shots: Screenshotter, n: int) -> None:
-    """Navigate to ``/start?n=N`` over the pipe and wait until it shows and the browser is idle."""
+    """Navigate to ``/start?n=N`` over the pipe and wait until it is the loaded document, has painted, shows,
+    and the browser is idle. (The previous start page looks almost the same: without the document and paint
+    checks a click could land while it is being replaced, and be lost.)"""
     cdp = attached(desktop)
     session = cdp.sessions()[0]
-    cdp.send("Page.navigate", {"url": site.url(f"/start?n={n}")}, session).result(10)
-    wait_for(lambda: px(shots.capture.grab_raw().to_image(), *IMG_AT) == START_RGB and cdp.busy() is False,
-             timeout=30)
+    url = site.url(f"/start?n={n}")
+    cdp.send("Page.navigate", {"url": url}, session).result(10)
+
+    def loaded() -> bool:
+        state = ("location.href + ' ' + document.readyState + ' ' + performance.getEntriesByType('paint')"
+                 ".some(e => e.name === 'first-contentful-paint')")
+        answer = cdp.send("Runtime.evaluate", {"expression": state, "returnByValue": True}, session).result(10)
+        return bool(answer.get("result", {}).get("value") == f"{url} complete true")
+
+    wait_for(lambda: loaded() and px(shots.capture.grab_raw().to_image(), *IMG_AT) == START_RGB
+             and cdp.busy() is False, timeout=30)
 
 
 def test_staged_page_is_never_photographed_half_painted(browser_desktop: Desktop, site: StagedSite) -> None:
