@@ -37,8 +37,10 @@ class Settings(BaseSettings):
                                        "areas changed (button press, visited link): the real response may follow.")
     settle_browser_first_change_ms: int = Field(default=100, ge=0, description="With the browser's signal: no "
                                                 "load, request or pixel change this long = no visible effect.")
-    settle_browser_quiet_ms: int = Field(default=15, ge=0, description="With the browser's signal: browser idle "
+    settle_browser_quiet_ms: int = Field(default=30, ge=0, description="With the browser's signal: browser idle "
                                          "and screen unchanged this long = settled.")
+    settle_browser_load_quiet_ms: int = Field(default=15, ge=0, description="The same after a page load whose "
+                                              "last paint came before the pages drew two frames for it.")
     settle_browser_stale_ms: int = Field(default=2000, ge=0, description="Loads/requests begun this long before "
                                          "an action are background (long polls): not waited for.")
     bash_timeout_s: float = Field(default=120.0, gt=0)

@@ -25,7 +25,10 @@ flight. Then: while the browser is busy (a page loading, requests in flight — 
 or at most ``browser_stale_ms`` before), wait (grabbing no frames: the CPU is the browser's); once it is
 idle, settled when it has stayed idle *and* the pixels have been quiet for ``browser_quiet_ms`` and the pages
 have decoded their visible images and drawn two animation frames (a "fence" sent when it went idle, at most
-``fence_ms``), as seen by a frame grabbed after the fence answered. Right after going idle the screen is polled
+``fence_ms``), as seen by a frame grabbed after the fence answered. After a load, when every change came
+before that fence answered (the load's own last paint), ``browser_load_quiet_ms`` is enough; a change after
+it means an animation or a smooth scroll, whose frames come ~17 ms apart, so the longer quiet applies
+(15 ms there photographed 14 of 15 smooth scrolls mid-way). Right after going idle the screen is polled
 every few ms (the last paint is due within about a frame), and the confirming grab is timed for the moment
 the quiet is complete rather than the next poll. Nothing busy (any more: requests such as a favicon may
 come and go without being the action's effect) and no
@@ -87,13 +90,15 @@ class SettleRule:
     small_quiet_ms: int = 300
     small_area: float = 0.05
     browser_first_change_ms: int = 100
-    browser_quiet_ms: int = 15
+    browser_quiet_ms: int = 30
+    browser_load_quiet_ms: int = 15
     browser_stale_ms: int = 2000
     fence_ms: int = 300
 
     def __post_init__(self) -> None:
         if (min(self.first_change_ms, self.quiet_ms, self.cap_ms, self.small_quiet_ms, self.browser_first_change_ms,
-                self.browser_quiet_ms, self.browser_stale_ms, self.fence_ms) < 0 or self.poll_ms <= 0
+                self.browser_quiet_ms, self.browser_load_quiet_ms, self.browser_stale_ms, self.fence_ms) < 0
+                or self.poll_ms <= 0
                 or not 0 <= self.small_area <= 1):
             raise ValueError(f"invalid settle rule {self}")
 
@@ -108,7 +113,8 @@ class SettleRule:
         return cls(first_change_ms=s.settle_first_change_ms, quiet_ms=s.settle_quiet_ms, cap_ms=s.settle_cap_ms,
                    poll_ms=s.settle_poll_ms, small_quiet_ms=s.settle_small_quiet_ms,
                    browser_first_change_ms=s.settle_browser_first_change_ms,
-                   browser_quiet_ms=s.settle_browser_quiet_ms, browser_stale_ms=s.settle_browser_stale_ms)
+                   browser_quiet_ms=s.settle_browser_quiet_ms, browser_load_quiet_ms=s.settle_browser_load_quiet_ms,
+                   browser_stale_ms=s.settle_browser_stale_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +207,9 @@ def _wait_with_browser(capture: FrameSource, rule: SettleRule, before: RawFrame 
     if browser.busy(start, stale) is None:
         return None
     poll, quiet, fence_s = rule.poll_ms / 1000, rule.browser_quiet_ms / 1000, rule.fence_ms / 1000
+    load_quiet = min(quiet, rule.browser_load_quiet_ms / 1000)
+    post_load = False  # the pending/answered fence was sent when a load (busy episode) ended
+    late = False  # a change was seen after a fence had answered: an animation, a scroll, not the load's paint
     deadline, first_deadline = start + rule.cap_ms / 1000, start + rule.browser_first_change_ms / 1000
     give_up = start + min(rule.first_change_ms, rule.cap_ms) / 1000  # input never reached a page: pixel window
     fence: Pending = browser.fence(fence_s)
@@ -222,11 +231,11 @@ def _wait_with_browser(capture: FrameSource, rule: SettleRule, before: RawFrame 
         if busy is None:  # the browser went away mid-wait: the pixels alone decide, with the pixel quiet
             busy, fenced, quiet, input_fences = False, True, rule.quiet_ms / 1000, 2
         if busy:
-            active, idle_since = True, None
+            active, idle_since, post_load = True, None, False
         elif idle_since is None:
             idle_since = now
             if active:  # it just went idle: have the pages draw what they got
-                fence, fenced = browser.fence(fence_s), False
+                fence, fenced, post_load, late = browser.fence(fence_s), False, True, False
         idle_ms = None if idle_since is None else (idle_since - start) * 1000
         # Nothing visible yet: only "no visible effect" can end the wait, and only once a page has handled the
         # input. Requests alone (a favicon, a beacon) may have come and gone meanwhile: they are not the effect.
@@ -247,9 +256,9 @@ def _wait_with_browser(capture: FrameSource, rule: SettleRule, before: RawFrame 
             if latest != frame:
                 frame, last_change = latest, at
                 changed = changed or before is None or latest != before
-                active = True
+                active, late = True, late or fenced
             elif (changed or before is None) and fenced and idle_since is not None and min(
-                    at - idle_since, at - last_change) >= quiet:
+                    at - idle_since, at - last_change) >= (load_quiet if post_load and not late else quiet):
                 return Settled(frame, changed, (at - start) * 1000, polled, by="browser", idle_ms=idle_ms)
         if now >= deadline:
             return Settled(frame, changed, (now - start) * 1000, polled, capped=True, by="browser", idle_ms=idle_ms)
@@ -260,7 +269,7 @@ def _wait_with_browser(capture: FrameSource, rule: SettleRule, before: RawFrame 
             if now - idle_since < _DENSE_WINDOW_S:
                 wake = min(wake, now + _DENSE_POLL_S)
             if fenced:
-                wake = min(wake, max(idle_since, last_change) + quiet)
+                wake = min(wake, max(idle_since, last_change) + (load_quiet if post_load and not late else quiet))
         if wake > now:
             browser.wait_change(version, wake - now)  # sooner when the browser has news (a fence's answer)
         if clock() >= next_poll:

@@ -24,7 +24,7 @@ from desktop.settle import SettleRule, wait_settled
 from tests.desktop.conftest import MakeDesktop
 from tests.support.xpaint import px, wait_for
 
-RULE = SettleRule()  # the defaults: pixel rule 300 ms first change / 250 ms quiet; browser rule 100 / 15 ms
+RULE = SettleRule()  # defaults: pixel rule 300 ms first change / 250 ms quiet; browser rule 100 / 30 (15) ms
 IMG_RGB, XHR_RGB, START_RGB = (220, 30, 30), (30, 30, 220), (250, 250, 250)
 IMG_AT, XHR_AT = (500, 150), (500, 550)  # screen points inside the image and the XHR-painted box (kiosk)
 
