@@ -70,6 +70,11 @@ class StagedSite:
                 elif path == "/img":
                     time.sleep(0.4)
                     body, ctype = image, "image/png"
+                elif path == "/long":  # tall and striped: a smooth scroll changes every frame
+                    rows = "".join(f'<p style="margin:0;height:40px;background:hsl({k * 37 % 360},60%,50%)"></p>'
+                                   for k in range(300))
+                    body, ctype = f"<!doctype html><html><body style='margin:0'>{rows}</body></html>".encode(), \
+                        "text/html"
                 elif path == "/data":
                     time.sleep(0.9)
                     body, ctype = b"rgb(30, 30, 220)", "text/plain"
@@ -166,6 +171,23 @@ def test_no_visible_effect_returns_well_under_the_pixel_rule(browser_desktop: De
         assert pixels_only.by == "pixels" and not pixels_only.changed
         assert pixels_only.waited_ms >= RULE.first_change_ms
         assert fast.waited_ms < RULE.first_change_ms * 0.8
+
+
+def test_smooth_scroll_is_photographed_after_it_ends(browser_desktop: Desktop, site: StagedSite) -> None:
+    cdp = attached(browser_desktop)
+    session = cdp.sessions()[0]
+    cdp.send("Page.navigate", {"url": site.url("/long")}, session).result(10)
+    with Screenshotter(browser_desktop.display, rule=RULE) as shots, XInput(browser_desktop.display) as inp:
+        wait_for(lambda: px(shots.capture.grab_raw().to_image(), 5, 5) != START_RGB and cdp.busy() is False,
+                 timeout=30)
+        inp.move(500, 400)
+        for direction in ("down", "up", "down"):
+            before = shots.grab_raw()
+            inp.scroll(direction, 5)
+            settled = shots.settle(before)
+            assert settled.by == "browser" and settled.changed and not settled.capped
+            time.sleep(0.5)
+            assert shots.grab_raw() == settled.frame  # not mid-scroll
 
 
 def _listening_inodes() -> set[str]:
