@@ -11,13 +11,14 @@ text that it cannot hold (U+0000, longer than the column) is adapted instead of 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import os
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -199,6 +200,18 @@ class Store:
     async def init(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.shots_dir.mkdir(parents=True, exist_ok=True)
+        if self.engine.dialect.name != "sqlite":
+            await self._create_tables()
+            return
+        # Processes initialising one SQLite file at once: each reads the schema, then both want to write, and
+        # SQLite answers one of them "database is locked" at once (no busy wait can resolve that). Take turns.
+        lock = await asyncio.to_thread(_exclusive_lock, self.data_dir / ".init.lock")
+        try:
+            await self._create_tables()
+        finally:
+            lock.close()
+
+    async def _create_tables(self) -> None:
         tries = len(Base.metadata.tables) + 1  # each lost race means one more table exists
         for attempt in range(tries):
             try:
@@ -437,10 +450,22 @@ class Store:
         return path if path.is_file() else None
 
 
+def _exclusive_lock(path: Path) -> IO[bytes]:
+    """Open ``path`` and hold an exclusive ``flock`` on it until the returned file is closed (blocks)."""
+    handle = path.open("ab")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    # WAL lets viewers read while the runner writes; a busy timeout instead of "database is locked".
+    # WAL lets viewers read while the runner writes; a busy timeout instead of "database is locked" (set
+    # first: switching to WAL itself may have to wait for another connection).
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=5000")
+    cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
