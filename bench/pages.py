@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import io
 import random
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 from PIL import Image, ImageDraw
+
+from tests.support.loopback_site import LoopbackSite
 
 NEXT_LINK = (20, 70, 360, 60)  # x, y, width, height in page pixels
 NEXT_LINK_RGB = (255, 0, 255)  # the only magenta on the page: find the link on screen by it
@@ -54,48 +53,20 @@ def _image(name: str) -> bytes:
     return buf.getvalue()
 
 
-class BenchSite:
+def _route(path: str, query: str) -> tuple[bytes, str] | None:
+    rng = random.Random(path)
+    if path.startswith("/p/") and path[3:].isdigit():
+        time.sleep(rng.uniform(0.02, 0.06))
+        return _page(int(path[3:])), "text/html; charset=utf-8"
+    if path.startswith("/img/") and path.endswith(".png"):
+        time.sleep(rng.uniform(0.03, 0.12))
+        return _image(path), "image/png"
+    return None
+
+
+class BenchSite(LoopbackSite):
     def __init__(self) -> None:
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="bench-site", daemon=True)
-        self._thread.start()
+        super().__init__(_route, name="bench-site")
 
     def url(self, path: str = "/p/0") -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}{path}"
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-    @staticmethod
-    def _handler() -> type[BaseHTTPRequestHandler]:
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                path = self.path.split("?")[0]
-                rng = random.Random(path)
-                try:
-                    if path.startswith("/p/"):
-                        time.sleep(rng.uniform(0.02, 0.06))
-                        body, ctype = _page(int(path[3:])), "text/html; charset=utf-8"
-                    elif path.startswith("/img/") and path.endswith(".png"):
-                        time.sleep(rng.uniform(0.03, 0.12))
-                        body, ctype = _image(path), "image/png"
-                    else:
-                        raise ValueError(path)
-                except ValueError:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Cache-Control", "no-store")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        return Handler
+        return super().url(path)

@@ -6,12 +6,9 @@ import dataclasses
 import io
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 from PIL import Image
@@ -22,6 +19,7 @@ from desktop.input import XInput
 from desktop.screen import Screenshotter
 from desktop.settle import SettleRule, wait_settled
 from tests.desktop.conftest import MakeDesktop
+from tests.support.loopback_site import LoopbackSite
 from tests.support.xpaint import px, wait_for
 
 RULE = SettleRule()  # defaults: pixel rule 300 ms first change / 250 ms quiet; browser rule 100 / 30 (15) ms
@@ -49,57 +47,34 @@ def _png(rgb: tuple[int, int, int]) -> bytes:
     return buf.getvalue()
 
 
-class StagedSite:
-    """``/start?n=N`` links to ``/staged?n=N``, which loads an image (400 ms) and an XHR (900 ms)."""
+_LONG = "<!doctype html><html><body style='margin:0'>{}</body></html>".format("".join(
+    f'<p style="margin:0;height:40px;background:hsl({k * 37 % 360},60%,50%)"></p>' for k in range(300)))
+
+
+class StagedSite(LoopbackSite):
+    """``/start?n=N`` links to ``/staged?n=N``, which loads an image (400 ms) and an XHR (900 ms); ``/long`` is
+    tall and striped, so a smooth scroll changes every frame."""
 
     def __init__(self) -> None:
         image = _png(IMG_RGB)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
+        def route(path: str, query: str) -> tuple[bytes, str] | None:
+            n = query.removeprefix("n=")
+            if path == "/start":
+                return START.format(n=n).encode(), "text/html"
+            if path == "/staged":
+                return STAGED.format(n=n).encode(), "text/html"
+            if path == "/img":
+                time.sleep(0.4)
+                return image, "image/png"
+            if path == "/data":
+                time.sleep(0.9)
+                return b"rgb(30, 30, 220)", "text/plain"
+            if path == "/long":
+                return _LONG.encode(), "text/html"
+            return None
 
-            def do_GET(self) -> None:
-                path, _, query = self.path.partition("?")
-                n = query.removeprefix("n=")
-                body: bytes
-                if path == "/start":
-                    body, ctype = START.format(n=n).encode(), "text/html"
-                elif path == "/staged":
-                    body, ctype = STAGED.format(n=n).encode(), "text/html"
-                elif path == "/img":
-                    time.sleep(0.4)
-                    body, ctype = image, "image/png"
-                elif path == "/long":  # tall and striped: a smooth scroll changes every frame
-                    rows = "".join(f'<p style="margin:0;height:40px;background:hsl({k * 37 % 360},60%,50%)"></p>'
-                                   for k in range(300))
-                    body, ctype = f"<!doctype html><html><body style='margin:0'>{rows}</body></html>".encode(), \
-                        "text/html"
-                elif path == "/data":
-                    time.sleep(0.9)
-                    body, ctype = b"rgb(30, 30, 220)", "text/plain"
-                else:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Cache-Control", "no-store")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
+        super().__init__(route, name="staged-site")
 
 
 @pytest.fixture(scope="module")
