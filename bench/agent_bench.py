@@ -117,7 +117,10 @@ def cache_order(body: dict[str, Any]) -> bytes:
     return "\n".join(parts).encode()
 
 
-def token_blocks(body: dict[str, Any]) -> list[tuple[str, float, bool]]:
+Block = tuple[str, float, bool]  # (content, estimated tokens, carries a cache breakpoint)
+
+
+def token_blocks(body: dict[str, Any]) -> list[Block]:
     """The prompt as (block, estimated tokens, has a cache breakpoint) in cache order; blocks compare by
     content."""
     def tokens(block: dict[str, Any]) -> float:
@@ -153,9 +156,8 @@ class PromptCache:
     def __init__(self) -> None:
         self.entries: set[bytes] = set()
 
-    def serve(self, body: dict[str, Any]) -> tuple[float, float]:
-        """(estimated tokens read from the cache, tokens in the request)."""
-        blocks = token_blocks(body)
+    def serve(self, blocks: list[Block]) -> tuple[float, float]:
+        """(estimated tokens read from the cache, tokens in the request); ``blocks``: ``token_blocks`` of it."""
         digests, running = [], hashlib.sha256()
         for key, _, _ in blocks:
             running.update(hashlib.sha256(key.encode()).digest())
@@ -180,9 +182,9 @@ def tool_tokens(tool: dict[str, Any]) -> float:
     return TOOL_TOKENS.get(tool.get("name", ""), len(json.dumps(tool)) / 4)
 
 
-def common_prefix_tokens(prev: dict[str, Any], cur: dict[str, Any]) -> tuple[float, float]:
-    """(tokens of ``cur`` that repeat ``prev`` block for block from the start, tokens of ``cur``)."""
-    a, b = token_blocks(prev), token_blocks(cur)
+def common_prefix_tokens(a: list[Block], b: list[Block]) -> tuple[float, float]:
+    """(tokens of ``b`` that repeat ``a`` block for block from the start, tokens of ``b``); both are
+    ``token_blocks`` of a request."""
     shared = 0.0
     for (block_a, _, _), (block_b, cost, _) in zip(a, b, strict=False):
         if block_a != block_b:
@@ -263,20 +265,22 @@ def report(name: str, times: list[float], requests: list[Request], skip: int) ->
     per_step = [(b - a) * 1000 for a, b in itertools.pairwise(times)][skip:]
     sizes = [len(r.raw) for r in requests]
     shares_prev, shares_cur, token_shares = [], [], []
+    blocks = [token_blocks(r.body) for r in requests]  # each request's images decoded once
     cache = PromptCache()
-    cache.serve(requests[0].body)
+    cache.serve(blocks[0])
     cache_reads = []
-    for prev, cur in itertools.pairwise(requests):
-        read, total = cache.serve(cur.body)
+    for (prev, cur), (prev_blocks, cur_blocks) in zip(itertools.pairwise(requests), itertools.pairwise(blocks),
+                                                      strict=True):
+        read, total = cache.serve(cur_blocks)
         cache_reads.append(read / total)
         a, b = cache_order(prev.body), cache_order(cur.body)
         n = common_prefix(a, b)
         shares_prev.append(n / len(a))
         shares_cur.append(n / len(b))
-        shared, total = common_prefix_tokens(prev.body, cur.body)
+        shared, total = common_prefix_tokens(prev_blocks, cur_blocks)
         token_shares.append(shared / total)
     steady_prev, steady_cur, steady_tokens = shares_prev[skip:], shares_cur[skip:], token_shares[skip:]
-    row = {"p50_ms": statistics.median(per_step), "p95_ms": statistics.quantiles(per_step, n=20)[18],
+    row: dict[str, Any] = {"p50_ms": statistics.median(per_step), "p95_ms": statistics.quantiles(per_step, n=20)[18],
            "bytes_last": sizes[-1], "bytes_mean": statistics.mean(sizes),
            "prefix_of_prev_mean": statistics.mean(steady_prev), "prefix_of_prev_p50": statistics.median(steady_prev),
            "prefix_of_cur_mean": statistics.mean(steady_cur), "images_last": len(requests[-1].images),
