@@ -15,7 +15,7 @@ from agent.history import RESTART_UNKNOWN
 from agent.loop import INTERRUPTED_PENDING, INTERRUPTED_RUNNING, AgentLoop
 from agent.policy import ApprovalPolicy, Rule
 from deskpilot.errors import BadRequest, DesktopLostError, NotFound
-from tests.agent.conftest import LoopFactory, RecordingDesktop
+from tests.agent.conftest import Collector, LoopFactory, RecordingDesktop
 from tests.support.fake_messages import FakeMessages, reply, text, tool_use
 
 TYPE_ENTER = {"action": "type", "text": "rm -rf ~\n"}
@@ -317,14 +317,23 @@ async def crash_while_asking(fake_messages: FakeMessages, make_loop: LoopFactory
     return saved[-1], approval_id
 
 
+async def restored_after_crash(fake_messages: FakeMessages, make_loop: LoopFactory, *, reason: str = ""
+                               ) -> tuple[AgentLoop, Collector, RecordingDesktop, str]:
+    """``crash_while_asking``, then a fresh loop on the saved history with the ask about t1 handed back;
+    returns it, its events, its desktop and the ask's id."""
+    history, approval_id = await crash_while_asking(fake_messages, make_loop)
+    desktop = RecordingDesktop()
+    again, events = make_loop(desktop, policy=ApprovalPolicy("cautious"), history=history)
+    again.restore_approval("t1", approval_id, reason=reason)
+    return again, events, desktop, approval_id
+
+
 async def test_a_restored_ask_waits_for_its_decision_under_the_same_id(
     fake_messages: FakeMessages, make_loop: LoopFactory
 ) -> None:
-    history, approval_id = await crash_while_asking(fake_messages, make_loop)
+    again, events, fresh, approval_id = await restored_after_crash(fake_messages, make_loop,
+                                                                   reason="asked before the restart")
     fake_messages.script(reply(text("typed")))
-    fresh = RecordingDesktop()
-    again, events = make_loop(fresh, policy=ApprovalPolicy("cautious"), history=history)
-    again.restore_approval("t1", approval_id, reason="asked before the restart")
     task = asyncio.create_task(again.run())
     await wait_for(lambda: again.status == "awaiting_approval")
     assert again.approvals.pending == [approval_id] and fresh.calls == []
@@ -344,11 +353,8 @@ async def test_a_restored_ask_waits_for_its_decision_under_the_same_id(
 async def test_a_decision_made_while_down_is_applied_at_once(
     fake_messages: FakeMessages, make_loop: LoopFactory
 ) -> None:
-    history, approval_id = await crash_while_asking(fake_messages, make_loop)
+    again, events, fresh, approval_id = await restored_after_crash(fake_messages, make_loop)
     fake_messages.script(reply(text("not typed")))
-    fresh = RecordingDesktop()
-    again, events = make_loop(fresh, policy=ApprovalPolicy("cautious"), history=history)
-    again.restore_approval("t1", approval_id)
     again.decide(approval_id, Decision.reject("changed my mind"))
     assert (await again.run()).status == "succeeded"
     assert fresh.calls == [] and ("awaiting_approval", "approval") not in events.statuses()
@@ -358,9 +364,7 @@ async def test_a_decision_made_while_down_is_applied_at_once(
 
 
 async def test_cancel_while_a_restored_ask_waits(fake_messages: FakeMessages, make_loop: LoopFactory) -> None:
-    history, approval_id = await crash_while_asking(fake_messages, make_loop)
-    again, events = make_loop(RecordingDesktop(), policy=ApprovalPolicy("cautious"), history=history)
-    again.restore_approval("t1", approval_id)
+    again, events, _, _ = await restored_after_crash(fake_messages, make_loop)
     task = asyncio.create_task(again.run())
     await wait_for(lambda: again.status == "awaiting_approval")
     again.cancel()
