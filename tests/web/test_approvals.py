@@ -4,25 +4,27 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from tests.support.fake_messages import FakeMessages, reply, text, tool_use
 from tests.web.conftest import Service, events, wait_status
 
 
-def start(svc: Service, task: str) -> str:
+def ask(svc: Service, task: str, command: str, final_words: str) -> tuple[str, dict[str, Any]]:
+    """A strict session whose model proposes the bash ``command``, then says ``final_words``; returns the
+    session id and the approval card it waits on."""
+    fake: FakeMessages = svc.extra["fake"]
+    fake.script(reply(tool_use("bash", {"command": command})), reply(text(final_words)))
     with svc.client("alice") as c:
         r = c.post("/api/sessions", json={"task": task, "policy": {"preset": "strict"}})
         assert r.status_code == 201, r.text
-        return str(r.json()["id"])
+        sid = str(r.json()["id"])
+    return sid, wait_status(svc, sid, "awaiting_approval")["pending_approval"]
 
 
 def test_two_concurrent_decisions_one_wins_and_the_action_runs_once(agent_service: Service, tmp_path: Path) -> None:
     marker = tmp_path / "ran.txt"
-    fake: FakeMessages = agent_service.extra["fake"]
-    fake.script(reply(tool_use("bash", {"command": f"echo ran >> {marker}"})), reply(text("Wrote it.")))
-    sid = start(agent_service, "write the marker")
-    waiting = wait_status(agent_service, sid, "awaiting_approval")
-    card = waiting["pending_approval"]
+    sid, card = ask(agent_service, "write the marker", f"echo ran >> {marker}", "Wrote it.")
     assert card["status"] == "pending" and card["tool"] == "bash" and str(marker) in card["input"]["command"]
     url = f"/api/sessions/{sid}/approvals/{card['id']}"
 
@@ -47,25 +49,20 @@ def test_two_concurrent_decisions_one_wins_and_the_action_runs_once(agent_servic
 
 def test_reject_with_note_reaches_the_model_and_nothing_runs(agent_service: Service, tmp_path: Path) -> None:
     marker = tmp_path / "never.txt"
-    fake: FakeMessages = agent_service.extra["fake"]
-    fake.script(reply(tool_use("bash", {"command": f"touch {marker}"})), reply(text("Understood, stopping.")))
-    sid = start(agent_service, "touch the marker")
-    card = wait_status(agent_service, sid, "awaiting_approval")["pending_approval"]
+    sid, card = ask(agent_service, "touch the marker", f"touch {marker}", "Understood, stopping.")
     with agent_service.client("alice") as c:
         r = c.post(f"/api/sessions/{sid}/approvals/{card['id']}", json={"decision": "reject", "note": "not that"})
         assert r.status_code == 200 and r.json()["status"] == "reject" and r.json()["note"] == "not that"
     assert wait_status(agent_service, sid, "succeeded", "failed")["status"] == "succeeded"
     assert not marker.exists()
+    fake: FakeMessages = agent_service.extra["fake"]
     sent = str(fake.requests[1].body["messages"][-1])
     assert "the user rejected this action: not that" in sent
 
 
 def test_edit_runs_the_edited_input(agent_service: Service, tmp_path: Path) -> None:
     wanted, proposed = tmp_path / "edited.txt", tmp_path / "proposed.txt"
-    fake: FakeMessages = agent_service.extra["fake"]
-    fake.script(reply(tool_use("bash", {"command": f"touch {proposed}"})), reply(text("ok")))
-    sid = start(agent_service, "touch something")
-    card = wait_status(agent_service, sid, "awaiting_approval")["pending_approval"]
+    sid, card = ask(agent_service, "touch something", f"touch {proposed}", "ok")
     with agent_service.client("alice") as c:
         assert c.post(f"/api/sessions/{sid}/approvals/{card['id']}", json={"decision": "edit"}).status_code == 400
         r = c.post(f"/api/sessions/{sid}/approvals/{card['id']}",
@@ -77,10 +74,7 @@ def test_edit_runs_the_edited_input(agent_service: Service, tmp_path: Path) -> N
 
 def test_cancel_while_awaiting_approval_expires_the_card(agent_service: Service, tmp_path: Path) -> None:
     marker = tmp_path / "never.txt"
-    fake: FakeMessages = agent_service.extra["fake"]
-    fake.script(reply(tool_use("bash", {"command": f"touch {marker}"})), reply(text("unreachable")))
-    sid = start(agent_service, "touch the marker")
-    card = wait_status(agent_service, sid, "awaiting_approval")["pending_approval"]
+    sid, card = ask(agent_service, "touch the marker", f"touch {marker}", "unreachable")
     with agent_service.client("alice") as c:
         assert c.post(f"/api/sessions/{sid}/cancel").status_code == 200
         final = wait_status(agent_service, sid, "cancelled")
