@@ -20,6 +20,7 @@ from desktop.screen import Screenshotter
 from desktop.settle import SettleRule, wait_settled
 from tests.desktop.conftest import MakeDesktop
 from tests.support.loopback_site import LoopbackSite
+from tests.support.procnet import socket_inodes_of, tcp_listening_inodes
 from tests.support.xpaint import px, wait_for
 
 RULE = SettleRule()  # defaults: pixel rule 300 ms first change / 250 ms quiet; browser rule 100 / 30 (15) ms
@@ -165,33 +166,6 @@ def test_smooth_scroll_is_photographed_after_it_ends(browser_desktop: Desktop, s
             assert shots.grab_raw() == settled.frame  # not mid-scroll
 
 
-def _listening_inodes() -> set[str]:
-    inodes = set()
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(name) as fh:
-            for line in fh.readlines()[1:]:
-                fields = line.split()
-                if fields[3] == "0A":  # TCP_LISTEN
-                    inodes.add(fields[9])
-    return inodes
-
-
-def _socket_inodes_of(marker: str) -> set[str]:
-    """Socket inodes held by every process whose command line names ``marker`` (the desktop's dir)."""
-    inodes = set()
-    for proc in Path("/proc").iterdir():
-        try:
-            if not proc.name.isdigit() or marker not in (proc / "cmdline").read_bytes().decode(errors="replace"):
-                continue
-            for fd in (proc / "fd").iterdir():
-                target = os.readlink(fd)
-                if target.startswith("socket:["):
-                    inodes.add(target[8:-1])
-        except OSError:
-            continue
-    return inodes
-
-
 def test_the_channel_is_a_pipe_not_a_port(browser_desktop: Desktop) -> None:
     attached(browser_desktop)
     pid = browser_desktop.pid("browser")
@@ -201,9 +175,9 @@ def test_the_channel_is_a_pipe_not_a_port(browser_desktop: Desktop) -> None:
     assert not any(arg.startswith(b"--remote-debugging-port") for arg in cmdline)
     assert os.readlink(f"/proc/{pid}/fd/3").startswith("pipe:")
     assert os.readlink(f"/proc/{pid}/fd/4").startswith("pipe:")
-    held = _socket_inodes_of(str(browser_desktop.workdir))
+    held = socket_inodes_of(str(browser_desktop.workdir))
     assert held, "chromium holds sockets (X, its own IPC): the search found its processes"
-    assert not held & _listening_inodes()  # no TCP listener anywhere in the browser's process tree
+    assert not held & tcp_listening_inodes()  # no TCP listener anywhere in the browser's process tree
     assert not list(browser_desktop.workdir.glob("profile-*/DevToolsActivePort"))
 
 

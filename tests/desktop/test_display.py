@@ -13,28 +13,7 @@ from deskpilot.errors import DesktopLostError, DesktopStartError
 from desktop import probes
 from desktop.display import Desktop
 from tests.desktop.conftest import MakeDesktop
-
-
-def tcp_listening_inodes() -> set[str]:
-    inodes: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A":  # LISTEN
-                inodes.add(fields[9])
-    return inodes
-
-
-def socket_inodes(pid: int) -> set[str]:
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except FileNotFoundError:  # closed between listing and reading: not a socket it holds
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    return inodes
+from tests.support.procnet import socket_inodes, tcp_listening_inodes
 
 
 def pid_alive(pid: int) -> bool:
