@@ -54,6 +54,7 @@ from agent.policy import ApprovalPolicy
 from agent.prompts import DesktopFacts, system_prompt
 from desktop.tools.base import ToolResult
 from tests.support.fake_messages import FakeMessages, Request, reply, text, thinking, tool_use
+from tests.support.fake_messages import without_cache_control as strip
 
 MODEL = "claude-opus-4-5"
 
@@ -100,15 +101,6 @@ def responder(steps: int, thinking_words: int) -> Any:
 _THOUGHT = ("the page shows a search form so I should click the field first then type the query and "
             "press enter before checking the results list for the cheapest option")
 WORDS = tuple(_THOUGHT.split(" "))
-
-
-def strip(node: Any) -> Any:
-    """The request without its ``cache_control`` markers: the API matches cached prefixes on content."""
-    if isinstance(node, dict):
-        return {k: strip(v) for k, v in node.items() if k != "cache_control"}
-    if isinstance(node, list):
-        return [strip(v) for v in node]
-    return node
 
 
 def cache_order(body: dict[str, Any]) -> bytes:

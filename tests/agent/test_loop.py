@@ -8,14 +8,7 @@ from typing import Any
 from agent.history import PLACEHOLDER
 from tests.agent.conftest import LoopFactory, RecordingDesktop, png
 from tests.support.fake_messages import FakeMessages, reply, text, thinking, tool_use
-
-
-def strip_cache(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {k: strip_cache(v) for k, v in node.items() if k != "cache_control"}
-    if isinstance(node, list):
-        return [strip_cache(v) for v in node]
-    return node
+from tests.support.fake_messages import without_cache_control as strip_cache
 
 
 def marked(node: Any) -> int:

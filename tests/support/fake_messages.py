@@ -322,6 +322,16 @@ def _sse_events(answer: Reply, body: dict[str, Any], model: str) -> Iterator[byt
 
 
 # ---- image helpers for responders ---------------------------------------------------------------
+def without_cache_control(node: Any) -> Any:
+    """A request (or part of one) without its ``cache_control`` markers: the API matches cached prefixes on
+    content, so prefixes are compared without them."""
+    if isinstance(node, dict):
+        return {k: without_cache_control(v) for k, v in node.items() if k != "cache_control"}
+    if isinstance(node, list):
+        return [without_cache_control(v) for v in node]
+    return node
+
+
 def find_color(png: bytes, rgb: tuple[int, int, int], tolerance: int = 8) -> tuple[int, int, int, int] | None:
     """Bounding box ``(x0, y0, x1, y1)``, inclusive, of the pixels within ``tolerance`` of ``rgb``; None if absent."""
     image = Image.open(io.BytesIO(png)).convert("RGB")
