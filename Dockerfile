@@ -29,26 +29,26 @@ RUN bash /tmp/provision.sh \
  && ! command -v sudo
 # (above: no setuid programs and no sudo, so nobody becomes root inside even without no-new-privileges)
 
-# The venv's dependencies: cached until pyproject.toml changes.
+# The venv's dependencies, exactly requirements.lock (pinned, hashed, never resolved: --no-deps):
+# cached until the lock changes. The tests ran on the same versions (requirements-dev.lock agrees with it).
 FROM base AS deps
 # Behind a TLS-intercepting proxy, pass its CA (PEM text) for pip only; this stage is not shipped,
 # so the final images do not carry it:  --build-arg PIP_EXTRA_CA="$(cat /path/to/ca.crt)"
 ARG PIP_EXTRA_CA=""
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY requirements.lock ./
 RUN python3 -m venv /opt/deskpilot \
  && if [ -n "$PIP_EXTRA_CA" ]; then \
       { cat /etc/ssl/certs/ca-certificates.crt; printf '%s\n' "$PIP_EXTRA_CA"; } > /tmp/pip-ca.pem \
       && export PIP_CERT=/tmp/pip-ca.pem; fi \
- && python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml','rb'))['project']['dependencies']))" \
-      > /tmp/requirements.txt \
- && /opt/deskpilot/bin/pip install -q --upgrade pip setuptools wheel \
- && /opt/deskpilot/bin/pip install -q -r /tmp/requirements.txt \
+ && /opt/deskpilot/bin/pip install -q --require-hashes --no-deps -r requirements.lock \
+ && /opt/deskpilot/bin/pip check \
  && rm -f /tmp/pip-ca.pem
 
 # The project as a wheel (no network: the build backend is already in the venv). The final stages copy
 # the large dependency venv (cached) and install this small wheel, so a source change rebuilds seconds.
 FROM deps AS wheel
+COPY pyproject.toml README.md ./
 COPY deskpilot ./deskpilot
 COPY desktop ./desktop
 COPY agent ./agent
