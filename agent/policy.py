@@ -23,10 +23,13 @@ Presets (what each one asks about — everything else is allowed):
 
 from __future__ import annotations
 
-import re
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
+
+from agent import patterns
+from deskpilot.errors import PolicyError
 
 Effect = Literal["allow", "ask", "deny"]
 PRESETS = ("autonomous", "cautious", "strict")
@@ -90,10 +93,11 @@ class Rule:
 
     def __post_init__(self) -> None:
         if self.effect not in ("allow", "ask", "deny"):
-            raise ValueError(f"rule effect must be allow, ask or deny, not {self.effect!r}")
-        for pattern in (self.text, self.window):
-            if pattern is not None:
-                re.compile(pattern)  # a bad pattern fails when the rule is made, not mid-run
+            raise PolicyError(f"rule effect must be allow, ask or deny, not {self.effect!r}")
+        for name in _PATTERN_FIELDS:
+            pattern = getattr(self, name)
+            if pattern is not None:  # a bad pattern fails when the rule is made, not mid-run
+                patterns.compile_pattern(pattern, name, limited=False)
 
     def matches(self, call: ToolCall, title: str | None) -> bool:
         if self.tool is not None and self.tool != call.tool:
@@ -105,28 +109,42 @@ class Rule:
             fixed = want - {"*"}
             if not any((fixed <= c) if "*" in want else (fixed == c) for c in call.combos):
                 return False
-        if self.text is not None and not re.search(self.text, call.text):
+        if self.text is not None and not patterns.search(self.text, call.text):
             return False
-        return self.window is None or (title is not None and re.search(self.window, title) is not None)
+        return self.window is None or (title is not None and patterns.search(self.window, title))
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Rule:
-        known = {"effect", "tool", "action", "keys", "text", "window", "reason"}
-        unknown = set(data) - known
+    def from_dict(cls, data: object) -> Rule:
+        """A rule from user input (the REST API): every field checked, patterns within the size limits."""
+        if not isinstance(data, dict):
+            raise PolicyError("each rule must be an object such as {\"effect\": \"ask\", \"tool\": \"bash\"}")
+        unknown = set(data) - set(_FIELDS)
         if unknown:
-            raise ValueError(f"unknown rule fields: {', '.join(sorted(unknown))}")
+            raise PolicyError(f"unknown rule fields: {', '.join(sorted(map(str, unknown)))}")
+        if "effect" not in data:
+            raise PolicyError("a rule needs an effect: allow, ask or deny")
+        for name, value in data.items():
+            if value is not None and not isinstance(value, str):
+                raise PolicyError(f"rule {name} must be a string, not {type(value).__name__}")
+            if name in _PATTERN_FIELDS and value is not None:
+                patterns.compile_pattern(value, name)
         return cls(**data)
 
     @classmethod
     def exactly(cls, call: ToolCall, effect: Effect = "allow") -> Rule:
         """A rule for exactly this call ("always allow this")."""
         keys = "+".join(sorted(call.combos[0])) if len(call.combos) == 1 else None
-        text = f"^{re.escape(call.text)}$" if call.text else None
+        text = f"^{patterns.escape(call.text)}$" if call.text else None
         return cls(effect, tool=call.tool, action=call.action, keys=keys, text=text,
                    reason=f"user chose always {effect} for this action")
+
+
+_FIELDS = ("effect", "tool", "action", "keys", "text", "window", "reason")
+_PATTERN_FIELDS = ("text", "window")
+MAX_RULES = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,11 +155,11 @@ class PolicyDecision:
 
 
 _RISKY_KEYS = [combo(c) for c in ("alt+f4", "ctrl+q", "ctrl+shift+q", "ctrl+shift+delete")]
-_RISKY_SHELL = re.compile(
+_RISKY_SHELL = patterns.compile_pattern(
     r"(^|[;&|(`\s])(rm|sudo|su|dd|mkfs\S*|chmod|chown|kill|pkill|killall|shutdown|reboot|poweroff|halt|"
     r"apt(-get)?|dpkg|pip3?\s+install|npm\s+install|git\s+push|crontab|systemctl|passwd|useradd)\b"
-    r"|(curl|wget)\b[^|]*\|\s*(ba|z)?sh|>\s*/dev/(sd|nvme)|:\(\)\s*\{")
-_CARD = re.compile(r"\b(?:\d[ -]?){13,19}\b")
+    r"|(curl|wget)\b[^|]*\|\s*(ba|z)?sh|>\s*/dev/(sd|nvme)|:\(\)\s*\{", limited=False)
+_CARD = patterns.compile_pattern(r"\b(?:\d[ -]?){13,19}\b", limited=False)
 _READ_ONLY = {"screenshot", "zoom", "cursor_position", "mouse_move", "scroll", "wait"}
 
 
@@ -177,10 +195,25 @@ class ApprovalPolicy:
     def __init__(self, preset: str = "cautious", rules: list[Rule] | None = None,
                  window_title: WindowTitle | None = None) -> None:
         if preset not in PRESETS:
-            raise ValueError(f"unknown approval preset {preset!r}; choose one of {', '.join(PRESETS)}")
+            raise PolicyError(f"unknown approval preset {preset!r}; choose one of {', '.join(PRESETS)}")
         self.preset = preset
         self.rules: list[Rule] = list(rules or [])
         self._window_title = window_title
+
+    @classmethod
+    def from_spec(cls, spec: object, default_preset: str) -> ApprovalPolicy:
+        """A policy from user input (``{"preset": ..., "rules": [...]}``); ``PolicyError`` says what is wrong."""
+        if not isinstance(spec, dict):
+            raise PolicyError("policy must be an object: {\"preset\": ..., \"rules\": [...]}")
+        unknown = set(spec) - {"preset", "rules"}
+        if unknown:
+            raise PolicyError(f"unknown policy fields: {', '.join(sorted(map(str, unknown)))}")
+        rules = spec.get("rules") or []
+        if not isinstance(rules, list):
+            raise PolicyError("policy rules must be a list")
+        if len(rules) > MAX_RULES:
+            raise PolicyError(f"policy has {len(rules)} rules; at most {MAX_RULES} allowed")
+        return cls(str(spec.get("preset") or default_preset), [Rule.from_dict(r) for r in rules])
 
     @property
     def window_title(self) -> WindowTitle | None:
@@ -200,10 +233,15 @@ class ApprovalPolicy:
                 title = await self._window_title()
             except Exception:  # no title = window rules do not match; a broken provider must not stop the run
                 title = None
-        for rule in self.rules:
+        # Matching is linear (RE2) but can still take a while on long text; a thread keeps the loop serving
+        # everyone else meanwhile (RE2 releases the GIL while it searches).
+        return await asyncio.to_thread(self._decide, list(self.rules), call, title)
+
+    def _decide(self, rules: list[Rule], call: ToolCall, title: str | None) -> PolicyDecision:
+        for rule in rules:
             if rule.effect == "deny" and rule.matches(call, title):
                 return PolicyDecision("deny", rule.reason or "a deny rule matches this action", rule)
-        for rule in reversed(self.rules):
+        for rule in reversed(rules):
             if rule.matches(call, title):
                 return PolicyDecision(rule.effect, rule.reason or f"a user rule says {rule.effect}", rule)
         if self.preset == "autonomous":

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from deskpilot.errors import DeskpilotError, PayloadTooLarge, ServiceError
+from deskpilot.errors import DeskpilotError, PayloadTooLarge, PolicyError, ServiceError
 from deskpilot.settings import Settings
 from web.auth import RateLimiter, create_token
 from web.bus import Bus
@@ -114,6 +114,10 @@ def create_app(settings: Settings, *, first_token: bool = True) -> FastAPI:
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
         return error_response(exc.status, exc.message)
+
+    @app.exception_handler(PolicyError)
+    async def policy_error(request: Request, exc: PolicyError) -> JSONResponse:
+        return error_response(422, f"invalid policy: {exc.message}")
 
     @app.exception_handler(DeskpilotError)
     async def deskpilot_error(request: Request, exc: DeskpilotError) -> JSONResponse:

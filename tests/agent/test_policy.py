@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
+import re
+import time
 from typing import Any
 
 import pytest
 
 from agent.policy import ApprovalPolicy, Rule, ToolCall, combo
+from deskpilot.errors import PolicyError
 
 
 def computer(**input: Any) -> ToolCall:
@@ -108,5 +113,75 @@ def test_rules_round_trip_and_reject_nonsense() -> None:
         Rule.from_dict({"effect": "ask", "colour": "red"})
     with pytest.raises(ValueError, match="allow, ask or deny"):
         Rule("maybe")  # type: ignore[arg-type]
-    with pytest.raises(Exception, match=r"unterminated|missing"):
+    with pytest.raises(PolicyError, match=r"not a valid RE2 regular expression: missing \)"):
         Rule("ask", text="(")
+
+
+def test_a_catastrophic_pattern_matches_in_linear_time() -> None:
+    """``(.*)*Z`` backtracks for hours in Python's ``re``; RE2 answers at once, even on a long title."""
+    rule = Rule.from_dict({"effect": "deny", "window": "(.*)*Z"})
+    started = time.monotonic()
+    assert not rule.matches(computer(action="screenshot"), "a" * 200_000 + "Y")
+    assert rule.matches(computer(action="screenshot"), "a" * 200_000 + "Z")
+    assert time.monotonic() - started < 5  # Python's re needs longer than the universe on this
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"rules": [{"effect": "ask", "text": "(?=x)y"}]}, "look-around and backreferences are not supported"),
+        ({"rules": [{"effect": "ask", "window": "(a)\\1"}]}, "not a valid RE2 regular expression"),
+        ({"rules": [{"effect": "ask", "text": "x" * 501}]}, "501 characters; at most 500"),
+        ({"rules": [{"effect": "ask", "text": "(?s)a.{900}b"}]}, "too complex"),
+        ({"rules": [{"effect": "ask", "text": "a{1001}"}]}, "invalid repetition size"),
+        ({"rules": [{"effect": "ask"}] * 101}, "101 rules; at most 100"),
+        ({"rules": [{"effect": "ask", "text": 5}]}, "rule text must be a string, not int"),
+        ({"rules": ["ask"]}, "each rule must be an object"),
+        ({"rules": [{"tool": "bash"}]}, "a rule needs an effect"),
+        ({"rules": {"effect": "ask"}}, "policy rules must be a list"),
+        ({"preset": "yolo"}, "choose one of"),
+        ({"presets": "strict"}, "unknown policy fields: presets"),
+        ([], "policy must be an object"),
+    ],
+)
+def test_user_policies_are_checked_with_a_clear_message(spec: Any, message: str) -> None:
+    with pytest.raises(PolicyError, match=re.escape(message)):
+        ApprovalPolicy.from_spec(spec, "cautious")
+
+
+async def test_user_policy_from_spec_keeps_rules_and_default_preset() -> None:
+    policy = ApprovalPolicy.from_spec({"rules": [{"effect": "deny", "tool": "bash", "text": "(?i)drop table"}]},
+                                      "strict")
+    assert policy.preset == "strict"
+    assert await effect(policy, ToolCall("bash", {"command": "psql -c 'DROP TABLE x'"})) == "deny"
+    assert ApprovalPolicy.from_spec({"preset": "autonomous"}, "strict").preset == "autonomous"
+
+
+async def test_always_allow_of_a_long_command_is_exact_and_not_capped() -> None:
+    command = "echo " + "(.*)*[x" * 2000  # regex syntax in the text is matched literally
+    policy = ApprovalPolicy("strict")
+    policy.add_rule(Rule.exactly(ToolCall("bash", {"command": command})))
+    assert await effect(policy, ToolCall("bash", {"command": command})) == "allow"
+    assert await effect(policy, ToolCall("bash", {"command": command + " "})) == "ask"
+
+
+async def test_the_event_loop_keeps_running_while_rules_are_matched() -> None:
+    """Matching happens off the loop: a ticker keeps ticking while a costly (but allowed) rule searches.
+
+    Random text defeats RE2's DFA cache for this pattern, so the search takes a noticeable while (~0.5 s).
+    """
+    policy = ApprovalPolicy("autonomous", [Rule.from_dict({"effect": "ask", "text": "(?s).*a.{140}c"})])
+    rnd = random.Random(7)
+    text = "".join(rnd.choice("ab ") for _ in range(300_000))
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    task = asyncio.create_task(ticker())
+    assert await effect(policy, ToolCall("bash", {"command": text})) == "allow"
+    task.cancel()
+    assert ticks >= 10  # on the loop, the ticker could not have run at all
