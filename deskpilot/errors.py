@@ -106,6 +106,10 @@ class PayloadTooLarge(ServiceError):
 class TooManyRequests(ServiceError):
     status = 429
 
+    def __init__(self, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds; sent as the Retry-After header
+
 
 class ServiceUnavailable(ServiceError):
     status = 503

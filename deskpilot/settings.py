@@ -105,6 +105,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Largest accepted request body.")
     ws_max_message_bytes: int = Field(default=1_048_576, ge=1024, description="Largest accepted WebSocket message.")
     rate_limit_per_minute: int = Field(default=1200, ge=1, description="Requests per token per minute.")
+    login_failures_per_minute: int = Field(
+        default=10, ge=1, description="Wrong tokens accepted per client address per minute before 429s."
+    )
+    login_failures_burst: int = Field(default=20, ge=1, description="Wrong tokens per address allowed at once.")
+    login_session_hours: float = Field(
+        default=24.0, gt=0, le=24 * 90, description="How long a browser login lasts (logout ends it sooner)."
+    )
     viewer_queue_size: int = Field(default=512, ge=8, description="Events buffered per viewer before it is dropped.")
     frame_fps: float = Field(default=15.0, gt=0, le=60, description="Live screen frames per second while watched.")
 
