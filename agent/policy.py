@@ -2,13 +2,16 @@
 
 Order of evaluation: a matching **deny** rule always wins; otherwise the **newest** matching user
 rule decides (so "always allow this", added during a run, overrides an older ask rule); otherwise
-the preset decides. Rules match on tool, action, key combo, typed text (regex) and the active
-window's title (regex); every field that is set must match.
+the preset decides. Rules match on tool, action, key combo, typed text (regex), the active
+window's title (regex) and the active browser tab's URL (regex); every field that is set must match.
+Patterns are RE2 (agent/patterns.py): linear-time, no look-around or backreferences, size-capped.
 
 Presets (what each one asks about — everything else is allowed):
 
 - ``autonomous``: asks about nothing. For sandboxes you are happy to lose.
 - ``cautious`` (default): asks before
+  * any click, drag, typing or key on a sensitive site (agent/sites.py: banks, payments, crypto,
+    account and government sites, checkout and password pages) — needs the tab's URL (``use_tab_url``);
   * key combos that leave the app or touch the session: anything with super/meta, ctrl+alt+…,
     alt+F4, ctrl+q, ctrl+shift+q, ctrl+shift+delete;
   * typing text that contains a line break (it submits forms and runs terminal commands), looks like
@@ -29,11 +32,13 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from agent import patterns
+from agent.sites import sensitive_site
 from deskpilot.errors import PolicyError
 
 Effect = Literal["allow", "ask", "deny"]
 PRESETS = ("autonomous", "cautious", "strict")
 WindowTitle = Callable[[], Awaitable[str | None]]
+TabUrl = Callable[[], Awaitable[str | None]]  # the active browser tab's URL, None when there is none
 
 _ALIASES = {"control": "ctrl", "control_l": "ctrl", "control_r": "ctrl", "alt_l": "alt", "alt_r": "alt",
             "shift_l": "shift", "shift_r": "shift", "super_l": "super", "super_r": "super", "win": "super",
@@ -90,6 +95,7 @@ class Rule:
     text: str | None = None  # regex, searched
     window: str | None = None  # regex, searched in the active window's title
     reason: str = ""
+    url: str | None = None  # regex, searched in the active browser tab's URL: "(?i)bank|checkout|payment"
 
     def __post_init__(self) -> None:
         if self.effect not in ("allow", "ask", "deny"):
@@ -99,7 +105,7 @@ class Rule:
             if pattern is not None:  # a bad pattern fails when the rule is made, not mid-run
                 patterns.compile_pattern(pattern, name, limited=False)
 
-    def matches(self, call: ToolCall, title: str | None) -> bool:
+    def matches(self, call: ToolCall, title: str | None = None, url: str | None = None) -> bool:
         if self.tool is not None and self.tool != call.tool:
             return False
         if self.action is not None and self.action != call.action:
@@ -110,6 +116,8 @@ class Rule:
             if not any((fixed <= c) if "*" in want else (fixed == c) for c in call.combos):
                 return False
         if self.text is not None and not patterns.search(self.text, call.text):
+            return False
+        if self.url is not None and (url is None or not patterns.search(self.url, url)):
             return False
         return self.window is None or (title is not None and patterns.search(self.window, title))
 
@@ -142,8 +150,8 @@ class Rule:
                    reason=f"user chose always {effect} for this action")
 
 
-_FIELDS = ("effect", "tool", "action", "keys", "text", "window", "reason")
-_PATTERN_FIELDS = ("text", "window")
+_FIELDS = ("effect", "tool", "action", "keys", "text", "window", "reason", "url")
+_PATTERN_FIELDS = ("text", "window", "url")
 MAX_RULES = 100
 
 
@@ -163,8 +171,10 @@ _CARD = patterns.compile_pattern(r"\b(?:\d[ -]?){13,19}\b", limited=False)
 _READ_ONLY = {"screenshot", "zoom", "cursor_position", "mouse_move", "scroll", "wait"}
 
 
-def _cautious(call: ToolCall) -> PolicyDecision:
+def _cautious(call: ToolCall, url: str | None) -> PolicyDecision:
     if call.tool == "computer":
+        if url and call.action not in _READ_ONLY and (site := sensitive_site(url)) is not None:
+            return PolicyDecision("ask", f"{call.action} on a sensitive site ({site}: {url[:200]})")
         for keys in call.combos:
             if "super" in keys or {"ctrl", "alt"} <= keys or keys in _RISKY_KEYS:
                 return PolicyDecision("ask", f"key combo {'+'.join(sorted(keys))} can leave the app or end the session")
@@ -193,12 +203,13 @@ def _strict(call: ToolCall) -> PolicyDecision:
 
 class ApprovalPolicy:
     def __init__(self, preset: str = "cautious", rules: list[Rule] | None = None,
-                 window_title: WindowTitle | None = None) -> None:
+                 window_title: WindowTitle | None = None, tab_url: TabUrl | None = None) -> None:
         if preset not in PRESETS:
             raise PolicyError(f"unknown approval preset {preset!r}; choose one of {', '.join(PRESETS)}")
         self.preset = preset
         self.rules: list[Rule] = list(rules or [])
         self._window_title = window_title
+        self._tab_url = tab_url
 
     @classmethod
     def from_spec(cls, spec: object, default_preset: str) -> ApprovalPolicy:
@@ -223,27 +234,44 @@ class ApprovalPolicy:
         """Where window rules read the active window's title (``DesktopClient.active_window_title``)."""
         self._window_title = provider
 
+    @property
+    def tab_url(self) -> TabUrl | None:
+        return self._tab_url
+
+    def use_tab_url(self, provider: TabUrl | None) -> None:
+        """Where URL rules and the sensitive-site list read the active tab's URL (a desktop's ``active_tab_url``)."""
+        self._tab_url = provider
+
     def add_rule(self, rule: Rule) -> None:
         self.rules.append(rule)
 
     async def check(self, call: ToolCall) -> PolicyDecision:
-        title: str | None = None
-        if self._window_title is not None and any(r.window is not None for r in self.rules):
-            try:
-                title = await self._window_title()
-            except Exception:  # no title = window rules do not match; a broken provider must not stop the run
-                title = None
+        rules = list(self.rules)
+        title = await _observe(self._window_title) if any(r.window is not None for r in rules) else None
+        wants_url = any(r.url is not None for r in rules) or (
+            self.preset == "cautious" and call.tool == "computer" and call.action not in _READ_ONLY)
+        url = await _observe(self._tab_url) if wants_url else None
         # Matching is linear (RE2) but can still take a while on long text; a thread keeps the loop serving
         # everyone else meanwhile (RE2 releases the GIL while it searches).
-        return await asyncio.to_thread(self._decide, list(self.rules), call, title)
+        return await asyncio.to_thread(self._decide, rules, call, title, url)
 
-    def _decide(self, rules: list[Rule], call: ToolCall, title: str | None) -> PolicyDecision:
+    def _decide(self, rules: list[Rule], call: ToolCall, title: str | None, url: str | None) -> PolicyDecision:
         for rule in rules:
-            if rule.effect == "deny" and rule.matches(call, title):
+            if rule.effect == "deny" and rule.matches(call, title, url):
                 return PolicyDecision("deny", rule.reason or "a deny rule matches this action", rule)
         for rule in reversed(rules):
-            if rule.matches(call, title):
+            if rule.matches(call, title, url):
                 return PolicyDecision(rule.effect, rule.reason or f"a user rule says {rule.effect}", rule)
         if self.preset == "autonomous":
             return PolicyDecision("allow", "autonomous")
-        return _strict(call) if self.preset == "strict" else _cautious(call)
+        return _strict(call) if self.preset == "strict" else _cautious(call, url)
+
+
+async def _observe(provider: WindowTitle | TabUrl | None) -> str | None:
+    """The title or URL now; None when unknown. A broken provider must not stop the run: its rules just don't match."""
+    if provider is None:
+        return None
+    try:
+        return await provider()
+    except Exception:
+        return None

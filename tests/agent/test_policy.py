@@ -6,12 +6,17 @@ import asyncio
 import random
 import re
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
+from agent.approvals import Decision
 from agent.policy import ApprovalPolicy, Rule, ToolCall, combo
+from agent.sites import sensitive_site
 from deskpilot.errors import PolicyError
+from tests.agent.conftest import LoopFactory, RecordingDesktop
+from tests.support.fake_messages import FakeMessages, reply, text, tool_use
 
 
 def computer(**input: Any) -> ToolCall:
@@ -185,3 +190,110 @@ async def test_the_event_loop_keeps_running_while_rules_are_matched() -> None:
     assert await effect(policy, ToolCall("bash", {"command": text})) == "allow"
     task.cancel()
     assert ticks >= 10  # on the loop, the ticker could not have run at all
+
+
+class Tab:
+    """A fake ``active_tab_url`` (the desktop daemon's is another helper's work): returns ``.url``, counts calls."""
+
+    def __init__(self, url: str | None) -> None:
+        self.url = url
+        self.calls = 0
+
+    async def __call__(self) -> str | None:
+        self.calls += 1
+        return self.url
+
+
+async def test_url_rules_match_the_active_tab() -> None:
+    tab = Tab("https://shop.example/cart")
+    policy = ApprovalPolicy("autonomous", [Rule.from_dict({"effect": "ask", "url": "(?i)bank|checkout|payment",
+                                                           "reason": "money"})], tab_url=tab)
+    click = computer(action="left_click", coordinate=[1, 2])
+    assert await effect(policy, click) == "allow"
+    tab.url = "https://shop.example/CHECKOUT/step-2"
+    assert (await policy.check(click)).reason == "money"
+    tab.url = None  # no browser tab: URL rules cannot match
+    assert await effect(policy, click) == "allow"
+    assert Rule.from_dict(Rule("deny", url="evil").to_dict()) == Rule("deny", url="evil")
+    with pytest.raises(PolicyError, match="rule url pattern"):
+        Rule.from_dict({"effect": "deny", "url": "(?!x)"})
+
+
+async def test_a_url_rule_without_a_tab_provider_or_with_a_broken_one_does_not_match() -> None:
+    async def broken() -> str:
+        raise RuntimeError("no devtools")
+
+    for provider in (None, broken):
+        policy = ApprovalPolicy("autonomous", [Rule("deny", url="")], tab_url=provider)
+        assert await effect(policy, computer(action="left_click", coordinate=[1, 1])) == "allow"
+
+
+@pytest.mark.parametrize(
+    ("url", "site"),
+    [
+        ("https://www.bankofamerica.com/login", "bank"),
+        ("https://onlinebanking.example-bank.de/", "bank"),
+        ("https://secure.chase.com/web/auth", "bank"),
+        ("https://www.paypal.com/myaccount/transfer", "payments"),
+        ("https://dashboard.stripe.com/", "payments"),
+        ("https://www.coinbase.com/", "crypto"),
+        ("https://accounts.google.com/signin", "account"),
+        ("https://www.gov.uk/pay-tax", "government"),
+        ("https://www.irs.gov/payments", "government"),
+        ("https://shop.example/checkout/", "checkout or payment page"),
+        ("https://github.com/settings/tokens", "password or security settings"),
+        ("https://www.google.com/search?q=bank+checkout", None),  # the words in a query are not the site
+        ("https://example.org/blog/how-banks-work", None),
+        ("https://gemini.google.com/app", None),
+        ("file:///home/user/bank.html", None),
+        ("not a url", None),
+    ],
+)
+def test_the_sensitive_site_list(url: str, site: str | None) -> None:
+    assert sensitive_site(url) == site
+
+
+async def test_cautious_asks_before_changing_anything_on_a_sensitive_site() -> None:
+    tab = Tab("https://www.paypal.com/myaccount/summary")
+    policy = ApprovalPolicy("cautious", tab_url=tab)
+    decision = await policy.check(computer(action="left_click", coordinate=[5, 5]))
+    assert decision.effect == "ask" and "sensitive site (payments" in decision.reason
+    assert await effect(policy, computer(action="type", text="hello")) == "ask"
+    assert await effect(policy, computer(action="screenshot")) == "allow"  # looking is fine
+    assert await effect(policy, computer(action="scroll", coordinate=[5, 5], scroll_direction="down")) == "allow"
+    calls = tab.calls
+    assert await effect(policy, ToolCall("bash", {"command": "ls"})) == "allow"
+    assert tab.calls == calls  # the URL is only fetched when something depends on it
+    tab.url = "https://example.org/"
+    assert await effect(policy, computer(action="left_click", coordinate=[5, 5])) == "allow"
+    # the user's own rule overrides the list for a site they trust; autonomous ignores the list
+    tab.url = "https://www.paypal.com/myaccount/summary"
+    policy.add_rule(Rule("allow", url=r"^https://www\.paypal\.com/"))
+    assert await effect(policy, computer(action="left_click", coordinate=[5, 5])) == "allow"
+    assert await effect(ApprovalPolicy("autonomous", tab_url=tab), computer(action="type", text="x")) == "allow"
+
+
+@dataclass
+class BrowsingDesktop(RecordingDesktop):
+    """A recording desktop that also reports the active tab's URL, as the daemon's seam will."""
+
+    url: str | None = None
+
+    async def active_tab_url(self) -> str | None:
+        return self.url
+
+
+async def test_the_loop_gives_the_policy_the_desktops_tab_url(fake_messages: FakeMessages,
+                                                              make_loop: LoopFactory) -> None:
+    click = {"action": "left_click", "coordinate": [10, 10]}
+    fake_messages.script(reply(tool_use("computer", click, id="t1")), reply(text("stopped")))
+    desktop = BrowsingDesktop(url="https://www.paypal.com/myaccount/transfer")
+    loop, events = make_loop(desktop, policy=ApprovalPolicy("cautious"))
+    assert loop.policy.tab_url is not None
+    task = asyncio.create_task(loop.run("send money"))
+    while not loop.approvals.pending:
+        await asyncio.sleep(0.01)
+    assert desktop.calls == []  # nothing clicked before the user says so
+    loop.decide(loop.approvals.pending[0], Decision.reject("no"))
+    assert (await asyncio.wait_for(task, 30)).status == "succeeded"
+    assert "sensitive site (payments" in events.of("approval_requested")[0]["reason"]
