@@ -22,6 +22,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event, inspect, make_url, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from deskpilot.errors import ConfigError
@@ -104,7 +105,13 @@ def _upgrade_on(conn: Connection) -> None:
         log.info("database made by deskpilot 0.1.0: recorded as schema revision %s", RELEASE_REVISION)
         command.stamp(config, RELEASE_REVISION)
     if set(current) != {script.get_current_head()}:
-        command.upgrade(config, "head")
+        try:
+            command.upgrade(config, "head")
+        except SQLAlchemyError as exc:
+            raise ConfigError(
+                f"upgrading the database schema to revision {script.get_current_head()} failed, so the database "
+                f"was left as it was: {exc}"
+            ) from exc
 
 
 def _made_by_release(conn: Connection) -> bool:

@@ -1,3 +1,7 @@
+-- The DDL deskpilot 0.1.0 executed on postgresql (Base.metadata.create_all at main c0d5525, captured from
+-- a real run), before it had migrations. Frozen: tests/web/test_migrations.py builds "a database of the
+-- current release" from it. Never edit.
+
 CREATE TABLE tokens (
 	id VARCHAR(36) NOT NULL, 
 	name VARCHAR(200) NOT NULL, 
@@ -13,7 +17,7 @@ CREATE INDEX ix_tokens_name ON tokens (name);
 CREATE TABLE sessions (
 	id VARCHAR(36) NOT NULL, 
 	owner VARCHAR(200) NOT NULL, 
-	task TEXT NOT NULL, 
+	task VARCHAR NOT NULL, 
 	model VARCHAR(200) NOT NULL, 
 	policy JSON NOT NULL, 
 	max_steps INTEGER NOT NULL, 
@@ -22,8 +26,8 @@ CREATE TABLE sessions (
 	height INTEGER NOT NULL, 
 	status VARCHAR(32) NOT NULL, 
 	control VARCHAR(16) NOT NULL, 
-	result TEXT, 
-	error TEXT, 
+	result VARCHAR, 
+	error VARCHAR, 
 	last_seq INTEGER NOT NULL, 
 	input_tokens INTEGER NOT NULL, 
 	output_tokens INTEGER NOT NULL, 
@@ -53,9 +57,9 @@ CREATE TABLE events (
 	FOREIGN KEY(session_id) REFERENCES sessions (id)
 );
 
-CREATE INDEX ix_events_session_id ON events (session_id);
-
 CREATE INDEX ix_events_image_ref ON events (image_ref);
+
+CREATE INDEX ix_events_session_id ON events (session_id);
 
 CREATE TABLE approvals (
 	id VARCHAR(64) NOT NULL, 
@@ -64,9 +68,9 @@ CREATE TABLE approvals (
 	tool_use_id VARCHAR(128) NOT NULL, 
 	tool VARCHAR(64) NOT NULL, 
 	input JSON NOT NULL, 
-	reason TEXT NOT NULL, 
+	reason VARCHAR NOT NULL, 
 	image_ref VARCHAR(80), 
-	note TEXT, 
+	note VARCHAR, 
 	edited_input JSON, 
 	created_at TIMESTAMP WITH TIME ZONE NOT NULL, 
 	decided_at TIMESTAMP WITH TIME ZONE, 

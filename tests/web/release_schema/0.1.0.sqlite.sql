@@ -1,3 +1,7 @@
+-- The DDL deskpilot 0.1.0 executed on sqlite (Base.metadata.create_all at main c0d5525, captured from
+-- a real run), before it had migrations. Frozen: tests/web/test_migrations.py builds "a database of the
+-- current release" from it. Never edit.
+
 CREATE TABLE tokens (
 	id VARCHAR(36) NOT NULL, 
 	name VARCHAR(200) NOT NULL, 
@@ -53,9 +57,9 @@ CREATE TABLE events (
 	FOREIGN KEY(session_id) REFERENCES sessions (id)
 );
 
-CREATE INDEX ix_events_session_id ON events (session_id);
-
 CREATE INDEX ix_events_image_ref ON events (image_ref);
+
+CREATE INDEX ix_events_session_id ON events (session_id);
 
 CREATE TABLE approvals (
 	id VARCHAR(64) NOT NULL, 

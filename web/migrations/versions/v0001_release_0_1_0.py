@@ -1,6 +1,6 @@
 """The schema of deskpilot 0.1.0, which created it with ``create_all`` before there were migrations.
 
-Frozen: plain SQLAlchemy types, not the application's (String/Text are what ``Str`` becomes, DateTime with
+Frozen: plain SQLAlchemy types, not the application's (String and TEXT are what ``Str`` becomes, DateTime with
 time zone what ``UTCDateTime`` becomes), so later changes to web/tables.py cannot change this revision.
 A database that has these tables and no ``alembic_version`` is stamped as this revision (web/migrations).
 
@@ -18,6 +18,10 @@ revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | None = None
 depends_on: str | None = None
+
+# What web.tables.Str() (unbounded text) is: TEXT on SQLite, VARCHAR without a length on PostgreSQL
+# (asyncpg's dialect maps Text to its string type there). The same on both for storage; spelled exactly.
+TEXT = sa.Text().with_variant(sa.String(), "postgresql")
 
 
 def _at(name: str, nullable: bool = False) -> sa.Column[object]:
@@ -40,7 +44,7 @@ def upgrade() -> None:
         "sessions",
         sa.Column("id", sa.String(36), nullable=False),
         sa.Column("owner", sa.String(200), nullable=False),
-        sa.Column("task", sa.Text(), nullable=False),
+        sa.Column("task", TEXT, nullable=False),
         sa.Column("model", sa.String(200), nullable=False),
         sa.Column("policy", sa.JSON(), nullable=False),
         sa.Column("max_steps", sa.Integer(), nullable=False),
@@ -49,8 +53,8 @@ def upgrade() -> None:
         sa.Column("height", sa.Integer(), nullable=False),
         sa.Column("status", sa.String(32), nullable=False),
         sa.Column("control", sa.String(16), nullable=False),
-        sa.Column("result", sa.Text(), nullable=True),
-        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("result", TEXT, nullable=True),
+        sa.Column("error", TEXT, nullable=True),
         sa.Column("last_seq", sa.Integer(), nullable=False),
         sa.Column("input_tokens", sa.Integer(), nullable=False),
         sa.Column("output_tokens", sa.Integer(), nullable=False),
@@ -87,9 +91,9 @@ def upgrade() -> None:
         sa.Column("tool_use_id", sa.String(128), nullable=False),
         sa.Column("tool", sa.String(64), nullable=False),
         sa.Column("input", sa.JSON(), nullable=False),
-        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("reason", TEXT, nullable=False),
         sa.Column("image_ref", sa.String(80), nullable=True),
-        sa.Column("note", sa.Text(), nullable=True),
+        sa.Column("note", TEXT, nullable=True),
         sa.Column("edited_input", sa.JSON(), nullable=True),
         _at("created_at"),
         _at("decided_at", nullable=True),

@@ -15,6 +15,10 @@ down_revision: str | None = "0001"
 branch_labels: str | None = None
 depends_on: str | None = None
 
+# What web.tables.Str() (unbounded text) is: TEXT on SQLite, VARCHAR without a length on PostgreSQL
+# (asyncpg's dialect maps Text to its string type there). The same on both for storage; spelled exactly.
+TEXT = sa.Text().with_variant(sa.String(), "postgresql")
+
 
 def upgrade() -> None:
     op.create_table(
@@ -26,8 +30,8 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("ip", sa.Text(), nullable=False),
-        sa.Column("user_agent", sa.Text(), nullable=False),
+        sa.Column("ip", TEXT, nullable=False),
+        sa.Column("user_agent", TEXT, nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.ForeignKeyConstraint(["token_id"], ["tokens.id"]),
     )
@@ -40,7 +44,7 @@ def upgrade() -> None:
         sa.Column("session_id", sa.String(36), nullable=True),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("actor", sa.String(200), nullable=False),
-        sa.Column("address", sa.Text(), nullable=False),
+        sa.Column("address", TEXT, nullable=False),
         sa.Column("action", sa.String(64), nullable=False),
         sa.Column("detail", sa.JSON(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
