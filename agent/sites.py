@@ -52,11 +52,11 @@ def sensitive_site(url: str) -> str | None:
     """The name of the sensitive-site entry ``url`` falls under, or None."""
     try:
         parts = urlsplit(url.strip())
+        host = (parts.hostname or "").lower().rstrip(".")
     except ValueError:
         return None
     if parts.scheme not in ("http", "https"):
         return None
-    host = (parts.hostname or "").lower().rstrip(".")
     path = parts.path.lower()
     for site in SENSITIVE_SITES:
         if site.host is not None and patterns.search(site.host, host):

@@ -133,7 +133,10 @@ def _same_origin(conn: HTTPConnection, origin: str, extra: list[str]) -> bool:
     if origin in extra:
         return True
     host = conn.headers.get("host", "")
-    parts = urlsplit(origin)
+    try:
+        parts = urlsplit(origin)
+    except ValueError:  # e.g. "http://[": no origin at all
+        return False
     return parts.scheme in ("http", "https") and bool(host) and parts.netloc == host
 
 
@@ -161,8 +164,11 @@ def require_same_origin(conn: HTTPConnection) -> None:
     elif (site := conn.headers.get("sec-fetch-site")) is not None:
         ok = site in ("same-origin", "none")
     elif (referer := conn.headers.get("referer")) is not None:
-        parts = urlsplit(referer)
-        ok = _same_origin(conn, f"{parts.scheme}://{parts.netloc}", extra)
+        try:
+            parts = urlsplit(referer)
+            ok = _same_origin(conn, f"{parts.scheme}://{parts.netloc}", extra)
+        except ValueError:
+            ok = False
     else:
         ok = True
     if not ok:

@@ -247,6 +247,7 @@ async def test_a_url_rule_without_a_tab_provider_or_with_a_broken_one_does_not_m
         ("https://gemini.google.com/app", None),
         ("file:///home/user/bank.html", None),
         ("not a url", None),
+        ("https://[::1/checkout", None),  # unparseable: no crash, no match
     ],
 )
 def test_the_sensitive_site_list(url: str, site: str | None) -> None:

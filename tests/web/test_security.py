@@ -47,7 +47,7 @@ def test_cookie_state_changes_from_another_origin_are_refused(service: Service, 
         assert r.status_code == 403, (origin, r.status_code, r.text)
         assert "cross-origin" in r.json()["error"]
     for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
-                    {"Referer": "http://evil.example/page"}):
+                    {"Referer": "http://evil.example/page"}, {"Origin": "http://["}, {"Referer": "http://[x"}):
         assert browser.post(f"/api/sessions/{sid}/pause", headers=headers).status_code == 403, headers
     evil = {"Origin": "http://evil.example"}
     assert browser.post("/api/sessions", json={"task": "x"}, headers=evil).status_code == 403
