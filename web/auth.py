@@ -50,10 +50,6 @@ class Principal:
     token_id: str
     session_hash: str | None = None  # set when the caller came in with a browser-session cookie
 
-    @property
-    def via_cookie(self) -> bool:
-        return self.session_hash is not None
-
 
 def client_address(conn: HTTPConnection) -> str:
     return address_key(conn.client.host if conn.client else None)
