@@ -53,6 +53,9 @@ def test_logout_ends_the_session_for_a_copied_cookie(service: Service) -> None:
         assert c.get("/api/me").status_code == 401
     with service.client("bob") as api:  # the token itself is untouched by a logout
         assert api.get("/api/me").json() == {"owner": "bob"}
+    audit = service.call(service.app.state.store.list_audit("bob"))
+    assert [(a.action, a.actor, a.address) for a in audit] == [("logout", "bob", "127.0.0.1"),
+                                                                ("login", "bob", "127.0.0.1")]
 
 
 def test_a_new_login_rotates_the_session(service: Service) -> None:
