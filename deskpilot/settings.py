@@ -100,7 +100,8 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite in data_dir if unset.")
     max_sessions: int = Field(default=4, ge=1)
     allowed_origins: list[str] = Field(
-        default_factory=list, description="Extra browser origins allowed on WebSockets besides the service's own."
+        default_factory=list,
+        description="Extra browser origins allowed (WebSockets, cookie-authenticated REST) besides the service's own.",
     )
     max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Largest accepted request body.")
     ws_max_message_bytes: int = Field(default=1_048_576, ge=1024, description="Largest accepted WebSocket message.")

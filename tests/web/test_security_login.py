@@ -18,6 +18,7 @@ import httpx
 
 from tests.web.conftest import Service, start_service, stop_service
 from web.auth import COOKIE_NAME
+from web.limits import address_key
 
 
 @contextmanager
@@ -120,3 +121,11 @@ def test_failed_logins_are_throttled_per_address(tmp_path: Path) -> None:
             assert anonymous.post("/api/login", json={"token": svc.tokens["bob"]}).status_code == 200
     finally:
         stop_service(svc)
+
+
+def test_failures_are_counted_per_ipv4_address_and_per_ipv6_64() -> None:
+    assert address_key("203.0.113.7") == "203.0.113.7"
+    assert address_key("2001:db8:1:2:aaaa::1") == address_key("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
+    assert address_key("2001:db8:1:3::1") != address_key("2001:db8:1:2::1")
+    assert address_key("::ffff:203.0.113.7") == "203.0.113.7"
+    assert address_key(None) == "unknown" and address_key("testclient") == "testclient"
