@@ -13,7 +13,6 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -25,16 +24,12 @@ from deskpilot.settings import Settings
 from web.auth import create_token
 from web.bus import Bus
 from web.limits import LoginThrottle, RateLimiter
-from web.middleware import BodySizeLimit, SecurityHeaders
+from web.middleware import BodySizeLimit, SecurityHeaders, error_response
 from web.runner import Runner
 from web.store import Store
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
-
-
-def error_response(status: int, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"ok": False, "error": message, "status": status, **extra}, status_code=status)
 
 
 async def ensure_first_token(store: Store) -> str | None:

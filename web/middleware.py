@@ -9,9 +9,10 @@ Headers (a route's own value wins, e.g. the UI page's CSP):
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
 from starlette.datastructures import MutableHeaders
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 ALWAYS = {
@@ -50,13 +51,16 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
-async def _send_413(send: Send, limit: int) -> None:
-    body = json.dumps({"ok": False, "error": f"request body over {limit} bytes", "status": 413}).encode()
-    await send({"type": "http.response.start", "status": 413, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),
-    ]})
-    await send({"type": "http.response.body", "body": body})
+def error_response(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    """The API's one error shape: ``{"ok": false, "error": "...", "status": N}``."""
+    return JSONResponse({"ok": False, "error": message, "status": status, **extra}, status_code=status,
+                        headers=headers)
+
+
+async def _send_413(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+    # "close": the client may still be sending the rest of the body, which nobody will read
+    response = error_response(413, f"request body over {limit} bytes", headers={"connection": "close"})
+    await response(scope, receive, send)
 
 
 class BodySizeLimit:
@@ -73,7 +77,7 @@ class BodySizeLimit:
             return
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await _send_413(send, self.limit)
+                await _send_413(scope, receive, send, self.limit)
                 return
         body = bytearray()
         while True:
@@ -83,7 +87,7 @@ class BodySizeLimit:
                 return
             body += message.get("body", b"")
             if len(body) > self.limit:
-                await _send_413(send, self.limit)
+                await _send_413(scope, receive, send, self.limit)
                 return
             if not message.get("more_body", False):
                 break
