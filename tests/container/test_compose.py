@@ -192,8 +192,9 @@ def test_compose_up_runs_a_task_in_a_desktop_on_the_stacks_network_and_down_leav
     for cid in desktops:
         with pytest.raises(docker.errors.NotFound):
             engine.containers.get(cid)
-    assert engine.networks.list(names=[stack.network]) == []
-    assert engine.volumes.list(filters={"name": stack.volume}) == []
+    # (The engine's name filters match substrings, so compare names.)
+    assert [n.name for n in engine.networks.list(names=[stack.network]) if n.name == stack.network] == []
+    assert [v.name for v in engine.volumes.list(filters={"name": stack.volume}) if v.name == stack.volume] == []
     assert list(stack.run_dir.iterdir()) == []
 
 
