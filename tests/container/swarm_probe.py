@@ -3,8 +3,9 @@ first on ``PYTHONPATH``), because only a member of the overlay network reaches t
 
 It builds the backend the way the service does (``web.desktops.make_backend`` from ``DESKPILOT_*``), which
 connects this container to the overlay network; acquires a desktop, takes a screenshot, runs a bash
-command, checks that a wrong token is refused, releases it and closes the backend. It prints one JSON
-line of what it saw (the test asserts on it) and exits 0 even when a step failed (``error`` says which).
+command, opens the VNC view, checks that a wrong token is refused, releases it and closes the backend.
+It prints one JSON line of what it saw (the test asserts on it) and exits 0 even when a step failed
+(``error`` says which).
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ async def probe(report: dict[str, Any]) -> None:
         report["screenshot"] = list(Image.open(io.BytesIO(shot.image)).size)
         bash = await handle.client.tool("bash", {"command": "id -u; grep CapEff /proc/self/status"})
         report["bash"] = bash.output or bash.error
+        async with handle.client.vnc_connect(view_only=True) as ws:  # the live view's path, over the overlay
+            greeting = await asyncio.wait_for(ws.recv(), 30)
+        report["vnc_greeting"] = bytes(greeting[:12]).decode() if isinstance(greeting, bytes) else greeting
         async with DesktopClient(handle.client.base_url, token="x" * 43) as wrong:
             try:
                 await wrong.info()

@@ -1,6 +1,6 @@
 """The swarm desktop backend on a real single-node swarm: a Swarm service per desktop on an encrypted,
 attachable overlay network the backend creates, its daemon reached over authenticated TCP on that network
-and never published; a screenshot and a bash command; release and close leave nothing behind.
+and never published; a screenshot, a bash command and the VNC view; release and close leave nothing behind.
 
 Only members of the overlay network reach the daemons, so the client (``tests/container/swarm_probe.py``)
 runs in a container of the service image with this checkout mounted, started on a bridge network this test
@@ -132,6 +132,7 @@ def test_swarm_backend_serves_a_desktop_over_its_overlay_network_and_leaves_noth
         assert report["screenshot"][0] > 0 and report["screenshot"][1] > 0
         uid, capeff = report["bash"].split("\n")[:2]
         assert uid == "1000" and capeff.split() == ["CapEff:", "0000000000000000"]
+        assert report["vnc_greeting"].startswith("RFB 003.")
         assert "rejected the token" in report["wrong_token"]
         assert report["services_after_release"] == 0
 
