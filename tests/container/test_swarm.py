@@ -80,7 +80,7 @@ def test_swarm_backend_serves_a_desktop_over_its_overlay_network_and_leaves_noth
     probe = None
     try:
         probe = engine.containers.run(
-            SERVICE_IMAGE, name=probe_name, detach=True, network=client_net.name,
+            SERVICE_IMAGE, name=probe_name, detach=True, network=client_net.name, working_dir="/tmp",
             entrypoint=["/opt/deskpilot/bin/python", "/src/tests/container/swarm_probe.py"],
             environment={"PYTHONPATH": "/src", "DESKPILOT_DATA_DIR": "/tmp/deskpilot",
                          "DESKPILOT_DESKTOP_BACKEND": "swarm", "DESKPILOT_DOCKER_IMAGE": IMAGE,
@@ -91,7 +91,7 @@ def test_swarm_backend_serves_a_desktop_over_its_overlay_network_and_leaves_noth
             volumes={str(ROOT): {"bind": "/src", "mode": "ro"},
                      "/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"}},
             user="deskpilot", group_add=[str(os.stat("/var/run/docker.sock").st_gid)],
-            read_only=True, tmpfs={"/tmp": "rw,size=64m"}, cap_drop=["ALL"],
+            read_only=True, tmpfs={"/tmp": "rw,size=64m,mode=1777", "/data": "rw,size=16m,mode=1777"}, cap_drop=["ALL"],
             security_opt=["no-new-privileges:true"], labels={"deskpilot.test": "swarm-probe"})
         exit_code = probe.wait(timeout=300)["StatusCode"]
         logs = probe.logs().decode(errors="replace")
@@ -144,7 +144,7 @@ def test_swarm_backend_serves_a_desktop_over_its_overlay_network_and_leaves_noth
     finally:
         if probe is not None:
             with contextlib.suppress(docker.errors.NotFound):
-                probe.remove(force=True)
+                probe.remove(force=True, v=True)  # with the image's anonymous /data volume
         for service in engine.services.list(filters={"label": "deskpilot.backend=swarm"}):
             service.remove()
         for secret in engine.secrets.list(filters={"label": "deskpilot.backend=swarm"}):
