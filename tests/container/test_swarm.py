@@ -6,6 +6,10 @@ Only members of the overlay network reach the daemons, so the client (``tests/co
 runs in a container of the service image with this checkout mounted, started on a bridge network this test
 creates; the backend connects it to the overlay network, as it would the service's own container. The
 swarm is initialised on loopback only (``127.0.0.1``) and left again when this test initialised it.
+
+End to end, the compose stack (``tests/container/stack.py``) runs with the swarm backend: the service
+connects its own container to the overlay network, runs a task against the fake Messages API on a swarm
+desktop, and ``down -v`` leaves no service, secret, container or network.
 """
 
 from __future__ import annotations
@@ -19,14 +23,18 @@ from pathlib import Path
 from typing import Any
 
 import docker.errors
+import httpx
 import pytest
 from click.testing import CliRunner
 
 from desktop.daemon import desktopd_command
 from tests.container.conftest import IMAGE, unavailable
+from tests.container.stack import PROJECT_LABEL, compose_stack, first_token, healthy, networks_named, run_task
 from tests.container.test_images import ROOT, SERVICE_IMAGE
+from tests.support.fake_messages import Reply, Request, reply, text, tool_use
 from tests.web.conftest import wait_for
 
+SWARM_LABEL = "deskpilot.backend=swarm"
 GWBRIDGE = "docker_gwbridge"  # the bridge a swarm gives its containers for egress, created on first use
 
 
@@ -39,7 +47,7 @@ def swarm(engine: Any) -> Iterator[None]:
             unavailable(f"the image {image} is not built")
     state = engine.info()["Swarm"]
     created = state["LocalNodeState"] == "inactive"
-    had_gwbridge = bool(_named(engine.networks, GWBRIDGE))
+    had_gwbridge = bool(networks_named(engine, GWBRIDGE))
     if created:
         engine.swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:2377", data_path_addr="127.0.0.1")
     elif not state.get("ControlAvailable"):
@@ -51,7 +59,7 @@ def swarm(engine: Any) -> Iterator[None]:
             engine.swarm.leave(force=True)
             if not had_gwbridge:
                 # Its last endpoint (the swarm's ingress sandbox) goes shortly after the swarm is left.
-                wait_for(lambda: _remove_all(_named(engine.networks, GWBRIDGE)), timeout=30, interval=0.5)
+                wait_for(lambda: _remove_all(networks_named(engine, GWBRIDGE)), timeout=30, interval=0.5)
 
 
 def _remove_all(networks: list[Any]) -> bool:
@@ -64,11 +72,6 @@ def _remove_all(networks: list[Any]) -> bool:
         except docker.errors.APIError:
             return False
     return True
-
-
-def _named(collection: Any, name: str) -> list[Any]:
-    """Exact-name lookup (the engine's ``name`` filter matches substrings)."""
-    return [item for item in collection.list(names=[name]) if item.name == name]
 
 
 @pytest.mark.docker
@@ -137,22 +140,71 @@ def test_swarm_backend_serves_a_desktop_over_its_overlay_network_and_leaves_noth
         assert report["services_after_release"] == 0
 
         # Nothing left: services, secrets, the desktops' containers, the overlay network.
-        assert engine.services.list(filters={"label": "deskpilot.backend=swarm"}) == []
-        assert engine.secrets.list(filters={"label": "deskpilot.backend=swarm"}) == []
+        assert engine.services.list(filters={"label": SWARM_LABEL}) == []
+        assert engine.secrets.list(filters={"label": SWARM_LABEL}) == []
         assert engine.containers.list(all=True, filters={"label": "deskpilot.session=sess-swarm"}) == []
-        assert _named(engine.networks, overlay) == []
+        assert networks_named(engine, overlay) == []
     finally:
         if probe is not None:
             with contextlib.suppress(docker.errors.NotFound):
-                probe.remove(force=True, v=True)  # with the image's anonymous /data volume
-        for service in engine.services.list(filters={"label": "deskpilot.backend=swarm"}):
-            service.remove()
-        for secret in engine.secrets.list(filters={"label": "deskpilot.backend=swarm"}):
-            with contextlib.suppress(docker.errors.APIError):
-                secret.remove()
-        for network in [client_net, *_named(engine.networks, overlay)]:
-            with contextlib.suppress(docker.errors.APIError):
-                network.remove()
+                probe.remove(force=True, v=True)
+        _remove_leftovers(engine, overlay)
+        with contextlib.suppress(docker.errors.APIError):
+            client_net.remove()
+
+
+@pytest.mark.docker
+def test_a_task_runs_end_to_end_on_a_swarm_desktop_from_the_composed_service(swarm: None, engine: Any) -> None:
+    # The compose stack, with the swarm backend: the service connects its own container to the overlay network.
+    env = {"DESKPILOT_DESKTOP_BACKEND": "swarm", "DESKPILOT_SWARM_NETWORK": "{project}-desktops",
+           "DESKPILOT_SWARM_ATTACH_CONTAINER": "{project}_deskpilot_1"}
+    with compose_stack(engine, env) as stack:
+        overlay = f"{stack.project}-desktops"
+        try:
+            up = stack.run("up", "-d", "--no-build")
+            assert up.returncode == 0, up.stderr[-3000:]
+            service = engine.containers.get(stack.service_container)
+            assert healthy(stack.url)["tasks_can_run"] is True
+            token = first_token(service)
+            seen: list[Any] = []
+
+            def seen_it(request: Request) -> Reply:
+                seen.extend(engine.services.list(filters={"label": SWARM_LABEL}))
+                return reply(text("Seen it."))
+
+            stack.fake.script(reply(text("Looking."), tool_use("computer", {"action": "screenshot"})), seen_it)
+            with httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as c:
+                final = run_task(c, "look")
+            assert final["status"] == "succeeded", final.get("error")
+            assert len(stack.fake.requests[1].images) == 1  # the screenshot came from the swarm desktop
+            assert len(seen) == 1 and [n["Target"] for n in seen[0].attrs["Spec"]["TaskTemplate"]["Networks"]] \
+                == [networks_named(engine, overlay)[0].id]
+            service.reload()
+            assert set(service.attrs["NetworkSettings"]["Networks"]) == {stack.network, overlay}
+            # Released at the task's end: its service, then its secret.
+            wait_for(lambda: not engine.services.list(filters={"label": SWARM_LABEL})
+                     and not engine.secrets.list(filters={"label": SWARM_LABEL}), timeout=60, interval=0.2)
+
+            down = stack.run("down", "-v", "--timeout", "20")
+            assert down.returncode == 0, down.stderr[-3000:]
+            assert engine.services.list(filters={"label": SWARM_LABEL}) == []
+            assert engine.secrets.list(filters={"label": SWARM_LABEL}) == []
+            assert engine.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={stack.project}"}) == []
+            assert networks_named(engine, overlay) == [] and networks_named(engine, stack.network) == []
+        finally:
+            _remove_leftovers(engine, overlay)
+
+
+def _remove_leftovers(engine: Any, overlay: str) -> None:
+    """After a failed test: the desktop services, their secrets and the overlay network."""
+    for service in engine.services.list(filters={"label": SWARM_LABEL}):
+        service.remove()
+    for secret in engine.secrets.list(filters={"label": SWARM_LABEL}):
+        with contextlib.suppress(docker.errors.APIError):
+            secret.remove()
+    for network in networks_named(engine, overlay):
+        with contextlib.suppress(docker.errors.APIError):
+            network.remove()
 
 
 def test_desktopd_listens_beyond_loopback_only_when_told_it_is_on_a_private_network(tmp_path: Path) -> None:
