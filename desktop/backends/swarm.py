@@ -94,7 +94,6 @@ class ServiceClient(DesktopClient):
 class _Desktop:
     key: str
     service: Any
-    secret: Any
     client: DesktopClient
 
 
@@ -111,6 +110,7 @@ class SwarmBackend:
         self._live: dict[str, _Desktop] = {}
         self._start_lock = asyncio.Lock()
         self._started = False
+        self._attached = False  # whether start() connected swarm_attach_container (aclose disconnects it)
 
     def engine(self) -> Any:
         return self._docker.engine()
@@ -127,13 +127,11 @@ class SwarmBackend:
                                              data=token.encode(), labels={**self._labels, LABEL_DESKTOP: key})
             service = await asyncio.to_thread(self.engine().services.create,
                                               **self._service_spec(name, key, secret, width, height, session_id))
-        except docker.errors.ImageNotFound as exc:
-            raise ConfigError(f"desktop image {self.settings.docker_image!r} not found") from exc
-        except docker.errors.APIError as exc:
+        except docker.errors.APIError as exc:  # (a missing image shows later, as the task's rejection)
             await asyncio.to_thread(self._remove_labelled, {LABEL_DESKTOP: key})
             raise DesktopStartError(f"could not start a desktop service: {exc}") from exc
         client = ServiceClient(base_url=f"http://{name}:{DAEMON_PORT}", token=token, service=service)
-        desktop = _Desktop(key, service, secret, client)
+        desktop = _Desktop(key, service, client)
         try:
             await self._wait_ready(desktop)
         except BaseException:
@@ -182,6 +180,7 @@ class SwarmBackend:
         if attach:
             try:
                 network.connect(attach)
+                self._attached = True
             except docker.errors.APIError as exc:
                 if "already exists" not in str(exc):
                     raise ConfigError(f"cannot connect {attach!r} to {network.name}: {exc}") from exc
@@ -205,9 +204,10 @@ class SwarmBackend:
             network = self.engine().networks.get(self.settings.swarm_network)
         except docker.errors.DockerException:
             return
-        if self.settings.swarm_attach_container:
+        if self._attached:
             with contextlib.suppress(docker.errors.APIError):
                 network.disconnect(self.settings.swarm_attach_container)
+            self._attached = False
         if network.attrs.get("Labels", {}).get(LABEL_MANAGED) == "1":
             with contextlib.suppress(docker.errors.APIError):  # still in use by another replica or its desktops
                 network.remove()

@@ -27,6 +27,9 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from deskpilot.errors import ConfigError
+from deskpilot.settings import Settings
+from desktop.backends.swarm import SwarmBackend
 from desktop.daemon import desktopd_command
 from tests.container.conftest import IMAGE, unavailable
 from tests.container.stack import PROJECT_LABEL, compose_stack, first_token, healthy, networks_named, run_task
@@ -212,3 +215,13 @@ def test_desktopd_listens_beyond_loopback_only_when_told_it_is_on_a_private_netw
     token.write_text("t" * 32)
     refused = CliRunner().invoke(desktopd_command, ["--host", "0.0.0.0", "--port", "7000", "--token-file", str(token)])
     assert refused.exit_code == 2 and "--private-network" in refused.output
+
+
+@pytest.mark.docker
+async def test_swarm_backend_on_an_engine_outside_a_swarm_says_how_to_fix_it(engine: Any, tmp_path: Path) -> None:
+    if engine.info()["Swarm"]["LocalNodeState"] != "inactive":
+        pytest.skip("this engine is in a swarm")
+    backend = SwarmBackend(Settings(data_dir=tmp_path, desktop_backend="swarm"), engine=engine)
+    with pytest.raises(ConfigError, match="swarm manager"):
+        await backend.start()
+    await backend.aclose()
