@@ -29,7 +29,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 EventType = Literal[
     "status",
@@ -45,8 +45,9 @@ EventType = Literal[
     "user_message",
 ]
 
-RunStatus = Literal["running", "awaiting_approval", "paused", "succeeded", "failed", "cancelled"]
-TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+FinalStatus = Literal["succeeded", "failed", "cancelled"]
+RunStatus = Literal["running", "awaiting_approval", "paused", FinalStatus]
+TERMINAL: frozenset[str] = frozenset(get_args(FinalStatus))
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import FileResponse
 
-from deskpilot.errors import NotFound
+from agent.approvals import Decision
+from deskpilot.errors import BadRequest, NotFound
 from web.auth import CurrentPrincipal
 from web.models import (
     ERRORS,
@@ -59,7 +60,9 @@ def _deps(request: Request) -> tuple[Store, Runner]:
 @router.post("", status_code=status.HTTP_201_CREATED, operation_id="create_session")
 async def create_session(body: SessionCreate, request: Request, who: CurrentPrincipal) -> Session:
     store, runner = _deps(request)
-    row = await runner.create(who.owner, body)
+    screen = (body.screen.width, body.screen.height) if body.screen else None
+    row = await runner.create(who.owner, body.task, model=body.model, policy=body.policy, max_steps=body.max_steps,
+                              max_cost_usd=body.max_cost_usd, screen=screen)
     return await session_out(store, row)
 
 
@@ -141,7 +144,11 @@ async def decide_approval(
     session_id: str, approval_id: str, body: ApprovalDecision, request: Request, who: CurrentPrincipal
 ) -> Approval:
     store, runner = _deps(request)
-    row = await runner.decide(await store.get_session(session_id, who.owner), approval_id, body)
+    if body.decision == "edit" and body.input is None:
+        raise BadRequest("decision 'edit' needs the edited 'input'")
+    decision = Decision(body.decision, body.note or "", body.input if body.decision == "edit" else None,
+                        always=body.always_allow and body.decision == "approve")
+    row = await runner.decide(await store.get_session(session_id, who.owner), approval_id, decision)
     return approval_out(row)
 
 
