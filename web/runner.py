@@ -16,9 +16,10 @@ from typing import Any
 import anthropic
 from prometheus_client import Gauge
 
+from agent import events
 from agent import history as hist
 from agent.approvals import Decision
-from agent.events import Event
+from agent.events import Event, SessionStatus
 from agent.models import make_client
 from deskpilot.errors import Conflict, DeskpilotError, ServiceUnavailable
 from deskpilot.settings import Settings
@@ -113,20 +114,18 @@ class Runner:
         for row in await self.store.sessions_in(ACTIVE_STATES):
             history = await asyncio.to_thread(load_history, self.store, row.id)
             if history is not None:
-                unknown = []
+                waiting = set()
                 for use in hist.pending_tool_uses(history):
                     approval = await self.store.approval_for_tool_use(row.id, str(use["id"]))
                     if approval is not None and (approval.status == "pending"
                                                  or not await self._applied(row.id, approval.id)):
-                        continue  # still waiting, or decided while down: the resumed run applies the decision
-                    hist.add_tool_result(history, hist.error_result(str(use["id"]), hist.RESTART_UNKNOWN))
-                    unknown.append(use)
+                        waiting.add(str(use["id"]))  # the resumed run waits for, or applies, the decision
+                unknown = hist.answer_pending(history, hist.RESTART_UNKNOWN, keep=waiting)
                 if unknown:
                     await asyncio.to_thread(save_history, self.store, row.id, history)
                 for use in unknown:
-                    await self.emit(row.id, Event("tool_result", {
-                        "id": use["id"], "tool": use.get("name"), "output": "", "error": hist.RESTART_UNKNOWN,
-                        "system": "", "is_error": True, "step": None, "meta": {"outcome": "unknown"}}))
+                    await self.emit(row.id, events.unanswered_result(str(use["id"]), str(use.get("name", "")),
+                                                                     hist.RESTART_UNKNOWN, "unknown", step=None))
             await self.store.update_session(row.id, control="agent")
             await self.set_status(row.id, "interrupted", "restart")
 
@@ -162,14 +161,14 @@ class Runner:
             return None
         return await self.recorder.record(session_id, event)
 
-    async def set_status(self, session_id: str, status: str, reason: str = "", **fields: Any) -> None:
+    async def set_status(self, session_id: str, status: SessionStatus, reason: str = "", **fields: Any) -> None:
         run = self.live.get(session_id)
         if run is not None:
             await run.set_status(status, reason, **fields)
             return
         if fields:
             await self.store.update_session(session_id, **fields)
-        await self.recorder.record(session_id, Event("status", {"status": status, "reason": reason}))
+        await self.recorder.record(session_id, events.status(status, reason))
 
     # --- sessions ---
     async def create(self, owner: str, task: str, *, model: str | None = None, policy: dict[str, Any] | None = None,

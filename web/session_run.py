@@ -15,10 +15,11 @@ from typing import Any, Protocol
 
 import anthropic
 
+from agent import events
 from agent import history as hist
 from agent.approvals import Decision
 from agent.config import LoopConfig
-from agent.events import Event
+from agent.events import Event, SessionStatus, UserMessageData
 from agent.loop import AgentLoop
 from agent.policy import ApprovalPolicy, Rule
 from agent.prompts import DesktopFacts
@@ -115,10 +116,10 @@ class SessionRun:
         if event.type == "usage":
             await self.host.store.update_session(self.session_id, usage_totals=dict(event.data.get("total") or {}))
 
-    async def set_status(self, status: str, reason: str = "", **fields: Any) -> None:
+    async def set_status(self, status: SessionStatus, reason: str = "", **fields: Any) -> None:
         if fields:
             await self.host.store.update_session(self.session_id, **fields)
-        await self.emit(Event("status", {"status": status, "reason": reason}))
+        await self.emit(events.status(status, reason))
 
     # --- the run ---
     async def run(self) -> None:
@@ -218,17 +219,17 @@ class SessionRun:
         self.gate.close("takeover")
         await self.gate.until_idle(settings.settle_cap_ms / 1000 + settings.bash_timeout_s)
         await self.host.store.update_session(self.session_id, control="user", taken_over_at=utcnow())
-        await self.emit(Event("status", {"status": "taken_over", "reason": "user"}))
+        await self.emit(events.status("taken_over", "user"))
 
     async def handback(self, note: str | None) -> None:
         await self.host.store.update_session(self.session_id, control="agent", taken_over_at=None)
         self.kick_vnc()
         self.gate.open(note)
         loop = self.loop
-        status = "running"
+        status: SessionStatus = "running"
         if loop is not None and loop.status in ("awaiting_approval", "paused"):
             status = loop.status
-        await self.emit(Event("status", {"status": status, "reason": "handback"}))
+        await self.emit(events.status(status, "handback"))
 
     def kick_vnc(self) -> None:
         for kick in list(self.vnc_kicks):
@@ -238,7 +239,8 @@ class SessionRun:
         text = f"The user had control for {handover.seconds:.0f} s and handed it back."
         if handover.note:
             text += f" Note: {handover.note}"
-        await self.emit(Event("user_message", {"text": text, "handback": True}))
+        data: UserMessageData = {"text": text, "handback": True}
+        await self.emit(Event("user_message", data))
 
 
 def last_words(history: list[dict[str, Any]]) -> str:

@@ -1,16 +1,16 @@
-"""A session's states: the agent loop's own (``agent.events.RunStatus``) plus the ones only the service
-has — waiting for a slot, starting its desktop, cut off by a restart, driven by a person."""
+"""A session's states as the service uses them, derived from their one definition
+(``agent.events.SessionStatus``: the loop's own states plus queued, starting, interrupted, taken_over)."""
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import get_args
 
-from agent.events import FinalStatus, RunStatus
+from agent.events import FinalStatus, SessionStatus
 
-SessionStatus = Literal[RunStatus, "queued", "starting", "interrupted", "taken_over"]
+__all__ = ["ACTIVE_STATES", "FINAL_STATES", "SESSION_STATES", "SessionStatus"]
 
-SESSION_STATES: tuple[str, ...] = get_args(SessionStatus)
-FINAL_STATES: tuple[str, ...] = get_args(FinalStatus)
+SESSION_STATES: tuple[SessionStatus, ...] = get_args(SessionStatus)
+FINAL_STATES: tuple[FinalStatus, ...] = get_args(FinalStatus)
 # Holding (or about to hold) a desktop: after a restart these were cut short.
-ACTIVE_STATES: tuple[str, ...] = tuple(s for s in SESSION_STATES
-                                       if s not in FINAL_STATES and s not in ("queued", "interrupted"))
+ACTIVE_STATES: tuple[SessionStatus, ...] = tuple(s for s in SESSION_STATES
+                                                 if s not in FINAL_STATES and s not in ("queued", "interrupted"))

@@ -21,9 +21,9 @@ from web.models import (
     Session,
     SessionCreate,
     SessionPage,
-    SessionStatus,
 )
 from web.runner import Runner
+from web.states import SessionStatus
 from web.store import ApprovalRow, EventRow, SessionRow, Store
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"], responses=ERRORS)
