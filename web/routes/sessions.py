@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
@@ -55,6 +56,14 @@ async def session_out(store: Store, row: SessionRow) -> Session:
 
 def _deps(request: Request) -> tuple[Store, Runner]:
     return request.app.state.store, request.app.state.runner
+
+
+async def _control(request: Request, owner: str, session_id: str,
+                   action: Callable[[Runner, SessionRow], Awaitable[None]]) -> Session:
+    """Apply ``action`` to the caller's session; answer with the session as it is now."""
+    store, runner = _deps(request)
+    await action(runner, await store.get_session(session_id, owner))
+    return await session_out(store, await store.get_session(session_id))
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, operation_id="create_session")
@@ -113,30 +122,22 @@ async def get_screenshot(session_id: str, ref: str, request: Request, who: Curre
 
 @router.post("/{session_id}/messages", operation_id="send_message")
 async def send_message(session_id: str, body: MessageIn, request: Request, who: CurrentPrincipal) -> Session:
-    store, runner = _deps(request)
-    await runner.message(await store.get_session(session_id, who.owner), body.text)
-    return await session_out(store, await store.get_session(session_id))
+    return await _control(request, who.owner, session_id, lambda runner, row: runner.message(row, body.text))
 
 
 @router.post("/{session_id}/pause", operation_id="pause_session")
 async def pause_session(session_id: str, request: Request, who: CurrentPrincipal) -> Session:
-    store, runner = _deps(request)
-    await runner.pause(await store.get_session(session_id, who.owner))
-    return await session_out(store, await store.get_session(session_id))
+    return await _control(request, who.owner, session_id, Runner.pause)
 
 
 @router.post("/{session_id}/resume", operation_id="resume_session")
 async def resume_session(session_id: str, request: Request, who: CurrentPrincipal) -> Session:
-    store, runner = _deps(request)
-    await runner.resume(await store.get_session(session_id, who.owner))
-    return await session_out(store, await store.get_session(session_id))
+    return await _control(request, who.owner, session_id, Runner.resume)
 
 
 @router.post("/{session_id}/cancel", operation_id="cancel_session")
 async def cancel_session(session_id: str, request: Request, who: CurrentPrincipal) -> Session:
-    store, runner = _deps(request)
-    await runner.cancel(await store.get_session(session_id, who.owner))
-    return await session_out(store, await store.get_session(session_id))
+    return await _control(request, who.owner, session_id, Runner.cancel)
 
 
 @router.post("/{session_id}/approvals/{approval_id}", operation_id="decide_approval")
@@ -154,15 +155,12 @@ async def decide_approval(
 
 @router.post("/{session_id}/takeover", operation_id="take_over")
 async def take_over(session_id: str, request: Request, who: CurrentPrincipal) -> Session:
-    store, runner = _deps(request)
-    await runner.takeover(await store.get_session(session_id, who.owner))
-    return await session_out(store, await store.get_session(session_id))
+    return await _control(request, who.owner, session_id, Runner.takeover)
 
 
 @router.post("/{session_id}/handback", operation_id="hand_back")
 async def hand_back(
     session_id: str, request: Request, who: CurrentPrincipal, body: HandbackIn | None = None
 ) -> Session:
-    store, runner = _deps(request)
-    await runner.handback(await store.get_session(session_id, who.owner), body.note if body else None)
-    return await session_out(store, await store.get_session(session_id))
+    note = body.note if body else None
+    return await _control(request, who.owner, session_id, lambda runner, row: runner.handback(row, note))
