@@ -57,6 +57,26 @@ def imports_of(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
     return found
 
 
+def top_level_imports(path: Path) -> set[str]:
+    """First name of every absolute import in the file (``fastapi`` for ``from fastapi.x import y``)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = {start}, [start]
+    while todo:
+        for dst in graph[todo.pop()] - seen:
+            seen.add(dst)
+            todo.append(dst)
+    return seen
+
+
 def import_graph() -> dict[str, set[str]]:
     modules = project_modules()
     return {name: imports_of(name, path, modules) for name, path in modules.items()}
@@ -124,6 +144,17 @@ def test_no_module_imports_a_higher_floor() -> None:
 
 def test_no_import_cycles() -> None:
     assert cycles(import_graph()) == []
+
+
+def test_the_session_runtime_knows_no_http() -> None:
+    """``deskpilot run`` and an evaluation harness drive the runner without the web app."""
+    modules = project_modules()
+    runtime = reachable(import_graph(), "web.runner")
+    assert "web.session_run" in runtime
+    assert not {m for m in runtime if m.startswith(("web.routes", "web.app", "web.auth", "web.models"))}
+    http = {"fastapi", "starlette", "uvicorn"}
+    uses = {m: sorted(top_level_imports(modules[m]) & http) for m in runtime}
+    assert {m: found for m, found in uses.items() if found} == {}
 
 
 # The checks themselves must be able to fail.

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 from deskpilot.errors import ConfigError
 from deskpilot.settings import Settings
 from desktop.backends.base import DesktopBackend
+
+if TYPE_CHECKING:  # mypy checks here that both backends implement the protocol
+    from desktop.backends.docker import DockerBackend
+    from desktop.backends.local import LocalBackend
+
+    _IMPLEMENTATIONS: tuple[type[DesktopBackend], ...] = (LocalBackend, DockerBackend)
 
 BACKENDS = {"local": "desktop.backends.local:LocalBackend", "docker": "desktop.backends.docker:DockerBackend"}
 
