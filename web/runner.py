@@ -20,6 +20,7 @@ from agent import events
 from agent import history as hist
 from agent.approvals import Decision
 from agent.events import Event, SessionStatus
+from agent.loop import AgentLoop
 from agent.models import make_client
 from deskpilot.errors import Conflict, DeskpilotError, ServiceUnavailable
 from deskpilot.settings import Settings
@@ -32,7 +33,7 @@ from web.frames import FramePumps
 from web.recorder import Recorder
 from web.session_run import SessionRun, make_policy
 from web.states import ACTIVE_STATES, FINAL_STATES
-from web.store import ApprovalRow, EventRow, SessionRow, Store
+from web.store import ApprovalRow, SessionRow, Store
 
 log = logging.getLogger(__name__)
 SESSIONS_LIVE = Gauge("deskpilot_sessions_live", "Sessions holding a desktop right now")
@@ -153,13 +154,13 @@ class Runner:
         return task
 
     # --- events ---
-    async def emit(self, session_id: str, event: Event) -> EventRow | None:
+    async def emit(self, session_id: str, event: Event) -> None:
         """Store the event, then broadcast it (through the session's run while it has one)."""
         run = self.live.get(session_id)
         if run is not None:
             await run.emit(event)
-            return None
-        return await self.recorder.record(session_id, event)
+        else:
+            await self.recorder.record(session_id, event)
 
     async def set_status(self, session_id: str, status: SessionStatus, reason: str = "", **fields: Any) -> None:
         run = self.live.get(session_id)
@@ -233,17 +234,17 @@ class Runner:
             self._slots.release()
 
     # --- control ---
-    def _running(self, row: SessionRow, action: str) -> SessionRun:
+    def _running(self, row: SessionRow, action: str) -> tuple[SessionRun, AgentLoop]:
         run = self.live.get(row.id)
-        if run is None or not run.loop_running:
+        if run is None or run.loop is None or not run.loop.running:
             raise Conflict(f"cannot {action}: the session is {row.status}")
-        return run
+        return run, run.loop
 
     async def pause(self, row: SessionRow) -> None:
-        run = self._running(row, "pause")
+        run, loop = self._running(row, "pause")
         if run.hold == "takeover":
             raise Conflict("you hold control; the agent is already waiting")
-        run.running_loop("pause", row.status).pause()  # the loop reports "paused" at the next step boundary
+        loop.pause()  # takes effect at the next step boundary; the loop reports "paused" then
         await self.store.update_session(row.id, status="paused")
 
     async def resume(self, row: SessionRow) -> None:
@@ -252,10 +253,10 @@ class Runner:
             return
         if row.status == "paused" and row.id not in self.live:
             raise Conflict("the session is not running")
-        run = self._running(row, "resume")
+        run, loop = self._running(row, "resume")
         if run.hold == "takeover":
             raise Conflict("you hold control; hand back instead")
-        run.running_loop("resume", row.status).resume()
+        loop.resume()
 
     async def cancel(self, row: SessionRow) -> None:
         if row.status in FINAL_STATES:

@@ -24,7 +24,7 @@ from agent.loop import AgentLoop
 from agent.policy import ApprovalPolicy, Rule
 from agent.prompts import DesktopFacts
 from agent.usage import UsageTotals
-from deskpilot.errors import BadRequest, Conflict, DeskpilotError
+from deskpilot.errors import BadRequest, DeskpilotError
 from deskpilot.logs import bind_log_context
 from deskpilot.settings import Settings
 from desktop.backends.base import DesktopBackend, DesktopHandle
@@ -98,10 +98,6 @@ class SessionRun:
     @property
     def actions_started(self) -> int:
         return self.gate.actions_started
-
-    @property
-    def loop_running(self) -> bool:
-        return self.loop is not None and self.loop.running
 
     # --- events ---
     async def emit(self, event: Event) -> None:
@@ -191,11 +187,6 @@ class SessionRun:
                 loop.decide(approval.id, decision_for(approval))
 
     # --- control ---
-    def running_loop(self, action: str, status: str) -> AgentLoop:
-        if self.loop is None or not self.loop.running:
-            raise Conflict(f"cannot {action}: the session is {status}")
-        return self.loop
-
     async def cancel(self) -> None:
         """Stop the run and wait (bounded) for it to record its end."""
         if self.task is None:
