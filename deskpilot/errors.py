@@ -11,7 +11,7 @@ DeskpilotError
  │    ├── ModelAuthError    the API rejected the key or the request (400/401/403): do not retry
  │    └── ModelUnavailable  retries ran out: the session pauses, it is not failed
  └── ServiceError           the web service; ``status`` is the HTTP code it maps to
-      ├── NotFound (404), Conflict (409), Unauthorized (401), BadRequest (400)
+      ├── NotFound (404), Conflict (409), Unauthorized (401), Forbidden (403), BadRequest (400)
       └── PayloadTooLarge (413), TooManyRequests (429), ServiceUnavailable (503)
 """
 
@@ -75,6 +75,10 @@ class BadRequest(ServiceError):
 
 class Unauthorized(ServiceError):
     status = 401
+
+
+class Forbidden(ServiceError):
+    status = 403
 
 
 class NotFound(ServiceError):

@@ -48,7 +48,7 @@ class Runner:
         self.live: dict[str, SessionRun] = {}
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._slots = asyncio.Semaphore(settings.max_sessions)
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.frames = FramePumps(bus, settings.frame_fps, self._client_of, self._acting)
         self._backend = backend
         self._model: anthropic.AsyncAnthropic | None = None  # made on first use
