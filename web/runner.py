@@ -49,6 +49,7 @@ class Runner:
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._slots = asyncio.Semaphore(settings.max_sessions)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._releasing: set[asyncio.Task[None]] = set()  # outlive their cancelled run; stop() waits for them
         self.frames = FramePumps(bus, settings.frame_fps, self._client_of, self._acting)
         self._backend = backend
         self._model: anthropic.AsyncAnthropic | None = None  # made on first use
@@ -99,6 +100,7 @@ class Runner:
         for task in list(self._tasks) + self.frames.all_tasks():
             with contextlib.suppress(BaseException):
                 await task
+        await asyncio.gather(*self._releasing, return_exceptions=True)
         for run in list(self.live.values()):
             await self._release(run)
         if self._backend is not None:
@@ -216,7 +218,10 @@ class Runner:
         try:
             await run.run()
         finally:
-            await asyncio.shield(self._release(run))
+            release = asyncio.get_running_loop().create_task(self._release(run))
+            self._releasing.add(release)
+            release.add_done_callback(self._releasing.discard)
+            await asyncio.shield(release)
 
     async def _release(self, run: SessionRun) -> None:
         self.live.pop(run.session_id, None)
