@@ -47,7 +47,7 @@ class Host(Protocol):
 
     def backend(self) -> DesktopBackend: ...
 
-    def model(self) -> anthropic.AsyncAnthropic: ...
+    def model(self, name: str) -> anthropic.AsyncAnthropic: ...
 
     def desktop_ready(self, session_id: str) -> None: ...
 
@@ -154,7 +154,7 @@ class SessionRun:
             await asyncio.to_thread(save_history, store, sid, h)
 
         desktop = GatedDesktop(self.gate, client, on_handback=self._handed_back)
-        loop = AgentLoop(client=self.host.model(), desktop=desktop,
+        loop = AgentLoop(client=self.host.model(config.model), desktop=desktop,
                          policy=make_policy(settings.approval_policy, row.policy), emit=self.emit, config=config,
                          history=history, usage=usage, on_history=checkpoint)
         self.loop = loop
