@@ -108,6 +108,17 @@ class Settings(BaseSettings):
     port: int = 8000
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite in data_dir if unset.")
     max_sessions: int = Field(default=4, ge=1)
+    max_queued: int = Field(default=100, ge=1, description="Sessions waiting for a desktop (across replicas) "
+                            "before POST /api/sessions answers 429 with Retry-After.")
+    queue_retry_after_s: int = Field(default=10, ge=1, description="Retry-After of that 429, in seconds.")
+    cluster: bool = Field(default=False, description="One of several replicas on one PostgreSQL database_url: "
+                          "sessions leased to one replica, events and commands shared (docs/scale-out.md).")
+    replica_id: str = Field(default="", max_length=200, description="This replica's name in leases; "
+                            "host-pid-random if unset.")
+    lease_ttl_s: float = Field(default=6.0, gt=0, description="A session's lease lapses this long after its "
+                               "replica's last renewal; another replica then takes the session over.")
+    lease_renew_s: float = Field(default=2.0, gt=0, description="How often a replica renews its leases and "
+                                 "looks for lapsed ones.")
     allowed_origins: list[str] = Field(
         default_factory=list,
         description="Extra browser origins allowed (WebSockets, cookie-authenticated REST) besides the service's own.",

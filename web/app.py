@@ -19,10 +19,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from deskpilot.errors import DeskpilotError, PolicyError, ServiceError, TooManyRequests
+from deskpilot.errors import ConfigError, DeskpilotError, PolicyError, ServiceError, TooManyRequests
 from deskpilot.settings import Settings
 from web.auth import create_token
 from web.bus import Bus
+from web.cluster import Cluster
 from web.limits import LoginThrottle, RateLimiter
 from web.middleware import BodySizeLimit, SecurityHeaders, error_response
 from web.runner import Runner
@@ -50,6 +51,11 @@ def create_app(settings: Settings, *, first_token: bool = True) -> FastAPI:
     store = Store(settings.data_dir, settings.database_url)
     bus = Bus(settings.viewer_queue_size)
     runner = Runner(settings, store, bus)
+    cluster: Cluster | None = None
+    if settings.cluster:
+        if not store.url.startswith("postgresql"):
+            raise ConfigError("DESKPILOT_CLUSTER needs a PostgreSQL DESKPILOT_DATABASE_URL shared by every replica")
+        cluster = runner.cluster = Cluster(settings, store, bus, runner)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -58,12 +64,16 @@ def create_app(settings: Settings, *, first_token: bool = True) -> FastAPI:
         if first_token:
             await ensure_first_token(store)
         await runner.start()
+        if cluster is not None:
+            await cluster.start()
         if runner.unavailable_reason:
             log.warning("tasks cannot run: %s", runner.unavailable_reason)
         try:
             yield
         finally:
-            await runner.stop()
+            if cluster is not None:
+                await cluster.stop()
+            await runner.stop()  # releases its leases: other replicas adopt its sessions at their next tick
             await store.close()
 
     app = FastAPI(

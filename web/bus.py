@@ -80,6 +80,10 @@ class Bus:
         if not viewers:
             del self._viewers[viewer.session_id]
 
+    def watched(self) -> list[str]:
+        """Sessions with viewers on this process."""
+        return list(self._viewers)
+
     def viewer_count(self, session_id: str) -> int:
         return len(self._viewers.get(session_id, ()))
 

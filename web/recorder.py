@@ -50,7 +50,8 @@ class Recorder:
             await self.store.update_session(session_id, status=str(data.get("status")), **session_fields)
         row = await self.store.append_event(session_id, event.type, data, image_ref)
         EVENTS.labels(event.type).inc()
-        self.bus.publish(session_id, stream_message(row))
+        if self.store.notify_channel is None:  # replicas: every replica's viewers get it through NOTIFY
+            self.bus.publish(session_id, stream_message(row))
         return row
 
 

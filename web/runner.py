@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anthropic
 from prometheus_client import Gauge
@@ -22,7 +22,7 @@ from agent.approvals import Decision
 from agent.events import Event, SessionStatus
 from agent.loop import AgentLoop
 from agent.models import make_client
-from deskpilot.errors import Conflict, DeskpilotError, ServiceUnavailable
+from deskpilot.errors import Conflict, DeskpilotError, ServiceUnavailable, TooManyRequests
 from deskpilot.settings import Settings
 from desktop.backends.base import DesktopBackend
 from desktop.client import DesktopClient
@@ -34,6 +34,9 @@ from web.recorder import Recorder
 from web.session_run import SessionRun, make_policy
 from web.states import ACTIVE_STATES, FINAL_STATES
 from web.store import ApprovalRow, SessionRow, Store
+
+if TYPE_CHECKING:
+    from web.cluster import Cluster
 
 log = logging.getLogger(__name__)
 SESSIONS_LIVE = Gauge("deskpilot_sessions_live", "Sessions holding a desktop right now")
@@ -54,6 +57,7 @@ class Runner:
         self._backend = backend
         self._model: anthropic.AsyncAnthropic | None = None  # made on first use
         self.unavailable_reason: str | None = None
+        self.cluster: Cluster | None = None  # set when this is one of several replicas (web/cluster.py)
         if settings.anthropic_api_key is None or not settings.anthropic_api_key.get_secret_value():
             self.unavailable_reason = (
                 "ANTHROPIC_API_KEY is not set, so no task can run; set it (or DESKPILOT_ANTHROPIC_API_KEY) "
@@ -81,9 +85,10 @@ class Runner:
 
     # --- lifecycle ---
     async def start(self) -> None:
-        await self.recover()
-        for row in await self.store.sessions_in(["queued"]):
-            self._queue.put_nowait(row.id)
+        if self.cluster is None:  # replicas adopt what no live replica holds instead (Cluster.tick)
+            await self.recover()
+            for row in await self.store.sessions_in(["queued"]):
+                self._queue.put_nowait(row.id)
         self._spawn(self._dispatch())
         if self.unavailable_reason is None:
             self._spawn(self._start_backend())
@@ -116,22 +121,41 @@ class Runner:
         for a person's approval, which stays pending until decided.
         """
         for row in await self.store.sessions_in(ACTIVE_STATES):
-            history = await asyncio.to_thread(load_history, self.store, row.id)
-            if history is not None:
-                waiting = set()
-                for use in hist.pending_tool_uses(history):
-                    approval = await self.store.approval_for_tool_use(row.id, str(use["id"]))
-                    if approval is not None and (approval.status == "pending"
-                                                 or not await self._applied(row.id, approval.id)):
-                        waiting.add(str(use["id"]))  # the resumed run waits for, or applies, the decision
-                unknown = hist.answer_pending(history, hist.RESTART_UNKNOWN, keep=waiting)
-                if unknown:
-                    await asyncio.to_thread(save_history, self.store, row.id, history)
-                for use in unknown:
-                    await self.emit(row.id, events.unanswered_result(str(use["id"]), str(use.get("name", "")),
-                                                                     hist.RESTART_UNKNOWN, "unknown", step=None))
-            await self.store.update_session(row.id, control="agent")
-            await self.set_status(row.id, "interrupted", "restart")
+            await self._interrupt(row, "restart")
+
+    async def _interrupt(self, row: SessionRow, reason: str) -> None:
+        """A run cut short (restart, or its replica died): answer what it left open, mark it interrupted."""
+        history = await asyncio.to_thread(load_history, self.store, row.id)
+        if history is not None:
+            waiting = set()
+            for use in hist.pending_tool_uses(history):
+                approval = await self.store.approval_for_tool_use(row.id, str(use["id"]))
+                if approval is not None and (approval.status == "pending"
+                                             or not await self._applied(row.id, approval.id)):
+                    waiting.add(str(use["id"]))  # the resumed run waits for, or applies, the decision
+            unknown = hist.answer_pending(history, hist.RESTART_UNKNOWN, keep=waiting)
+            if unknown:
+                await asyncio.to_thread(save_history, self.store, row.id, history)
+            for use in unknown:
+                await self.emit(row.id, events.unanswered_result(str(use["id"]), str(use.get("name", "")),
+                                                                 hist.RESTART_UNKNOWN, "unknown", step=None))
+        await self.store.update_session(row.id, control="agent")
+        await self.set_status(row.id, "interrupted", reason)
+
+    async def adopt(self, session_id: str) -> None:
+        """A session this replica just leased from a dead (or stopped) one: run it on from where it was."""
+        row = await self.store.get_session(session_id)
+        if row.status in ACTIVE_STATES:
+            await self._interrupt(row, "failover")
+            await self.requeue(session_id)
+        elif row.status == "queued":
+            self._queue.put_nowait(session_id)
+
+    def abandon(self, session_id: str) -> None:
+        """Another replica took the session's lease (this one stalled past the TTL): stop running it here."""
+        run = self.live.get(session_id)
+        if run is not None and run.task is not None:
+            run.task.cancel()
 
     async def _applied(self, session_id: str, approval_id: str) -> bool:
         """The loop reported this decision, so it may have started the action: never run it a second time."""
@@ -181,6 +205,9 @@ class Runner:
         """Queue a new session; unset values come from the settings."""
         if self.unavailable_reason:
             raise ServiceUnavailable(self.unavailable_reason)
+        if await self.store.count_in(["queued"]) >= self.settings.max_queued:  # every desktop busy, queue full
+            raise TooManyRequests("too many sessions are waiting for a desktop; try again later",
+                                  retry_after=self.settings.queue_retry_after_s)
         make_policy(self.settings.approval_policy, policy or {})  # a bad policy is a 400 now, not a failed run
         row = await self.store.create_session(
             owner=owner, task=task, model=model or self.settings.model, policy=policy or {},
@@ -188,6 +215,7 @@ class Runner:
             max_cost_usd=max_cost_usd if max_cost_usd is not None else self.settings.max_cost_usd or None,
             width=screen[0] if screen else self.settings.screen_width,
             height=screen[1] if screen else self.settings.screen_height,
+            leased_to=(self.cluster.replica, self.settings.lease_ttl_s) if self.cluster else None,
         )
         await self.set_status(row.id, "queued")
         self._queue.put_nowait(row.id)
@@ -195,7 +223,8 @@ class Runner:
 
     async def requeue(self, session_id: str) -> None:
         await self.set_status(session_id, "queued", "resume")
-        self._queue.put_nowait(session_id)
+        if self.cluster is None or await self.cluster.leases.claim(session_id):
+            self._queue.put_nowait(session_id)  # else another replica adopted it meanwhile and runs it
 
     async def _dispatch(self) -> None:
         while True:
@@ -207,7 +236,8 @@ class Runner:
                 log.exception("cannot start session %s", session_id)
                 self._slots.release()
                 continue
-            if row.status != "queued" or session_id in self.live:  # cancelled while queued, or already running
+            if (row.status != "queued" or session_id in self.live  # cancelled while queued, or already running
+                    or (self.cluster is not None and not await self.cluster.leases.claim(session_id))):
                 self._slots.release()
                 continue
             run = SessionRun(self, session_id)
@@ -225,6 +255,11 @@ class Runner:
             await asyncio.shield(release)
 
     async def _release(self, run: SessionRun) -> None:
+        if self.cluster is not None and run.session_id in self.live:
+            # Not queued again: nobody runs it now. Still active (this replica is stopping): another adopts it.
+            with contextlib.suppress(Exception):
+                if (await self.store.get_session(run.session_id)).status != "queued":
+                    await self.cluster.leases.release(run.session_id)
         self.live.pop(run.session_id, None)
         SESSIONS_LIVE.set(len(self.live))
         self.frames.stop(run.session_id)
@@ -246,7 +281,16 @@ class Runner:
             raise Conflict(f"cannot {action}: the session is {row.status}")
         return run, run.loop
 
+    async def _forwarded(self, row: SessionRow, kind: str, data: dict[str, Any] | None = None) -> bool:
+        """Another replica runs the session: send it the command (it applies it) and report that."""
+        if self.cluster is None or row.id in self.live or not await self.cluster.elsewhere(row.id):
+            return False
+        await self.cluster.forward(row.id, kind, data)
+        return True
+
     async def pause(self, row: SessionRow) -> None:
+        if await self._forwarded(row, "pause"):
+            return
         run, loop = self._running(row, "pause")
         if run.hold == "takeover":
             raise Conflict("you hold control; the agent is already waiting")
@@ -254,6 +298,8 @@ class Runner:
         await self.store.update_session(row.id, status="paused")
 
     async def resume(self, row: SessionRow) -> None:
+        if await self._forwarded(row, "resume"):
+            return
         if row.status == "interrupted":
             await self.requeue(row.id)
             return
@@ -267,6 +313,8 @@ class Runner:
     async def cancel(self, row: SessionRow) -> None:
         if row.status in FINAL_STATES:
             raise Conflict(f"the session already {row.status}")
+        if await self._forwarded(row, "cancel"):
+            return
         run = self.live.get(row.id)
         if run is None or run.task is None:
             await self.set_status(row.id, "cancelled", "user")
@@ -278,6 +326,10 @@ class Runner:
         run = self.live.get(row.id)
         if run is not None and run.loop is not None and run.loop.running:
             run.loop.add_user_message(text)
+            return
+        if self.cluster is not None and run is None and await self.cluster.elsewhere(row.id):
+            await self.store.add_inbox(row.id, text)  # its replica takes it from there into the loop
+            await self.cluster.forward(row.id, "message")
             return
         if row.status == "starting" or (run is not None and run.task is not None):
             await self.store.add_inbox(row.id, text)
@@ -293,6 +345,8 @@ class Runner:
         decided = await self.store.decide_approval(row.id, approval_id, decision.kind, decision.note or None,
                                                    decision.input)
         run = self.live.get(row.id)
+        if run is None and await self._forwarded(row, "decide", {"approval_id": approval_id}):
+            return decided
         if run is None:
             if row.status == "interrupted":
                 await self.requeue(row.id)  # the run goes on from where the restart cut it

@@ -16,7 +16,7 @@ import hashlib
 import os
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from web.tables import (
     AuditRow,
     BrowserSessionRow,
     EventRow,
+    LeaseRow,
     SessionRow,
     TokenRow,
     UsageRow,
@@ -70,6 +71,8 @@ class Store:
         # One writer per session at a time keeps seq allocation simple on SQLite; on PostgreSQL the
         # UPDATE … RETURNING row lock gives the same guarantee across processes.
         self._append_locks: dict[str, asyncio.Lock] = {}
+        # Replicas (PostgreSQL): every appended event NOTIFYs this channel in its own transaction.
+        self.notify_channel: str | None = None
 
     def _new_engine(self) -> AsyncEngine:
         engine = create_async_engine(self.url)
@@ -121,10 +124,16 @@ class Store:
         return int(getattr(res, "rowcount", 0) or 0)
 
     # --- sessions ---
-    async def create_session(self, **fields: Any) -> SessionRow:
+    async def create_session(self, leased_to: tuple[str, float] | None = None, **fields: Any) -> SessionRow:
+        """``leased_to`` (replica, TTL in seconds): the session is leased to that replica in the same
+        transaction, so no other replica ever sees it unowned (web/leases.py)."""
         row = SessionRow(id=str(uuid.uuid4()), **fields)
         async with self.sessionmaker.begin() as db:
             db.add(row)
+            if leased_to is not None:
+                await db.flush()
+                db.add(LeaseRow(session_id=row.id, replica=leased_to[0],
+                                expires_at=func.now() + timedelta(seconds=leased_to[1])))
         return row
 
     async def get_session(self, session_id: str, owner: str | None = None) -> SessionRow:
@@ -165,6 +174,11 @@ class Store:
                 select(SessionRow).where(SessionRow.status.in_(states)).order_by(SessionRow.created_at)
             )).all()
 
+    async def count_in(self, states: Sequence[str]) -> int:
+        async with self.sessionmaker() as db:
+            return int(await db.scalar(
+                select(func.count()).select_from(SessionRow).where(SessionRow.status.in_(states))) or 0)
+
     async def add_inbox(self, session_id: str, text: str) -> None:
         async with self.sessionmaker.begin() as db:
             row = await db.get(SessionRow, session_id, with_for_update=True)
@@ -197,6 +211,8 @@ class Store:
                 raise NotFound(f"session {session_id} not found")
             row = EventRow(session_id=session_id, seq=int(seq), type=type_, data=data, image_ref=image_ref)
             db.add(row)
+            if self.notify_channel is not None:  # delivered at commit, so only for stored events
+                await db.execute(select(func.pg_notify(self.notify_channel, f"{session_id} {seq}")))
         return row
 
     async def events_after(self, session_id: str, after: int, limit: int = 1000) -> Sequence[EventRow]:

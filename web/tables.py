@@ -178,3 +178,23 @@ class AuditRow(Base):
     address: Mapped[str] = mapped_column(Str(), default="")  # the client's address
     action: Mapped[str] = mapped_column(Str(64))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class LeaseRow(Base):
+    """Which replica runs (or has queued) a session, until when (docs/scale-out.md). Times are the database's."""
+
+    __tablename__ = "session_leases"
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), primary_key=True)
+    replica: Mapped[str] = mapped_column(Str(200), index=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class CommandRow(Base):
+    """A control command for a session that another replica runs: that replica applies it, then deletes it."""
+
+    __tablename__ = "session_commands"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), index=True)
+    kind: Mapped[str] = mapped_column(Str(32))  # pause | resume | cancel | message | decide
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
