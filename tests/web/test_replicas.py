@@ -149,3 +149,45 @@ def test_three_replicas_a_killed_owner_loses_nothing(tmp_path: Path, pg_cluster:
         finally:
             for r in replicas:
                 r.stop()
+
+
+def test_messages_pause_and_cancel_through_a_replica_that_does_not_run_the_session(
+        tmp_path: Path, pg_cluster: PgCluster) -> None:
+    marker = tmp_path / "ran.txt"
+    url = pg_cluster.create_database()
+    dirs = replica_dirs(tmp_path, 2)
+    token = make_tokens(dirs[0], ["alice"], url)["alice"]
+
+    def model(req: Request) -> Reply:
+        answered = sum(1 for m in req.body["messages"] if m["role"] == "assistant")
+        return reply(tool_use("bash", {"command": f"echo {answered} >> {marker}"}))
+
+    with FakeMessages() as fake:
+        fake.script(*([model] * 4))
+        replicas = [ServerProcess(d, model_env(fake, DESKPILOT_DATABASE_URL=url, DESKPILOT_CLUSTER="true",
+                                               DESKPILOT_REPLICA_ID=f"r{i}"))
+                    for i, d in enumerate(dirs, 1)]
+        try:
+            for r in replicas:
+                r.start()
+            r1, r2 = replicas
+            sid = post(r1, token, "/api/sessions", {"task": "steps", "policy": {"preset": "strict"}}).json()["id"]
+            card = wait_session(r2, token, sid, "awaiting_approval")["pending_approval"]
+            assert post(r2, token, f"/api/sessions/{sid}/messages", {"text": "hello from r2"}).status_code == 200
+            assert post(r2, token, f"/api/sessions/{sid}/approvals/{card['id']}",
+                        {"decision": "approve"}).status_code == 200
+            wait_for(lambda: (p := get(r2, token, f"/api/sessions/{sid}")["pending_approval"])
+                     and p["id"] != card["id"], 180)
+            assert "hello from r2" in json.dumps(fake.requests[1].body["messages"])  # reached r1's loop
+
+            assert post(r2, token, f"/api/sessions/{sid}/pause").status_code == 200
+            wait_session(r1, token, sid, "paused", timeout=60)
+            assert post(r2, token, f"/api/sessions/{sid}/cancel").status_code == 200
+            wait_session(r1, token, sid, "cancelled", timeout=120)
+            assert marker.read_text() == "0\n"  # the first command ran once; the second was never approved
+            db = url.split("/")[3].split("?")[0]
+            assert pg_cluster.psql(f"SELECT count(*) FROM session_commands WHERE session_id = '{sid}'", db) \
+                .strip() == "0"  # every command was applied by r1
+        finally:
+            for r in replicas:
+                r.stop()
