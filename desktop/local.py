@@ -15,6 +15,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -24,6 +25,30 @@ from desktop.client import DesktopClient
 
 _POLL_S = 0.05
 _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes; keep a margin
+# The daemon's environment is an allow-list too: the service's own holds the model key and database URL.
+_DAEMON_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH",
+               "VIRTUAL_ENV")
+_DAEMON_SETTINGS = ("DESKPILOT_SCREEN_", "DESKPILOT_BROWSER", "DESKPILOT_SETTLE_", "DESKPILOT_BASH_",
+                    "DESKPILOT_EDITOR_", "DESKPILOT_DESKTOP_START_TIMEOUT_S", "DESKPILOT_DESKTOP_SANDBOX",
+                    "DESKPILOT_LOG_")
+
+
+def daemon_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What ``deskpilot desktopd`` inherits: locale, paths and the desktop's own settings, nothing else."""
+    source = os.environ if environ is None else environ
+    return {k: v for k, v in source.items() if k in _DAEMON_ENV or k.startswith(_DAEMON_SETTINGS)}
+
+
+def guard_data_dir(path: Path) -> None:
+    """The sandbox uid counts as "others": the data directory (database, screenshots, other desktops) must
+    be closed to them. Ours and not shared (world-writable): tighten it; else refuse."""
+    info = path.stat()
+    if info.st_mode & 0o077 == 0:
+        return
+    if info.st_uid != os.geteuid() or info.st_mode & 0o002:
+        raise DesktopStartError(f"the data directory {path} is open to other users (mode "
+                                f"{oct(info.st_mode & 0o777)}): the desktop's programs could read it; make it 0700")
+    os.chmod(path, 0o700)
 
 
 class LocalDesktop:
@@ -40,6 +65,7 @@ class LocalDesktop:
         self.browser = browser
         self.start_timeout_s = start_timeout_s or settings.desktop_start_timeout_s * 2
         self._data_dir = Path(data_dir) if data_dir is not None else settings.data_dir
+        self._sandboxed = settings.desktop_sandbox != "off"
         self.dir: Path | None = None
         self.socket_path: Path | None = None
         self.display = ""
@@ -65,6 +91,9 @@ class LocalDesktop:
         parent = self._data_dir / "desktops"
         try:
             parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if self._sandboxed:
+                guard_data_dir(self._data_dir)
+                guard_data_dir(parent)
             path = Path(tempfile.mkdtemp(prefix="d-", dir=parent))
         except OSError:
             path = Path(tempfile.mkdtemp(prefix="deskpilot-d-"))
@@ -88,7 +117,7 @@ class LocalDesktop:
                 "--start-url", self.start_url, "--kiosk" if self.kiosk else "--no-kiosk",
                 "--browser" if self.browser else "--no-browser", "--exit-with-parent",
                 "--xauth-file", str(self.dir / "Xauthority")]
-        env = {k: v for k, v in os.environ.items() if k != "DESKPILOT_DESKTOP_TOKEN"}
+        env = daemon_env()
         log_fd = os.open(self.dir / "daemon.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             self._proc = await asyncio.create_subprocess_exec(

@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
 from deskpilot.errors import DesktopLostError, ToolError
+from desktop.sandbox import Sandbox
 from desktop.scaling import Scaler
 from desktop.tools.base import ToolResult
 from desktop.windows import ActiveWindow, WindowInfo
@@ -32,9 +33,12 @@ class Tool(Protocol):
 
 
 class ToolHost:
-    def __init__(self, display: str, run_on_x: RunOnX) -> None:
+    """``sandbox``: the identity bash and the editor's file I/O run as (``desktop.sandbox``)."""
+
+    def __init__(self, display: str, run_on_x: RunOnX, sandbox: Sandbox) -> None:
         self.display = display
         self._run_on_x = run_on_x
+        self._sandbox = sandbox
         self._tools: dict[str, Tool] = {}
         self._locks = {name: asyncio.Lock() for name in TOOL_NAMES}
         self._screen: Any = None  # desktop.screen.Screenshotter, created on the X thread
@@ -112,9 +116,9 @@ class ToolHost:
             if name == "computer":
                 tool = await self._run_on_x(self._make_on_x(lambda: make_computer(version, self.display)))
             elif name == "bash":
-                tool = make_bash(self.display)
+                tool = make_bash(self.display, self._sandbox)
             else:
-                tool = make_editor()
+                tool = make_editor(self._sandbox)
             self._tools[key] = tool
         return tool
 
@@ -197,12 +201,15 @@ def make_computer(version: str, display: str) -> Tool:
     return cls(display)  # type: ignore[no-any-return]
 
 
-def make_bash(display: str) -> Tool:
+def make_bash(display: str, sandbox: Sandbox) -> Tool:
     from desktop.tools.bash import BashTool
 
-    return BashTool(display)
+    return BashTool(display, sandbox=sandbox)
 
 
-def make_editor() -> Tool:
-    module = importlib.import_module("desktop.tools.editor")
-    return module.EditorTool()  # type: ignore[no-any-return]
+def make_editor(sandbox: Sandbox) -> Tool:
+    from deskpilot.settings import get_settings
+    from desktop.tools.editor_proc import SandboxedEditor
+
+    return SandboxedEditor(sandbox, view_cap=get_settings().editor_view_cap)
+

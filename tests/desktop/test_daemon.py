@@ -73,8 +73,9 @@ async def test_info_and_tool_dispatch(bare: LocalDesktop) -> None:
     result = await bare.client.tool("bash", {"command": "echo hello; echo $DISPLAY"})
     assert result.output == f"hello\n{bare.display}\n" and not result.is_error
 
-    assert bare.dir is not None
-    target = bare.dir / "note.txt"
+    # The editor writes as the desktop's sandbox: in its home, not in the daemon's private dir.
+    home = (await bare.client.tool("bash", {"command": "printf %s \"$HOME\""})).output
+    target = Path(home) / "note.txt"
     result = await bare.client.tool("str_replace_based_edit_tool",
                                     {"command": "create", "path": str(target), "file_text": "one\n"})
     assert not result.is_error and target.read_text() == "one\n", bare.log_tail(3000)
