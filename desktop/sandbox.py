@@ -178,17 +178,17 @@ class _CapData(ctypes.Structure):
 
 _CAP_V3 = 0x20080522
 _PR_SET_KEEPCAPS = 8
-_CAP_SETGID, _CAP_SETUID = 6, 7
+_CAP_KILL, _CAP_SETGID, _CAP_SETUID = 5, 6, 7
 
 
 def become_owner_of(path: Path) -> None:
-    """In the desktop container (started as root with only CAP_SETUID/CAP_SETGID): take the uid and gid that
+    """In the desktop container (started as root with only CAP_SETUID/SETGID/KILL): take the uid and gid that
     own ``path`` (the bind-mounted run directory, so the service can reach the socket made there), keeping
-    just those two capabilities, to start the sandbox's processes as another uid. No-op unless root."""
+    just those capabilities, to start and stop the sandbox's processes as another uid. No-op unless root."""
     info = path.stat()
     if os.geteuid() != 0 or info.st_uid == 0:
         return
-    keep = (1 << _CAP_SETGID) | (1 << _CAP_SETUID)
+    keep = (1 << _CAP_KILL) | (1 << _CAP_SETGID) | (1 << _CAP_SETUID)
     if _libc.prctl(_PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_KEEPCAPS) failed")
     os.setgroups([])
