@@ -155,7 +155,7 @@ class Sandbox:
         # kill(-1) as that uid reaches exactly the processes it owns (not itself): no /proc race with forks.
         # It exits 1 when there was nothing left to kill.
         with contextlib.suppress(DesktopStartError):
-            self.run_as(["/bin/kill", "-s", "KILL", "--", "-1"])
+            self.run_as(["/bin/kill", "-9", "-1"])
 
     def close(self) -> None:
         """Kill what is left of the sandbox and remove its home (as the sandbox: the daemon may not)."""
