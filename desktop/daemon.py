@@ -334,7 +334,8 @@ def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
 @click.option("--exit-with-parent", is_flag=True, help="Shut down when the process that started this one exits.")
 @click.option("--xauth-file", type=click.Path(dir_okay=False), default=None,
               help="Write the X server's cookie here (default: a private temp dir); removed at exit.")
-@click.option("--as-owner-of", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+@click.option("--as-owner-of", type=click.Path(exists=True, file_okay=False, readable=False, path_type=Path),
+              default=None,
               help="When root: become this directory's owner, keeping only CAP_SETUID/CAP_SETGID (the container).")
 def desktopd_command(width: int | None, height: int | None, uds: str | None, host: str, port: int | None,
                      token_file: str | None, start_url: str | None, kiosk: bool, browser: bool,

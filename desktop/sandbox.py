@@ -124,8 +124,11 @@ class Sandbox:
         return env
 
     def popen_kwargs(self) -> dict[str, Any]:
-        """``subprocess.Popen`` arguments that start a process as this sandbox (no supplementary groups)."""
-        kwargs: dict[str, Any] = {"umask": 0o077, "cwd": str(self.home)}
+        """``subprocess.Popen`` arguments that start a process as this sandbox (no supplementary groups).
+
+        The working directory is ``/``: Popen changes it before it switches uid, and a daemon without
+        CAP_DAC_OVERRIDE (the container's) cannot enter the sandbox's home; the bash tool ``cd``s itself."""
+        kwargs: dict[str, Any] = {"umask": 0o077, "cwd": "/"}
         if self.uid is not None:
             kwargs.update(user=self.uid, group=self.gid, extra_groups=[])
         return kwargs
@@ -134,7 +137,7 @@ class Sandbox:
         """Run a small helper as the sandbox (umask 077, clean environment); raise when it fails."""
         try:
             done = subprocess.run(argv, input=data, capture_output=True, timeout=30, env={"PATH": _DEFAULT_PATH},
-                                  start_new_session=True, **{**self.popen_kwargs(), "cwd": "/"})
+                                  start_new_session=True, **self.popen_kwargs())
         except (OSError, subprocess.SubprocessError) as exc:
             raise DesktopStartError(f"cannot run {argv[0]} as the desktop sandbox: {exc}") from exc
         if done.returncode != 0:

@@ -148,16 +148,14 @@ class BashTool:
             self._closing = False
 
     async def _start(self) -> None:
-        if not self._sandbox.separate:
-            self.cwd.mkdir(parents=True, exist_ok=True)
-        identity = {**self._sandbox.popen_kwargs(), "cwd": self.cwd}
         self._proc = await asyncio.create_subprocess_exec(
             "/bin/bash", "--noprofile", "--norc",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env=self._env, start_new_session=True, **identity,  # own process group: kill it whole
+            env=self._env, start_new_session=True, **self._sandbox.popen_kwargs(),  # own group: kill it whole
         )
-
-        await self._send(b"exec 3>&1 4>&2\n")
+        # The shell enters (and makes) its directory itself: it, not the daemon, may.
+        cwd = ansi_c_quote(str(self.cwd)).encode()
+        await self._send(b"exec 3>&1 4>&2; mkdir -p -- " + cwd + b" 2>/dev/null; cd -- " + cwd + b"\n")
 
     async def _send(self, data: bytes) -> None:
         proc = self._proc
