@@ -35,6 +35,7 @@ UID_SPAN = 1 << 24
 _INHERITED = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ")
 _DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 PR_SET_DUMPABLE = 4
+PR_SET_NO_NEW_PRIVS = 38
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -43,6 +44,12 @@ def make_non_dumpable() -> None:
     """Keep same-uid processes out of ``/proc/<self>/{environ,mem,fd}`` and ptrace (the token is in memory)."""
     if _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
+
+
+def _no_new_privileges() -> None:
+    """In the forked child, after the uid switch: setuid binaries (mount, passwd...) cannot raise it again."""
+    if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        os._exit(126)
 
 
 def can_switch_uid() -> bool:
@@ -128,7 +135,7 @@ class Sandbox:
 
         The working directory is ``/``: Popen changes it before it switches uid, and a daemon without
         CAP_DAC_OVERRIDE (the container's) cannot enter the sandbox's home; the bash tool ``cd``s itself."""
-        kwargs: dict[str, Any] = {"umask": 0o077, "cwd": "/"}
+        kwargs: dict[str, Any] = {"umask": 0o077, "cwd": "/", "preexec_fn": _no_new_privileges}
         if self.uid is not None:
             kwargs.update(user=self.uid, group=self.gid, extra_groups=[])
         return kwargs

@@ -111,6 +111,11 @@ async def test_the_shell_and_the_editor_reach_no_secret(desks: tuple[LocalDeskto
     uid, groups, home, *_ = out.splitlines()
     assert UID_BASE <= int(uid) < UID_BASE + UID_SPAN and groups == uid
     assert PLANTED_KEY not in out and "DESKPILOT" not in out and "ANTHROPIC" not in out
+    # No setuid program (mount, passwd...) lifts it back up; the browser and window manager are the same uid.
+    assert (await sh(desk, "grep NoNewPrivs /proc/self/status"))[0].split() == ["NoNewPrivs:", "1"]
+    for component in ("browser", "wm"):
+        status = Path(f"/proc/{info.pids[component]}/status").read_text()
+        assert f"Uid:\t{uid}\t" in status and "NoNewPrivs:\t1" in status, component
     other_home = (await sh(other, "printf %s \"$HOME\""))[0]
     assert (await sh(other, "id -u"))[0].strip() != uid and other_home != home
 
