@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 
 from deskpilot.errors import DesktopStartError
-from deskpilot.settings import get_settings
+from deskpilot.settings import Settings, get_settings
 from desktop.client import DesktopClient
 
 _POLL_S = 0.05
@@ -56,8 +56,9 @@ class LocalDesktop:
 
     def __init__(self, width: int | None = None, height: int | None = None, *, start_url: str | None = None,
                  data_dir: str | Path | None = None, kiosk: bool = False, browser: bool = True,
-                 start_timeout_s: float | None = None) -> None:
-        settings = get_settings()
+                 start_timeout_s: float | None = None, settings: Settings | None = None) -> None:
+        settings = settings or get_settings()
+        self.settings = settings
         self.width = width or settings.screen_width
         self.height = height or settings.screen_height
         self.start_url = start_url if start_url is not None else settings.browser_start_url
@@ -66,6 +67,7 @@ class LocalDesktop:
         self.start_timeout_s = start_timeout_s or settings.desktop_start_timeout_s * 2
         self._data_dir = Path(data_dir) if data_dir is not None else settings.data_dir
         self._sandboxed = settings.desktop_sandbox != "off"
+        self._client_timeout_s = settings.bash_timeout_s + 30  # a bash call may take its whole timeout
         self.dir: Path | None = None
         self.socket_path: Path | None = None
         self.display = ""
@@ -116,6 +118,7 @@ class LocalDesktop:
                 "--token-file", str(token_file), "--width", str(self.width), "--height", str(self.height),
                 "--start-url", self.start_url, "--kiosk" if self.kiosk else "--no-kiosk",
                 "--browser" if self.browser else "--no-browser", "--exit-with-parent",
+                "--sandbox", self.settings.desktop_sandbox,
                 "--xauth-file", str(self.dir / "Xauthority")]
         env = daemon_env()
         log_fd = os.open(self.dir / "daemon.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -125,7 +128,7 @@ class LocalDesktop:
                 env=env, start_new_session=True)
         finally:
             os.close(log_fd)
-        self._client = DesktopClient(uds=str(self.socket_path), token=token)
+        self._client = DesktopClient(uds=str(self.socket_path), token=token, timeout_s=self._client_timeout_s)
         try:
             await self._wait_healthy()
             self.display = (await self._client.info()).display

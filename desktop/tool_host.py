@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
 from deskpilot.errors import DesktopLostError, ToolError
+from deskpilot.settings import Settings
 from desktop.sandbox import Sandbox
 from desktop.scaling import Scaler
 from desktop.tools.base import ToolResult
@@ -35,10 +36,11 @@ class Tool(Protocol):
 class ToolHost:
     """``sandbox``: the identity bash and the editor's file I/O run as (``desktop.sandbox``)."""
 
-    def __init__(self, display: str, run_on_x: RunOnX, sandbox: Sandbox) -> None:
+    def __init__(self, display: str, run_on_x: RunOnX, sandbox: Sandbox, settings: Settings) -> None:
         self.display = display
         self._run_on_x = run_on_x
         self._sandbox = sandbox
+        self._settings = settings
         self._tools: dict[str, Tool] = {}
         self._locks = {name: asyncio.Lock() for name in TOOL_NAMES}
         self._screen: Any = None  # desktop.screen.Screenshotter, created on the X thread
@@ -116,9 +118,9 @@ class ToolHost:
             if name == "computer":
                 tool = await self._run_on_x(self._make_on_x(lambda: make_computer(version, self.display)))
             elif name == "bash":
-                tool = make_bash(self.display, self._sandbox)
+                tool = make_bash(self.display, self._sandbox, self._settings)
             else:
-                tool = make_editor(self._sandbox)
+                tool = make_editor(self._sandbox, self._settings)
             self._tools[key] = tool
         return tool
 
@@ -201,15 +203,14 @@ def make_computer(version: str, display: str) -> Tool:
     return cls(display)  # type: ignore[no-any-return]
 
 
-def make_bash(display: str, sandbox: Sandbox) -> Tool:
+def make_bash(display: str, sandbox: Sandbox, settings: Settings) -> Tool:
     from desktop.tools.bash import BashTool
 
-    return BashTool(display, sandbox=sandbox)
+    return BashTool(display, sandbox=sandbox, timeout_s=settings.bash_timeout_s, output_cap=settings.bash_output_cap)
 
 
-def make_editor(sandbox: Sandbox) -> Tool:
-    from deskpilot.settings import get_settings
+def make_editor(sandbox: Sandbox, settings: Settings) -> Tool:
     from desktop.tools.editor_proc import SandboxedEditor
 
-    return SandboxedEditor(sandbox, view_cap=get_settings().editor_view_cap)
+    return SandboxedEditor(sandbox, view_cap=settings.editor_view_cap)
 

@@ -69,8 +69,8 @@ def run_root_of(settings: Settings) -> Path:
 class ContainerClient(DesktopClient):
     """A ``DesktopClient`` that, when the daemon is unreachable, says what happened to its container."""
 
-    def __init__(self, *, uds: str, token: str, container: Any) -> None:
-        super().__init__(uds=uds, token=token)
+    def __init__(self, *, uds: str, token: str, container: Any, timeout_s: float | None = None) -> None:
+        super().__init__(uds=uds, token=token, timeout_s=timeout_s)
         self._container = container
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -355,7 +355,9 @@ class DockerBackend:
         except docker.errors.DockerException as exc:
             shutil.rmtree(run_dir, ignore_errors=True)
             raise DesktopStartError(f"could not start a desktop container: {exc}") from exc
-        client = ContainerClient(uds=str(run_dir / "daemon.sock"), token=token, container=container)
+        client = ContainerClient(uds=str(run_dir / "daemon.sock"), token=token, container=container,
+                                 timeout_s=self.settings.bash_timeout_s + 30)  # a bash call may take all of it
+
         desktop = _Desktop(key, container.id, run_dir, client, width, height, session_id)
         try:
             await self._wait_ready(desktop, container)
