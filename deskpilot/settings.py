@@ -54,7 +54,6 @@ class Settings(BaseSettings):
         default="uid", description="uid: the model's shell, editor and browser run as a separate per-desktop uid "
         "(needs root or CAP_SETUID; the docker backend always has it). off: as the daemon's own user, which lets "
         "the model read everything that user can (docs/security.md).")
-
     # Docker backend (desktop/backends/docker.py): one hardened container per session.
     docker_image: str = "deskpilot-desktop:latest"
     docker_network: str = Field(default="bridge", description="Desktop containers' network: bridge (default, "

@@ -382,7 +382,6 @@ def desktopd_command(width: int | None, height: int | None, uds: str | None, hos
         if uds:
             Path(uds).unlink(missing_ok=True)
         app = create_app(desktop, token, sandbox, settings, parent_pid=parent_pid)
-
         config = uvicorn.Config(app, uds=uds, host=host, port=port or 0,
                                 log_config=None, access_log=False, timeout_graceful_shutdown=3,
                                 ws="websockets-sansio", ws_max_size=MAX_BODY_BYTES)
@@ -393,7 +392,6 @@ def desktopd_command(width: int | None, height: int | None, uds: str | None, hos
         desktop.stop()
         sandbox.close()
         if uds:
-
             Path(uds).unlink(missing_ok=True)
         xauthority.unlink(missing_ok=True)
         if xauth_dir is not None:

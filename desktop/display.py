@@ -324,8 +324,7 @@ class Desktop:
     def _browser_args(self) -> list[str]:
         assert self._sandbox is not None
         self._browser_gen += 1
-        profile = self._sandbox.home / f"profile-{self._browser_gen}"
-  # fresh profile: no "restore pages?" prompt
+        profile = self._sandbox.home / f"profile-{self._browser_gen}"  # fresh: no "restore pages?" prompt
         args = [
             self.browser_binary, f"--user-data-dir={profile}",
             "--disable-background-networking", "--disable-component-update", "--no-first-run",

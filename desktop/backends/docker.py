@@ -327,7 +327,6 @@ class DockerBackend:
             "network_mode": s.docker_network,
             "cap_drop": ["ALL"],
             "cap_add": DAEMON_CAPS,
-
             "security_opt": ["no-new-privileges:true"],
             "privileged": False,
             "pids_limit": s.docker_pids_limit,
@@ -357,7 +356,6 @@ class DockerBackend:
             raise DesktopStartError(f"could not start a desktop container: {exc}") from exc
         client = ContainerClient(uds=str(run_dir / "daemon.sock"), token=token, container=container,
                                  timeout_s=self.settings.bash_timeout_s + 30)  # a bash call may take all of it
-
         desktop = _Desktop(key, container.id, run_dir, client, width, height, session_id)
         try:
             await self._wait_ready(desktop, container)
