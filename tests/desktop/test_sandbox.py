@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from deskpilot.errors import DesktopStartError
+from deskpilot.settings import Settings
 from desktop.local import LocalDesktop, daemon_env
 from desktop.sandbox import UID_BASE, UID_SPAN, Sandbox
 
@@ -262,3 +263,16 @@ def _alive(pid: str) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+async def test_sandbox_off_runs_as_the_service_user_with_an_allow_listed_environment(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The explicit opt-out (a developer without root): no uid switch, but neither the shell nor the daemon
+    inherits the service's secrets; the setting travels in the Settings object, not the environment."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", PLANTED_KEY)
+    monkeypatch.setenv("DESKPILOT_DESKTOP_SANDBOX", "uid")  # the object below must win over this
+    settings = Settings(data_dir=data_dir, desktop_sandbox="off")
+    async with LocalDesktop(640, 480, data_dir=data_dir, browser=False, settings=settings) as desk:
+        out, code = await sh(desk, "id -u; tr '\\0' '\\n' < /proc/$PPID/cmdline | grep -A1 -x -- --sandbox; "
+                                   f"cat /proc/$PPID/environ /proc/$$/environ | grep -c -a {PLANTED_KEY}")
+    assert out.split() == [str(os.getuid()), "--sandbox", "off", "0"] and code == 1, out
