@@ -21,10 +21,10 @@ from agent.approvals import Decision
 from agent.config import LoopConfig
 from agent.events import Event, SessionStatus, UserMessageData
 from agent.loop import AgentLoop
-from agent.policy import ApprovalPolicy, Rule
+from agent.policy import ApprovalPolicy
 from agent.prompts import DesktopFacts
 from agent.usage import UsageTotals
-from deskpilot.errors import BadRequest, DeskpilotError
+from deskpilot.errors import DeskpilotError
 from deskpilot.logs import bind_log_context
 from deskpilot.settings import Settings
 from desktop.backends.base import DesktopBackend, DesktopHandle
@@ -59,11 +59,7 @@ class Outcome:
 
 
 def make_policy(settings_preset: str, spec: dict[str, Any]) -> ApprovalPolicy:
-    try:
-        rules = [Rule.from_dict(r) for r in spec.get("rules", [])]
-        return ApprovalPolicy(str(spec.get("preset", settings_preset)), rules)
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise BadRequest(f"invalid policy: {exc}") from exc
+    return ApprovalPolicy.from_spec(spec, settings_preset)  # PolicyError → 422 (web/app.py)
 
 
 def decision_for(approval: ApprovalRow) -> Decision:
