@@ -38,9 +38,19 @@ def _make_openai(settings: Settings, base_url: str | None) -> ModelClient:
     return OpenAIResponsesClient.create(key, base_url or settings.openai_base_url, settings.model_timeout_s)
 
 
+def _make_gemini(settings: Settings, base_url: str | None) -> ModelClient:
+    from agent.providers.gemini import GeminiClient
+
+    key = _secret(settings.gemini_api_key)
+    if not key:
+        raise ConfigError("no Gemini API key: set GEMINI_API_KEY (or GOOGLE_API_KEY)")
+    return GeminiClient.create(key, base_url or settings.gemini_base_url, settings.model_timeout_s)
+
+
 _MAKERS: dict[str, Callable[[Settings, str | None], ModelClient]] = {
     "anthropic": _make_anthropic,
     "openai": _make_openai,
+    "gemini": _make_gemini,
 }
 
 

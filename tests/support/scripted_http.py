@@ -21,6 +21,11 @@ from typing import Any, Self
 _DATA_URL = re.compile(r"data:image/[a-z]+;base64,([A-Za-z0-9+/=]+)")
 
 
+def b64(data: str) -> bytes:
+    """Standard or url-safe base64 (google-genai sends bytes url-safe; the APIs accept both)."""
+    return base64.urlsafe_b64decode(data.replace("+", "-").replace("/", "_"))
+
+
 @dataclass
 class Request:
     path: str
@@ -37,7 +42,7 @@ class Request:
             if isinstance(node, dict):
                 inline = node.get("inlineData") or node.get("inline_data")
                 if isinstance(inline, dict) and "data" in inline:
-                    out.append(base64.b64decode(inline["data"]))
+                    out.append(b64(inline["data"]))
                     return
                 for value in node.values():
                     walk(value)
