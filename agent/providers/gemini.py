@@ -119,7 +119,7 @@ def canonical_actions(name: str, args: dict[str, Any], grid: Grid) -> list[dict[
             return SCROLL_CLICKS
         if type(magnitude) not in (int, float) or magnitude <= 0:
             raise MalformedCall(f"magnitude must be a positive number, got {magnitude!r}")
-        return max(1, min(50, int(round(float(magnitude) * along / GRID / PX_PER_CLICK))))
+        return max(1, min(50, round(float(magnitude) * along / GRID / PX_PER_CLICK)))
 
     centre = [grid.width // 2, grid.height // 2]
     if name in ("open_web_browser", "take_screenshot", "screenshot"):
