@@ -47,10 +47,21 @@ def _make_gemini(settings: Settings, base_url: str | None) -> ModelClient:
     return GeminiClient.create(key, base_url or settings.gemini_base_url, settings.model_timeout_s)
 
 
+def _make_compat(settings: Settings, base_url: str | None) -> ModelClient:
+    from agent.providers.compat import CompatClient
+
+    url = base_url or settings.openai_compat_base_url
+    if not url:
+        raise ConfigError("an openai-compatible model needs an endpoint: set DESKPILOT_OPENAI_COMPAT_BASE_URL "
+                          "(e.g. http://127.0.0.1:8000/v1 for vLLM) or give the session a base_url")
+    return CompatClient.create(_secret(settings.openai_compat_api_key) or "none", url, settings.model_timeout_s)
+
+
 _MAKERS: dict[str, Callable[[Settings, str | None], ModelClient]] = {
     "anthropic": _make_anthropic,
     "openai": _make_openai,
     "gemini": _make_gemini,
+    "openai-compatible": _make_compat,
 }
 
 
