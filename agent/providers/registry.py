@@ -25,7 +25,8 @@ def _make_anthropic(settings: Settings, base_url: str | None) -> ModelClient:
 
     key = _secret(settings.anthropic_api_key)
     if not key:
-        raise ConfigError("no Anthropic API key: set ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL for a proxy)")
+        raise ConfigError("no Anthropic API key: set ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL to use a proxy or "
+                          "gateway), e.g. `export ANTHROPIC_API_KEY=sk-ant-...`")
     return AnthropicClient(make_client(key, base_url or settings.anthropic_base_url, settings.model_timeout_s))
 
 
