@@ -200,3 +200,11 @@ async def test_a_question_waits_for_the_users_answer(fake_openai: FakeOpenAI, bu
     result = await task
     assert (result.status, result.text) == ("succeeded", "Order placed.")
     assert user_texts(fake_openai.requests[1].body)[-1] == "yes, go ahead"
+
+
+async def test_budgets_apply_to_every_provider(fake_openai: FakeOpenAI, build: Build) -> None:
+    fake_openai.script(*[respond(computer_call(screenshot())) for _ in range(3)])
+    loop, events, _ = build(max_cost_usd=0.005)  # one call costs ~$0.0041 at the preview's prices
+    result = await loop.run("loop")
+    assert (result.status, result.reason) == ("failed", "max_cost")
+    assert len(fake_openai.requests) == 2 and events.of("usage")[-1]["total"]["cost_usd"] >= 0.005
