@@ -39,6 +39,7 @@ from agent.providers.base import VENDOR, Message, Reply, vendor_state
 from agent.providers.openai_responses import MalformedResponse, classify_openai
 from agent.retry import Verdict
 from deskpilot.errors import ToolInputError
+from desktop.encode import encode_png
 from desktop.scaling import Scaler
 
 if TYPE_CHECKING:
@@ -214,10 +215,12 @@ class CompatClient:
         if key not in self._resized:
             if len(self._resized) > 64:
                 self._resized.clear()
-            image = Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
-            buf = io.BytesIO()
-            image.resize(size, Image.Resampling.LANCZOS).save(buf, "PNG")
-            self._resized[key] = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+            image = Image.open(io.BytesIO(base64.b64decode(data)))
+            if image.size == size:  # already what the family expects (e.g. Qwen3-VL at 1024x768)
+                self._resized[key] = "data:image/png;base64," + data
+            else:  # a few percent either way: bilinear is enough; the desktop's fast PNG encoder keeps a step quick
+                resized = image.convert("RGB").resize(size, Image.Resampling.BILINEAR)
+                self._resized[key] = "data:image/png;base64," + base64.b64encode(encode_png(resized)).decode()
         return self._resized[key]
 
     def messages(self, history: list[Message], config: LoopConfig) -> list[dict[str, Any]]:
@@ -253,9 +256,11 @@ class CompatClient:
     async def complete(self, history: list[Message], config: LoopConfig) -> Reply:
         if not any(m.get("role") == "assistant" for m in history):
             return _start()  # the first step of a run: these models need to see the screen before anything
+        # Messages as ``extra_body`` (same JSON on the wire): the SDK's typed transform of ``messages=`` walks
+        # every part of every message, screenshots included, at a cost that grows with the history.
         raw = await self.sdk.chat.completions.with_raw_response.create(
-            model=config.model_name, messages=self.messages(history, config),  # type: ignore[arg-type]
-            max_tokens=config.max_tokens, temperature=0)
+            model=config.model_name, messages=[], max_tokens=config.max_tokens, temperature=0,
+            extra_body={"messages": self.messages(history, config)})
         data = raw.http_response.json()
         try:
             message = data["choices"][0]["message"]

@@ -224,7 +224,12 @@ def _text(block: dict[str, Any]) -> str:
                      if isinstance(i, dict) and i.get("type") == "text" and i.get("text"))
 
 
-def build_contents(history: list[Message]) -> list[types.Content]:
+Turns = dict[int, tuple[dict[str, Any], types.Content]]  # id(stored content) -> (it, its SDK form)
+
+
+def build_contents(history: list[Message], turns: Turns | None = None) -> list[types.Content]:
+    """The canonical history as Gemini contents; ``turns`` caches model turns already converted."""
+    turns = {} if turns is None else turns
     contents: list[types.Content] = []
     calls: dict[str, dict[str, Any]] = {}
     for msg in history:
@@ -232,8 +237,12 @@ def build_contents(history: list[Message]) -> list[types.Content]:
         if msg.get("role") == "assistant":
             state = vendor_state(msg, PROVIDER)
             if state is not None:
-                # JSON-mode validation: thought signatures (bytes) come back from their base64 form intact.
-                contents.append(types.Content.model_validate_json(json.dumps(state["content"])))
+                cached = turns.get(id(state["content"]))
+                if cached is None or cached[0] is not state["content"]:
+                    # JSON-mode validation: thought signatures (bytes) come back from their base64 form intact.
+                    cached = state["content"], types.Content.model_validate_json(json.dumps(state["content"]))
+                    turns[id(state["content"])] = cached
+                contents.append(cached[1])
                 calls = {c["key"]: c for c in state["calls"]}
             continue
         if isinstance(content, str):
@@ -290,6 +299,7 @@ class GeminiClient:
 
     def __init__(self, sdk: genai.Client) -> None:
         self.sdk = sdk
+        self._turns: Turns = {}
 
     @classmethod
     def create(cls, api_key: str, base_url: str | None, timeout_s: float) -> GeminiClient:
@@ -307,7 +317,10 @@ class GeminiClient:
 
     async def complete(self, history: list[Message], config: LoopConfig) -> Reply:
         response = await self.sdk.aio.models.generate_content(
-            model=config.model_name, contents=build_contents(history), config=self.request_config(config))
+            model=config.model_name, contents=build_contents(history, self._turns),
+            config=self.request_config(config))
+        if len(self._turns) > 4 * max(len(history), 16):  # turns of finished runs
+            self._turns.clear()
         candidate = response.candidates[0] if response.candidates else None
         if candidate is None or candidate.content is None:
             reason = str(getattr(candidate, "finish_reason", "") or "no candidate")

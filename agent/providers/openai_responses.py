@@ -276,7 +276,11 @@ class OpenAIResponsesClient:
     async def complete(self, history: list[Message], config: LoopConfig) -> Reply:
         # The wire JSON as sent, not the SDK's models: replayed items stay verbatim and a malformed action
         # reaches our parser (and becomes an error for the model) instead of a serializer warning.
-        raw = await self.sdk.responses.with_raw_response.create(**self.request(history, config))
+        params = self.request(history, config)
+        # The replayed input goes in as ``extra_body`` (same JSON on the wire): the SDK's typed transform walks
+        # every item of a ``input=`` argument, ~150 ms a step once the history holds a few dozen items.
+        raw = await self.sdk.responses.with_raw_response.create(extra_body={"input": params.pop("input")},
+                                                                **params)
         data = raw.http_response.json()
         if not isinstance(data, dict) or not isinstance(data.get("output"), list):
             raise MalformedResponse("the Responses API answered without an output list")
