@@ -89,11 +89,11 @@ class ToolRunner:
         self.decisions: list[dict[str, Any]] = []
         self.restored: dict[str, tuple[str, str]] = {}  # tool_use_id -> (approval_id, reason)
 
-    async def step(self, use: dict[str, Any], malformed: str | None, safety: list[SafetyCheck] | None = None,
-                   *, final: bool = True) -> Outcome | None:
+    async def step(self, use: dict[str, Any], malformed: str | None, *, final: bool = True) -> Outcome | None:
         """Run one call; None when the desktop is gone. ``final=False``: more calls of this turn follow, so its
         screenshot is left out of the history (the last call's settled screenshot shows the screen)."""
         use_id, name, given = str(use["id"]), str(use["name"]), use.get("input")
+        safety = SafetyCheck.all_from(use)
         await self.run.event("tool_call", {"id": use_id, "tool": name, "input": given, "step": self.run.step})
         tool = DESKTOP_TOOL.get(name)
         if malformed or tool is None or not isinstance(given, dict):
@@ -117,7 +117,7 @@ class ToolRunner:
         if safety:
             data["safety_checks"] = [c.as_dict() for c in safety]
         await self.run.event("approval_requested", data)
-        return await self.after_ask(use_id, name, tool, given, approval_id, reason, safety or [], final=final)
+        return await self.after_ask(use_id, name, tool, given, approval_id, reason, safety, final=final)
 
     async def after_ask(self, use_id: str, name: str, tool: str, given: dict[str, Any], approval_id: str,
                         reason: str, safety: list[SafetyCheck] | None = None, *,
@@ -191,7 +191,7 @@ class ToolRunner:
                     block = await self.result(use_id, name, ToolResult(error=f"cannot run {name!r} with {given!r}"))
                 else:
                     await self.run.gate()
-                    maybe = await self.after_ask(use_id, name, tool, given, *entry)
+                    maybe = await self.after_ask(use_id, name, tool, given, *entry, SafetyCheck.all_from(use))
                     if maybe is None:
                         return False
                     block = maybe.block

@@ -191,8 +191,7 @@ class AgentLoop:
             if use_id in halted:
                 block = await self.tools.not_run(use, halted[use_id])
             else:
-                outcome = await self.tools.step(use, reply.malformed.get(use_id), reply.safety.get(use_id),
-                                                final=index == len(uses) - 1)
+                outcome = await self.tools.step(use, reply.malformed.get(use_id), final=index == len(uses) - 1)
                 if outcome is None:
                     return False
                 block = outcome.block

@@ -5,8 +5,8 @@ The canonical history is the Messages-API shape deskpilot always stored (``role`
 API's request and the answer back into canonical blocks; a ``tool_use`` always names a desktop tool
 (``computer``/``bash``/``str_replace_based_edit_tool``) with an input in the ``computer_20251124`` action
 vocabulary at model-space coordinates. What a vendor needs to replay later (OpenAI reasoning items, Gemini
-thought signatures, an open model's raw text) rides along in a ``vendor`` block of the assistant turn;
-other adapters and the Anthropic request never see it (``strip_vendor``).
+thought signatures, an open model's raw text) rides along in a ``vendor`` block of the assistant turn, which
+only that vendor's adapter reads.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 Message = dict[str, Any]
 VENDOR = "vendor"  # block type holding a provider's replay state
 ACKNOWLEDGED = "acknowledged_safety_checks"  # key of a tool_result: vendor checks a person approved
+SAFETY = "safety_checks"  # key of a tool_use: the vendor's checks on it (kept in the history, so a restored
+# ask still knows them; only non-Anthropic histories have it, and their adapters never send tool_use blocks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,14 +36,20 @@ class SafetyCheck:
     def as_dict(self) -> dict[str, str]:
         return {"id": self.id, "code": self.code, "message": self.message}
 
+    @classmethod
+    def all_from(cls, block: dict[str, Any]) -> list[SafetyCheck]:
+        """The checks stored on a tool_use block (none for a block without them)."""
+        return [cls(str(c.get("id", "")), str(c.get("code", "")), str(c.get("message", "")))
+                for c in block.get(SAFETY) or [] if isinstance(c, dict)]
+
 
 @dataclass(slots=True)
 class Reply:
     """One model call's answer in canonical form.
 
     ``malformed``: tool_use id -> why it cannot run (answered with an error result the model can read).
-    ``safety``: tool_use id -> the vendor's checks on it. ``groups``: tool_use ids that came as one vendor
-    call (a batch): when a person rejects one of them, the rest of its group does not run either.
+    ``groups``: tool_use ids that came as one vendor call (a batch): when a person rejects one of them, the
+    rest of its group does not run either. A vendor's safety checks sit on the tool_use block (``SAFETY``).
     ``stop_reason`` ``"question"`` means the model asked the user something and waits for an answer.
     """
 
@@ -50,11 +58,16 @@ class Reply:
     usage: dict[str, Any]  # Messages-API usage keys (input_tokens, cache_read_input_tokens, ...)
     model: str = ""
     malformed: dict[str, str] = field(default_factory=dict)
-    safety: dict[str, list[SafetyCheck]] = field(default_factory=dict)
     groups: list[list[str]] = field(default_factory=list)
 
     def message(self) -> dict[str, Any]:
         return {"role": "assistant", "content": self.content}
+
+    def flag(self, use_id: str, checks: list[SafetyCheck]) -> None:
+        """Put the vendor's safety checks on a tool_use of this reply."""
+        for block in self.content:
+            if block.get("type") == "tool_use" and block.get("id") == use_id:
+                block[SAFETY] = [c.as_dict() for c in checks]
 
     def group_of(self, use_id: str) -> list[str]:
         return next((g for g in self.groups if use_id in g), [use_id])
@@ -72,20 +85,6 @@ class ModelClient(Protocol):
         ...
 
     async def close(self) -> None: ...
-
-
-def strip_vendor(history: list[Message]) -> list[Message]:
-    """The history without ``vendor`` blocks and without vendor-only keys of tool results."""
-    out: list[Message] = []
-    for msg in history:
-        content = msg.get("content")
-        if not isinstance(content, list):
-            out.append(msg)
-            continue
-        blocks = [({k: v for k, v in b.items() if k != ACKNOWLEDGED} if b.get("type") == "tool_result" else b)
-                  for b in content if not (isinstance(b, dict) and b.get("type") == VENDOR)]
-        out.append({**msg, "content": blocks})
-    return out
 
 
 def vendor_state(message: Message, provider: str) -> dict[str, Any] | None:

@@ -207,7 +207,7 @@ def _function_call(call: dict[str, Any], grid: Grid, reply: Reply) -> dict[str, 
             ids.append(f"{key}#{n}")
             reply.content.append({"type": "tool_use", "id": ids[-1], "name": "computer", "input": given})
     if isinstance(safety, dict) and safety.get("decision") == "require_confirmation":
-        reply.safety[ids[0]] = [SafetyCheck(key, "require_confirmation", str(safety.get("explanation") or ""))]
+        reply.flag(ids[0], [SafetyCheck(key, "require_confirmation", str(safety.get("explanation") or ""))])
     reply.groups.append(ids)
     return {"key": key, "name": name, "id": call.get("id")}
 

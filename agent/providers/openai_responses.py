@@ -172,7 +172,7 @@ def _computer_call(item: dict[str, Any], reply: Reply) -> None:
     checks = [SafetyCheck(str(c.get("id", "")), str(c.get("code") or "safety_check"), str(c.get("message") or ""))
               for c in item.get("pending_safety_checks") or [] if isinstance(c, dict)]
     if checks:
-        reply.safety[ids[0]] = checks
+        reply.flag(ids[0], checks)
     reply.groups.append(ids)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -208,3 +209,33 @@ async def test_budgets_apply_to_every_provider(fake_openai: FakeOpenAI, build: B
     result = await loop.run("loop")
     assert (result.status, result.reason) == ("failed", "max_cost")
     assert len(fake_openai.requests) == 2 and events.of("usage")[-1]["total"]["cost_usd"] >= 0.005
+
+
+async def test_a_safety_ask_restored_after_a_restart_still_acknowledges(fake_openai: FakeOpenAI, build: Build) -> None:
+    flagged = check("irrelevant_domain", "This domain is not part of the task.")
+    fake_openai.script(respond(computer_call(click(3, 4), call_id="c5", checks=[flagged])), respond(message("done")))
+    loop, _, desktop = build()
+    saved: list[list[dict[str, Any]]] = []
+
+    async def checkpoint(history: list[dict[str, Any]]) -> None:
+        saved.append(copy.deepcopy(history))
+
+    loop._on_history = checkpoint
+    task = asyncio.create_task(loop.run("go"))
+    while not loop.approvals.pending:
+        await asyncio.sleep(0.01)
+    approval_id = loop.approvals.pending[0]
+    task.cancel()  # the process dies while the person is deciding
+    await asyncio.gather(task, return_exceptions=True)
+
+    again = AgentLoop(client=loop.client, desktop=desktop, policy=ApprovalPolicy("autonomous"), emit=Collector(),
+                      config=loop.config, history=saved[-1])
+    again.restore_approval("c5#0", approval_id, reason="asked before the restart")
+    rerun = asyncio.create_task(again.run())
+    while again.status != "awaiting_approval":
+        await asyncio.sleep(0.01)
+    assert desktop.calls == []
+    again.decide(approval_id, Decision.approve())
+    assert (await rerun).status == "succeeded"
+    assert [c[1]["action"] for c in desktop.calls] == ["left_click"]
+    assert outputs(fake_openai.requests[1].body)[0]["acknowledged_safety_checks"] == [flagged]
