@@ -114,11 +114,19 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite in data_dir if unset.")
     max_sessions: int = Field(default=4, ge=1)
     allowed_origins: list[str] = Field(
-        default_factory=list, description="Extra browser origins allowed on WebSockets besides the service's own."
+        default_factory=list,
+        description="Extra browser origins allowed (WebSockets, cookie-authenticated REST) besides the service's own.",
     )
     max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Largest accepted request body.")
     ws_max_message_bytes: int = Field(default=1_048_576, ge=1024, description="Largest accepted WebSocket message.")
     rate_limit_per_minute: int = Field(default=1200, ge=1, description="Requests per token per minute.")
+    login_failures_per_minute: int = Field(
+        default=10, ge=1, description="Wrong tokens accepted per client address per minute before 429s."
+    )
+    login_failures_burst: int = Field(default=20, ge=1, description="Wrong tokens per address allowed at once.")
+    login_session_hours: float = Field(
+        default=24.0, gt=0, le=24 * 90, description="How long a browser login lasts (logout ends it sooner)."
+    )
     viewer_queue_size: int = Field(default=512, ge=8, description="Events buffered per viewer before it is dropped.")
     frame_fps: float = Field(default=15.0, gt=0, le=60, description="Live screen frames per second while watched.")
 
