@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from deskpilot.errors import DeskpilotError, PayloadTooLarge, ServiceError
 from deskpilot.settings import Settings
+from desktop.backends.base import DesktopBackend
 from web.auth import RateLimiter, create_token
 from web.bus import Bus
 from web.runner import Runner
@@ -79,10 +80,11 @@ async def ensure_first_token(store: Store) -> str | None:
     return token
 
 
-def create_app(settings: Settings, *, first_token: bool = True) -> FastAPI:
+def create_app(settings: Settings, *, first_token: bool = True, backend: DesktopBackend | None = None) -> FastAPI:
+    """``backend`` supplies the desktops (default: the one the settings name); the app closes it on shutdown."""
     store = Store(settings.data_dir, settings.database_url)
     bus = Bus(settings.viewer_queue_size)
-    runner = Runner(settings, store, bus)
+    runner = Runner(settings, store, bus, backend)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

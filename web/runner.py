@@ -18,6 +18,7 @@ from agent.events import Event
 from deskpilot.errors import BadRequest, Conflict, DeskpilotError, ServiceUnavailable
 from deskpilot.logs import bind_log_context
 from deskpilot.settings import Settings
+from desktop.backends.base import DesktopBackend
 from web.bus import Bus
 from web.frames import FramePumps
 from web.live import GatedDesktop, Handover, Live
@@ -30,7 +31,8 @@ SESSIONS_LIVE = Gauge("deskpilot_sessions_live", "Sessions holding a desktop rig
 
 
 class Runner:
-    def __init__(self, settings: Settings, store: Store, bus: Bus) -> None:
+    def __init__(self, settings: Settings, store: Store, bus: Bus, backend: DesktopBackend | None = None) -> None:
+        """``backend``: where desktops come from; by default the one ``DESKPILOT_DESKTOP_BACKEND`` names."""
         self.settings = settings
         self.store = store
         self.bus = bus
@@ -38,8 +40,9 @@ class Runner:
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._slots = asyncio.Semaphore(settings.max_sessions)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._releasing: set[asyncio.Task[None]] = set()  # outlive their cancelled run; stop() waits for them
         self.frames = FramePumps(bus, settings.frame_fps, self._client_of, self._acting)
-        self._backend: Any = None
+        self._backend: Any = backend
         self.model_client: Any = None  # anthropic.AsyncAnthropic, made on first use
         self.unavailable_reason: str | None = None
         if settings.anthropic_api_key is None or not settings.anthropic_api_key.get_secret_value():
@@ -73,6 +76,7 @@ class Runner:
         for task in list(self._tasks) + self.frames.all_tasks():
             with contextlib.suppress(BaseException):
                 await task
+        await asyncio.gather(*self._releasing, return_exceptions=True)
         for live in list(self.live.values()):
             await self._release(live)
         closer = getattr(self._backend, "aclose", None)
@@ -242,7 +246,10 @@ class Runner:
             log.exception("session crashed")
             await self.set_status(sid, "failed", "internal", error=f"internal error: {type(exc).__name__}")
         finally:
-            await asyncio.shield(self._release(live))
+            release = asyncio.get_running_loop().create_task(self._release(live))
+            self._releasing.add(release)
+            release.add_done_callback(self._releasing.discard)
+            await asyncio.shield(release)
 
     async def _release(self, live: Live) -> None:
         self.live.pop(live.session_id, None)
