@@ -13,7 +13,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,11 +23,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from deskpilot.errors import DeskpilotError, PayloadTooLarge, ServiceError
 from deskpilot.settings import Settings
-from desktop.backends.base import DesktopBackend
 from web.auth import RateLimiter, create_token
 from web.bus import Bus
 from web.runner import Runner
 from web.store import Store
+
+if TYPE_CHECKING:  # the backend's module pulls in the desktop client (httpx): not needed to serve
+    from desktop.backends.base import DesktopBackend
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"

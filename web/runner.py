@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge
 
@@ -18,12 +18,14 @@ from agent.events import Event
 from deskpilot.errors import BadRequest, Conflict, DeskpilotError, ServiceUnavailable
 from deskpilot.logs import bind_log_context
 from deskpilot.settings import Settings
-from desktop.backends.base import DesktopBackend
 from web.bus import Bus
 from web.frames import FramePumps
 from web.live import GatedDesktop, Handover, Live
 from web.models import ApprovalDecision, SessionCreate
 from web.store import ACTIVE_STATES, FINAL_STATES, ApprovalRow, EventRow, SessionRow, Store, utcnow
+
+if TYPE_CHECKING:  # the backend's module pulls in the desktop client (httpx): not needed to serve
+    from desktop.backends.base import DesktopBackend
 
 log = logging.getLogger(__name__)
 EVENTS = Counter("deskpilot_events_total", "Session events stored and broadcast", ["type"])

@@ -14,7 +14,7 @@ from typing import Any
 
 from tests.support.fake_desktop import FakeBackend
 from tests.support.fake_messages import FakeMessages, reply, text, tool_use
-from tests.web.conftest import Service, events, wait_status
+from tests.web.conftest import Service, events, wait_for, wait_status
 
 
 def ask(svc: Service, task: str, command: str, final_words: str) -> tuple[str, dict[str, Any]]:
@@ -52,6 +52,12 @@ def test_two_concurrent_decisions_one_wins_and_the_action_runs_once(agent_servic
     with agent_service.client("alice") as c:
         again = c.post(url, json={"decision": "reject"})
         assert again.status_code == 409 and "already decided" in again.json()["error"]
+
+
+def session(svc: Service, sid: str) -> dict[str, Any]:
+    with svc.client("alice") as c:
+        body: dict[str, Any] = c.get(f"/api/sessions/{sid}").json()
+        return body
 
 
 def decide(svc: Service, sid: str, card: dict[str, Any], **body: Any) -> Any:
@@ -112,8 +118,9 @@ def test_always_allow_lets_the_same_action_through_for_the_rest_of_the_session(f
         sid = str(r.json()["id"])
     card = wait_status(fake_service, sid, "awaiting_approval")["pending_approval"]
     assert decide(fake_service, sid, card, decision="approve", always_allow=True).status_code == 200
-    other = wait_status(fake_service, sid, "awaiting_approval")["pending_approval"]  # a different action still asks
-    assert other["id"] != card["id"] and other["input"] == {"command": "make deploy"}
+    # The decision is stored before the loop moves on: wait for the next card, not the decided one.
+    other = wait_for(lambda: (p := session(fake_service, sid)["pending_approval"]) and p["id"] != card["id"] and p)
+    assert other["input"] == {"command": "make deploy"}  # a different action still asks
     assert decide(fake_service, sid, other, decision="reject").status_code == 200
     assert wait_status(fake_service, sid, "succeeded", "failed")["result"] == "tested twice"
     assert fake_service.extra["desktops"].commands(sid) == ["make test", "make test"]

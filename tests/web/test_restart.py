@@ -20,7 +20,7 @@ import pytest
 from agent.history import RESTART_UNKNOWN
 from tests.support.fake_desktop import FakeBackend, Match
 from tests.support.fake_messages import FakeMessages, Reply, Request, reply, text, tool_use
-from tests.web.conftest import Service, crash_and_restart, events, make_tokens, wait_for, wait_status
+from tests.web.conftest import TLS, Service, crash_and_restart, events, make_tokens, wait_for, wait_status
 from tests.web.procs import ServerProcess
 
 # --- in process, on the fake desktop ---
@@ -172,13 +172,15 @@ def test_an_approved_action_cut_off_by_a_crash_is_not_run_again(fake_service: Se
 
 
 def get(server: ServerProcess, token: str, path: str, **params: Any) -> Any:
-    r = httpx.get(server.url + path, headers={"Authorization": f"Bearer {token}"}, params=params, timeout=30)
+    r = httpx.get(server.url + path, headers={"Authorization": f"Bearer {token}"}, params=params, timeout=30,
+                  verify=TLS)
     assert r.status_code == 200, r.text
     return r.json()
 
 
 def post(server: ServerProcess, token: str, path: str, body: Any = None) -> httpx.Response:
-    return httpx.post(server.url + path, headers={"Authorization": f"Bearer {token}"}, json=body, timeout=60)
+    return httpx.post(server.url + path, headers={"Authorization": f"Bearer {token}"}, json=body, timeout=60,
+                      verify=TLS)
 
 
 def wait_session(server: ServerProcess, token: str, sid: str, *states: str, timeout: float = 120) -> Any:

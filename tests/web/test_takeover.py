@@ -91,7 +91,7 @@ def test_takeover_waits_for_the_action_in_flight_and_never_interrupts_it(fake_se
     held.release()
     taking.join(30)
     assert answer[0].status_code == 200 and answer[0].json()["status"] == "taken_over"
-    results = [e["data"] for e in events(fake_service, sid) if e["type"] == "tool_result"]
+    results = wait_for(lambda: [e["data"] for e in events(fake_service, sid) if e["type"] == "tool_result"])
     assert len(results) == 1 and not results[0]["is_error"]  # the action ran to its end
     assert desktops.commands(sid) == ["first"]  # the next one waits at the gate
     with fake_service.client("alice") as c:
