@@ -322,6 +322,9 @@ def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
 @click.option("--uds", type=click.Path(dir_okay=False), default=None, help="Serve on this unix socket.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Loopback address for --port.")
 @click.option("--port", type=int, default=None, help="Serve on this loopback TCP port.")
+@click.option("--private-network", is_flag=True,
+              help="Allow a non-loopback --host: only inside a container on a private, encrypted network "
+                   "(the swarm backend's overlay), where the bearer token is what guards the daemon.")
 @click.option("--token-file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="File holding the bearer token (else DESKPILOT_DESKTOP_TOKEN).")
 @click.option("--start-url", default=None, help="The browser's first page (default: DESKPILOT_BROWSER_START_URL).")
@@ -331,16 +334,17 @@ def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
 @click.option("--xauth-file", type=click.Path(dir_okay=False), default=None,
               help="Write the X server's cookie here (default: a private temp dir); removed at exit.")
 def desktopd_command(width: int | None, height: int | None, uds: str | None, host: str, port: int | None,
-                     token_file: str | None, start_url: str | None, kiosk: bool, browser: bool,
-                     exit_with_parent: bool, xauth_file: str | None) -> None:
+                     private_network: bool, token_file: str | None, start_url: str | None, kiosk: bool,
+                     browser: bool, exit_with_parent: bool, xauth_file: str | None) -> None:
     """Start a desktop and serve its tools (the desktop daemon)."""
     import uvicorn
 
     token = read_token(token_file)
     if (uds is None) == (port is None):
         raise click.UsageError("give exactly one of --uds PATH or --port N")
-    if uds is None and host not in ("127.0.0.1", "::1", "localhost"):
-        raise click.UsageError("the daemon only listens on loopback; use --uds for anything else")
+    if uds is None and host not in ("127.0.0.1", "::1", "localhost") and not private_network:
+        raise click.UsageError("the daemon only listens on loopback (or, with --private-network, inside a "
+                               "container on a private network); use --uds for anything else")
     parent_pid = os.getppid() if exit_with_parent else None
     signal.signal(signal.SIGTERM, _exit_on_signal)
     signal.signal(signal.SIGHUP, _exit_on_signal)

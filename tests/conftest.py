@@ -1,4 +1,6 @@
-"""The test tiers. ``desktop``: needs a real Xvfb / Chromium; ``docker``: a Docker engine and the desktop image;
+"""Suite-wide hooks: the test tiers, and failures reported even through a CPython AST bug.
+
+The tiers. ``desktop``: needs a real Xvfb / Chromium; ``docker``: a Docker engine and the desktop image;
 ``postgres``: the throwaway PostgreSQL cluster. The fast tier is ``scripts/test-fast``
 (``-m "not desktop and not docker and not postgres"``).
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Generator
 from pathlib import Path
 
 import pytest
@@ -50,3 +53,28 @@ def _no_display_unless_marked(request: pytest.FixtureRequest, monkeypatch: pytes
         return
     refusing: Path = request.getfixturevalue("refusing_bin")
     monkeypatch.setenv("PATH", f"{refusing}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
+# CPython before 3.11.8 / 3.12.1 (gh-106905) can raise "SystemError: AST constructor recursion depth
+# mismatch" from ast.parse after an error during an earlier AST conversion. pytest calls ast.parse to
+# show a failing test's source, so a failure could end the whole run as an INTERNALERROR (the
+# hypothesis plugin's hook wrapper turns it into a PluggyTeardownRaisedWarning, an error under
+# filterwarnings=error) instead of being reported. Our Pythons are 3.11.7 (pyenv) and Debian's 3.11.2.
+_AST_BUG = "AST constructor recursion depth mismatch"
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)  # innermost: before any plugin's wrapper sees the error
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, object, object]:
+    try:
+        return (yield)
+    except SystemError as exc:
+        if _AST_BUG not in str(exc):
+            raise
+        # Report the failure with the plain Python traceback, which needs no ast.parse.
+        option = item.config.option
+        style = option.tbstyle
+        option.tbstyle = "native"
+        try:
+            return pytest.TestReport.from_item_and_call(item, call)
+        finally:
+            option.tbstyle = style

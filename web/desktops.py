@@ -8,7 +8,8 @@ from typing import Any
 from deskpilot.errors import ConfigError
 from deskpilot.settings import Settings
 
-BACKENDS = {"local": "desktop.backends.local:LocalBackend", "docker": "desktop.backends.docker:DockerBackend"}
+BACKENDS = {"local": "desktop.backends.local:LocalBackend", "docker": "desktop.backends.docker:DockerBackend",
+            "swarm": "desktop.backends.swarm:SwarmBackend"}
 
 
 def make_backend(settings: Settings) -> Any:

@@ -21,10 +21,10 @@ from agent.config import LoopConfig
 from agent.events import Event
 from agent.loop import AgentLoop
 from agent.models import make_client
-from agent.policy import ApprovalPolicy, Rule
+from agent.policy import ApprovalPolicy
 from agent.prompts import DesktopFacts
 from agent.usage import UsageTotals
-from deskpilot.errors import BadRequest, Conflict
+from deskpilot.errors import Conflict
 
 if TYPE_CHECKING:
     import anthropic
@@ -52,11 +52,7 @@ def model_client(runner: Runner) -> anthropic.AsyncAnthropic:
 
 
 def make_policy(settings_preset: str, spec: dict[str, Any]) -> ApprovalPolicy:
-    try:
-        rules = [Rule.from_dict(r) for r in spec.get("rules", [])]
-        return ApprovalPolicy(str(spec.get("preset", settings_preset)), rules)
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise BadRequest(f"invalid policy: {exc}") from exc
+    return ApprovalPolicy.from_spec(spec, settings_preset)  # PolicyError → 422 (web/app.py)
 
 
 # --- history checkpoints ---
