@@ -5,8 +5,10 @@ The tiers. ``desktop``: needs a real Xvfb / Chromium; ``docker``: a Docker engin
 (``-m "not desktop and not docker and not postgres"``).
 
 Marks follow from the fixtures a test uses, so a new test cannot forget them; a test that starts a desktop
-by itself carries ``pytest.mark.desktop``. One that forgets fails loudly instead of slowing the fast tier
-down: an unmarked test finds an ``Xvfb`` on its PATH that refuses to start (as do the processes it spawns).
+by itself carries ``pytest.mark.desktop``, one that reaches the cluster dynamically (``getfixturevalue``) a
+``postgres`` mark on its parameter. One that forgets fails loudly instead of slowing the fast tier down: an
+unmarked test finds an ``Xvfb`` on its PATH that refuses to start (as do the processes it spawns), and a
+cluster that refuses to create its database.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from collections.abc import Generator
 from pathlib import Path
 
 import pytest
+
+from tests.web.pg import PgCluster
 
 MARKED_BY_FIXTURE = {
     "desktop": frozenset({"make_desktop", "bare_display", "agent_service"}),
@@ -48,11 +52,18 @@ def refusing_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _no_display_unless_marked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+def _tiers_are_honest(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if request.node.get_closest_marker("postgres") is None:
+        monkeypatch.setattr(PgCluster, "create_database", _refuse_database)
     if request.node.get_closest_marker("desktop") or request.node.get_closest_marker("docker"):
         return
     refusing: Path = request.getfixturevalue("refusing_bin")
     monkeypatch.setenv("PATH", f"{refusing}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
+def _refuse_database(self: PgCluster) -> str:
+    raise RuntimeError("deskpilot tests: a test not marked 'postgres' asked for a PostgreSQL database; mark it "
+                       "(pytest.mark.postgres, or on its parameter), so that the fast tier stays fast")
 
 
 # CPython before 3.11.8 / 3.12.1 (gh-106905) can raise "SystemError: AST constructor recursion depth
