@@ -20,15 +20,14 @@ from agent.approvals import Decision
 from agent.config import LoopConfig
 from agent.events import Event
 from agent.loop import AgentLoop
-from agent.models import make_client
 from agent.policy import ApprovalPolicy
 from agent.prompts import DesktopFacts
+from agent.providers.base import ModelClient
+from agent.providers.registry import ModelClients
 from agent.usage import UsageTotals
 from deskpilot.errors import Conflict
 
 if TYPE_CHECKING:
-    import anthropic
-
     from web.live import GatedDesktop, Live
     from web.runner import Runner
     from web.store import ApprovalRow, SessionRow, Store
@@ -41,14 +40,12 @@ class Outcome:
     error: str | None = None
 
 
-def model_client(runner: Runner) -> anthropic.AsyncAnthropic:
-    """One client per service (connection pool, one place for base URL and timeouts)."""
+def model_client(runner: Runner, model: str) -> ModelClient:
+    """The service's client for this model's provider (one per provider: connection pool, base URL, timeouts)."""
     if runner.model_client is None:
-        settings = runner.settings
-        key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else ""
-        runner.model_client = make_client(key, settings.anthropic_base_url, settings.model_timeout_s)
-    client: anthropic.AsyncAnthropic = runner.model_client
-    return client
+        runner.model_client = ModelClients(runner.settings)
+    clients: ModelClients = runner.model_client
+    return clients.for_model(model)
 
 
 def make_policy(settings_preset: str, spec: dict[str, Any]) -> ApprovalPolicy:
@@ -123,8 +120,9 @@ async def run_agent(runner: Runner, live: Live, desktop: GatedDesktop, row: Sess
         if event.type == "usage":
             await store.update_session(sid, usage_totals=dict(event.data.get("total") or {}))
 
-    loop = AgentLoop(client=model_client(runner), desktop=desktop, policy=make_policy(settings.approval_policy,
-                     row.policy), emit=emit, config=config, history=history, usage=usage, on_history=checkpoint)
+    policy = make_policy(settings.approval_policy, row.policy)
+    loop = AgentLoop(client=model_client(runner, config.model), desktop=desktop, policy=policy, emit=emit,
+                     config=config, history=history, usage=usage, on_history=checkpoint)
     live.loop = loop
     if history is not None:
         await restore_approvals(runner, sid, loop)
