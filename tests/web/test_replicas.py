@@ -11,16 +11,26 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from websockets.sync.client import ClientConnection, connect
 
 from tests.support.fake_messages import FakeMessages, Reply, Request, reply, text, tool_use
+from tests.support.shared_dir import desktop_writable_dir
 from tests.web.conftest import make_tokens, wait_for
 from tests.web.pg import PgCluster
 from tests.web.procs import ServerProcess
 from tests.web.test_restart import get, model_env, post, wait_session
+
+
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    """Where the desktops' shells (a sandbox uid) write the test's markers."""
+    with desktop_writable_dir() as path:
+        yield path
 
 
 def replica_dirs(root: Path, n: int) -> list[Path]:
@@ -57,8 +67,8 @@ def read_until_final(conn: ClientConnection, out: list[dict[str, Any]], timeout:
             return
 
 
-def test_three_replicas_a_killed_owner_loses_nothing(tmp_path: Path, pg_cluster: PgCluster) -> None:
-    first, slow = tmp_path / "first.txt", tmp_path / "slow.txt"
+def test_three_replicas_a_killed_owner_loses_nothing(tmp_path: Path, shared: Path, pg_cluster: PgCluster) -> None:
+    first, slow = shared / "first.txt", shared / "slow.txt"
     url = pg_cluster.create_database()
     db = url.split("/")[3].split("?")[0]
     dirs = replica_dirs(tmp_path, 3)
@@ -152,8 +162,8 @@ def test_three_replicas_a_killed_owner_loses_nothing(tmp_path: Path, pg_cluster:
 
 
 def test_messages_pause_and_cancel_through_a_replica_that_does_not_run_the_session(
-        tmp_path: Path, pg_cluster: PgCluster) -> None:
-    marker = tmp_path / "ran.txt"
+        tmp_path: Path, shared: Path, pg_cluster: PgCluster) -> None:
+    marker = shared / "ran.txt"
     url = pg_cluster.create_database()
     dirs = replica_dirs(tmp_path, 2)
     token = make_tokens(dirs[0], ["alice"], url)["alice"]
