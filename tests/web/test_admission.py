@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.support.fake_desktop import FakeBackend
 from tests.support.fake_messages import FakeMessages, reply, text, tool_use
 from tests.web.conftest import start_service, stop_service, wait_status
 
@@ -12,7 +13,7 @@ def test_a_full_queue_answers_429_with_retry_after(tmp_path: Path) -> None:
     with FakeMessages() as fake:
         # The first session waits on an approval, holding the only desktop; the others must wait for it.
         fake.script(reply(tool_use("bash", {"command": "true"})), reply(text("done")))
-        svc = start_service(tmp_path / "data", anthropic_base_url=fake.url, model="claude-opus-4-5",
+        svc = start_service(tmp_path / "data", FakeBackend(), anthropic_base_url=fake.url, model="claude-opus-4-5",
                             thinking_budget_tokens=0, max_sessions=1, max_queued=1, queue_retry_after_s=7)
         try:
             with svc.client("alice") as c:

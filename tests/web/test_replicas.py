@@ -25,6 +25,8 @@ from tests.web.pg import PgCluster
 from tests.web.procs import ServerProcess
 from tests.web.test_restart import get, model_env, post, wait_session
 
+pytestmark = pytest.mark.desktop  # each replica runs real local desktops (the fake one lives in one process)
+
 
 @pytest.fixture
 def shared() -> Iterator[Path]:
