@@ -15,6 +15,7 @@ from web.models import (
     ERRORS,
     Approval,
     ApprovalDecision,
+    ErrorBody,
     Event,
     EventPage,
     HandbackIn,
@@ -66,7 +67,8 @@ async def _control(request: Request, owner: str, session_id: str,
     return await session_out(store, await store.get_session(session_id))
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, operation_id="create_session")
+@router.post("", status_code=status.HTTP_201_CREATED, operation_id="create_session",
+             responses={429: {"model": ErrorBody, "description": "the queue is full: retry after Retry-After s"}})
 async def create_session(body: SessionCreate, request: Request, who: CurrentPrincipal) -> Session:
     store, runner = _deps(request)
     screen = (body.screen.width, body.screen.height) if body.screen else None
