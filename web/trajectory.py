@@ -36,7 +36,7 @@ TIMELINE_TYPES = ("status", "approval_requested", "approval_decided", "user_mess
 
 
 def _ts(value: datetime) -> str:
-    return value.isoformat() + ("Z" if value.tzinfo is None else "")
+    return value.isoformat(timespec="microseconds") + ("Z" if value.tzinfo is None else "")
 
 
 def _shot(ref: str | None) -> str | None:
@@ -189,6 +189,14 @@ def _messages(store: Store, session_id: str, refs: set[str]) -> list[dict[str, A
 
     history: list[dict[str, Any]] = walk(json.loads(path.read_text()))
     return history
+
+
+async def replay_data(store: Store, session_id: str, owner: str | None = None) -> dict[str, Any]:
+    """``meta`` and ``steps`` of the bundle (no files): what the browser's replay view shows."""
+    row = await store.get_session(session_id, owner)
+    events = await all_events(store, session_id)
+    steps = build_steps(events)
+    return {"meta": build_meta(row, events, steps), "steps": steps}
 
 
 async def build_bundle(store: Store, session_id: str, owner: str | None = None,
