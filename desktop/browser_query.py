@@ -73,7 +73,9 @@ async def _evaluate(signal: BrowserSignal, session: str, expression: str, *, ges
     reply = await _call(signal, "Runtime.evaluate", {"expression": expression, "returnByValue": True,
                                                      "awaitPromise": True, "userGesture": gesture}, session)
     if "exceptionDetails" in reply:
-        raise QueryError(str(reply["exceptionDetails"].get("text", "the page threw")))
+        details = reply["exceptionDetails"]
+        described = (details.get("exception") or {}).get("description") or details.get("text") or "the page threw"
+        raise QueryError(str(described).splitlines()[0])
     return reply.get("result", {}).get("value")
 
 
