@@ -43,10 +43,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeEngine
 
 from deskpilot.errors import Conflict, NotFound
-
-ACTIVE_STATES = ("starting", "running", "awaiting_approval", "paused", "taken_over")
-FINAL_STATES = ("succeeded", "failed", "cancelled")
-
+from web.states import FINAL_STATES
 
 # Any fixed 64-bit number: the PostgreSQL advisory lock that serialises schema creation across processes.
 _INIT_LOCK_KEY = 0x6465736B70696C6F
