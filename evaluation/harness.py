@@ -18,18 +18,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from agent.approvals import Decision
 from deskpilot.errors import ConfigError, Conflict, DeskpilotError
 from deskpilot.settings import Settings
-from desktop.backends.base import DesktopHandle
+from desktop.backends.base import DesktopBackend, DesktopHandle
 from evaluation import probe
 from evaluation.evaluate import INSTRUCTION_SUFFIX, Verdict, evaluate
 from evaluation.pages import PageServer
 from evaluation.report import Results, run_key
 from evaluation.tasks import Suite, Task, fill
 from web.bus import Bus
-from web.models import ApprovalDecision, Screen, SessionCreate
+from web.desktops import make_backend
 from web.runner import Runner
-from web.store import FINAL_STATES, Store
+from web.states import FINAL_STATES
+from web.store import Store
 from web.trajectory import build_bundle, write_dir
 
 OWNER = "eval"
@@ -67,16 +69,16 @@ class Job:
 class EvalBackend:
     """The runner's desktop backend with the task's setup after acquire and its checks before release."""
 
-    def __init__(self, inner: Any, harness: Harness) -> None:
+    def __init__(self, inner: DesktopBackend, harness: Harness) -> None:
         self.inner, self.harness = inner, harness
 
     async def start(self) -> None:
-        starter = getattr(self.inner, "start", None)
-        if starter is not None:
-            await starter()
+        await self.inner.start()
 
     async def acquire(self, session_id: str, width: int, height: int) -> DesktopHandle:
         handle: DesktopHandle = await self.inner.acquire(session_id, width, height)
+        if self.harness.wrap_client is not None:  # a benchmark's stand-in for another loop's desktop calls
+            handle.client = self.harness.wrap_client(handle.client)
         try:
             await self.harness.prepare(session_id, handle)
         except BaseException:
@@ -94,20 +96,20 @@ class EvalBackend:
                 self.harness.released(handle)
 
     async def aclose(self) -> None:
-        closer = getattr(self.inner, "aclose", None)
-        if closer is not None:
-            await closer()
+        await self.inner.aclose()
 
 
 class Harness:
     def __init__(self, settings: Settings, suite: Suite, out_dir: Path, options: EvalOptions,
-                 progress: Callable[[str], None] = print) -> None:
+                 progress: Callable[[str], None] = print, wrap_client: Callable[[Any], Any] | None = None) -> None:
         self.suite, self.out_dir, self.options, self.progress = suite, out_dir, options, progress
+        self.wrap_client = wrap_client
         self.settings = settings.model_copy(update={
             "data_dir": out_dir / "data", "database_url": None, "max_sessions": options.parallel,
             "desktop_backend": options.backend, "browser_start_url": "about:blank"})
         self.store = Store(self.settings.data_dir, None)
-        self.runner = Runner(self.settings, self.store, Bus(self.settings.viewer_queue_size))
+        self.runner = Runner(self.settings, self.store, Bus(self.settings.viewer_queue_size),
+                             backend=EvalBackend(make_backend(self.settings), self))
         self.names: dict[str, str] = {}
         self._jobs: dict[str, asyncio.Future[Job]] = {}
         self.results = Results.load(out_dir / "results.json", suite.name)
@@ -156,7 +158,6 @@ class Harness:
         server = PageServer(pages).start() if pages is not None else None
         if server is not None:
             self.names["pages"] = server.url
-        self.runner._backend = EvalBackend(self._inner_backend(), self)  # the one seam: the runner's backend
         if self.runner.unavailable_reason:
             raise ConfigError(self.runner.unavailable_reason)
         await self.store.init()
@@ -193,22 +194,15 @@ class Harness:
             if server is not None:
                 server.close()
 
-    def _inner_backend(self) -> Any:
-        from web.desktops import make_backend
-
-        return make_backend(self.settings)
-
     async def _run_one(self, task: Task, k: int) -> dict[str, Any]:
         screen = task.screen
         # A scratch directory per run: local desktops share the host's /tmp, and runs go in parallel.
         names = {**self.names, "workdir": f"{WORKDIRS}/{task.id}-{uuid.uuid4().hex[:8]}"}
-        body = SessionCreate(
-            task=fill(task.instruction, names) + INSTRUCTION_SUFFIX, model=self.options.model,
-            policy=self.options.policy, max_steps=task.max_steps or self.options.max_steps,
-            max_cost_usd=self.options.max_cost_usd,
-            screen=Screen(width=screen[0], height=screen[1]) if screen else None)
         started = time.monotonic()
-        row = await self.runner.create(OWNER, body)
+        row = await self.runner.create(
+            OWNER, fill(task.instruction, names) + INSTRUCTION_SUFFIX, model=self.options.model,
+            policy=self.options.policy, max_steps=task.max_steps or self.options.max_steps,
+            max_cost_usd=self.options.max_cost_usd, screen=screen)
         job = Job(task, k, row.id, asyncio.get_running_loop().create_future(), names)
         self._job_future(row.id).set_result(job)
         outcome = await self._wait(row.id, task.timeout_s or self.options.timeout_s)
@@ -243,8 +237,8 @@ class Harness:
                 pending = await self.store.pending_approval(session_id)
                 if pending is not None:
                     with contextlib.suppress(Conflict):
-                        await self.runner.decide(row, pending.id, ApprovalDecision(
-                            decision=self.options.on_ask, note="decided by the evaluation's policy"))
+                        await self.runner.decide(row, pending.id, Decision(
+                            self.options.on_ask, "decided by the evaluation's policy"))
             if time.monotonic() > deadline:
                 await self._cancel(session_id)
                 return "timeout"

@@ -1,7 +1,7 @@
 """Trajectory export: one session, live or finished, as a versioned bundle read from the store alone.
 
 Nothing is re-run: the bundle is built from the event log, the screenshot files and the history checkpoint
-(``web.driver.history_path``). Files of a bundle (format ``deskpilot-trajectory``, ``TRAJECTORY_VERSION``;
+(``web.checkpoints.history_path``). Files of a bundle (format ``deskpilot-trajectory``, ``TRAJECTORY_VERSION``;
 JSON Schema: ``docs/trajectory.schema.json``; prose: ``docs/evaluation.md``):
 
 - ``meta.json``: task, model, provider, policy, desktop size, deskpilot version, start/end, status, totals and
@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import deskpilot
-from web.driver import history_path
-from web.store import FINAL_STATES, EventRow, SessionRow, Store
+from web.checkpoints import history_path
+from web.states import FINAL_STATES
+from web.store import EventRow, SessionRow, Store
 
 FORMAT = "deskpilot-trajectory"
 TRAJECTORY_VERSION = "1.0"
