@@ -40,9 +40,13 @@ async def shell(client: DesktopClient, command: str, timeout_s: float = 60.0) ->
     if result.error:
         return "", result.error
     code = int(result.meta.get("exit_code", 0) or 0)
+    # The bash tool returns stdout, then "[stderr]" and stderr, then "[exit code N]" when not 0.
     text = re.sub(r"\n?\[exit code -?\d+\]$", "", result.output)
-    out, _, err = text.partition("[stderr]\n") if text.startswith("[stderr]\n") else text.rpartition("\n[stderr]\n") \
-        if "\n[stderr]\n" in text else (text, "", "")
+    out, err = text, ""
+    if text.startswith("[stderr]\n"):
+        out, err = "", text[len("[stderr]\n"):]
+    elif "\n[stderr]\n" in text:
+        out, _, err = text.rpartition("\n[stderr]\n")
     return out, "" if code == 0 else f"exit code {code}: {err.strip()[-500:]}"
 
 

@@ -43,8 +43,8 @@ def export_command(session_id: str, output: Path | None) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(to_zip(files, f"trajectory-{session_id}"))
     else:
-        if target.exists() and any(target.iterdir()):
-            raise click.ClickException(f"{target} exists and is not empty")
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise click.ClickException(f"{target} exists and is not an empty directory")
         write_dir(files, target)
     steps = files["traj.jsonl"].count(b"\n")
     click.echo(f"wrote {target} ({steps} steps, {sum(1 for n in files if n.startswith('screenshots/'))} screenshots)")
