@@ -38,6 +38,7 @@ OWNER = "eval"
 POLL_S = 0.2
 WORKDIRS = "/tmp/deskpilot-eval"  # noqa: S108  (on the desktop; each run adds a random part)
 EVAL_TIMEOUT_S = 120.0
+START_CAP_S = 300.0  # a desktop (and its setup) that takes longer than this counts as an error
 
 
 @dataclass
@@ -62,6 +63,7 @@ class Job:
     verdict: asyncio.Future[Verdict]
     names: dict[str, str]
     acquired: bool = False
+    ready_at: float | None = None  # monotonic time the setup finished: the task's own clock starts
     setup_error: str | None = None
     released: asyncio.Event = field(default_factory=asyncio.Event)  # its desktop is gone
 
@@ -126,6 +128,7 @@ class Harness:
                                               "parameters": {"command": f"mkdir -p {job.names['workdir']}"}})
             for step in job.task.config:
                 await probe.setup(handle.client, fill(step, job.names))
+            job.ready_at = time.monotonic()
         except DeskpilotError as exc:
             job.acquired, job.setup_error = False, f"setup: {exc.message}"
             raise
@@ -142,7 +145,7 @@ class Harness:
         try:
             verdict = await asyncio.wait_for(evaluate(job.task, handle.client, row.result, job.names),
                                              EVAL_TIMEOUT_S)
-        except (DeskpilotError, TimeoutError) as exc:
+        except Exception as exc:  # whatever went wrong, the run gets a verdict (0) and the suite goes on
             verdict = Verdict(0.0, error=f"evaluation: {getattr(exc, 'message', None) or type(exc).__name__}")
         if not job.verdict.done():
             job.verdict.set_result(verdict)
@@ -154,15 +157,15 @@ class Harness:
 
     # --- running ---
     async def run(self) -> Results:
+        if self.runner.unavailable_reason:
+            raise ConfigError(self.runner.unavailable_reason)
         pages = self.suite.pages
         server = PageServer(pages).start() if pages is not None else None
         if server is not None:
             self.names["pages"] = server.url
-        if self.runner.unavailable_reason:
-            raise ConfigError(self.runner.unavailable_reason)
-        await self.store.init()
-        await self.runner.start()
         try:
+            await self.store.init()
+            await self.runner.start()
             todo = [(t, k) for t in self.suite.tasks for k in range(1, self.options.repeat + 1)
                     if not self.results.finished(run_key(t.id, k))]
             skipped = len(self.suite.tasks) * self.options.repeat - len(todo)
@@ -205,7 +208,7 @@ class Harness:
             max_cost_usd=self.options.max_cost_usd, screen=screen)
         job = Job(task, k, row.id, asyncio.get_running_loop().create_future(), names)
         self._job_future(row.id).set_result(job)
-        outcome = await self._wait(row.id, task.timeout_s or self.options.timeout_s)
+        outcome = await self._wait(job, task.timeout_s or self.options.timeout_s)
         verdict = await self._verdict(job)
         row = await self.store.get_session(row.id)
         error = job.setup_error or verdict.error or (row.error if row.status != "succeeded" else None)
@@ -224,8 +227,10 @@ class Harness:
             record["trajectory"] = await self._export(row.id, record["key"], score)
         return record
 
-    async def _wait(self, session_id: str, timeout_s: float) -> str:
-        deadline = time.monotonic() + timeout_s
+    async def _wait(self, job: Job, timeout_s: float) -> str:
+        """Until the run ends; ``timeout_s`` counts from the end of the setup (a slow desktop start is not the
+        agent's time), the start itself is capped at ``START_CAP_S``."""
+        session_id, start_by = job.session_id, time.monotonic() + START_CAP_S
         while True:
             row = await self.store.get_session(session_id)
             if row.status in FINAL_STATES:
@@ -239,9 +244,10 @@ class Harness:
                     with contextlib.suppress(Conflict):
                         await self.runner.decide(row, pending.id, Decision(
                             self.options.on_ask, "decided by the evaluation's policy"))
+            deadline = start_by if job.ready_at is None else job.ready_at + timeout_s
             if time.monotonic() > deadline:
                 await self._cancel(session_id)
-                return "timeout"
+                return "timeout" if job.ready_at is not None else "error"
             await asyncio.sleep(POLL_S)
 
     async def _cancel(self, session_id: str) -> None:

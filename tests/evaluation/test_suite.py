@@ -112,3 +112,31 @@ def test_the_eval_command_writes_results_and_reports_and_compares(tmp_path: Path
     assert "B − A = -100.0 points" in compared.output and "| nav-sku | 1/1 | 0/1 | worse |" in compared.output
     bad = CliRunner().invoke(main, ["eval", str(tmp_path / "nowhere")])
     assert bad.exit_code == 2 and "does not exist" in bad.output
+
+
+def test_a_failed_setup_is_an_error_a_slow_run_times_out_and_a_rerun_repeats_only_errors(tmp_path: Path) -> None:
+    suite_dir = tmp_path / "suite"
+    (suite_dir / "tasks").mkdir(parents=True)
+    check = {"func": "exact_match", "result": {"type": "command", "command": "echo ok"}, "expected": "ok"}
+    (suite_dir / "tasks" / "broken.json").write_text(json.dumps({
+        "id": "broken", "instruction": "Never starts.", "evaluator": check,
+        "config": [{"type": "execute", "parameters": {"command": "echo no >&2; exit 3"}}]}))
+    (suite_dir / "tasks" / "slow.json").write_text(json.dumps({
+        "id": "slow", "instruction": "Takes too long.", "evaluator": check, "timeout_s": 4,
+        "oracle": [{"computer": {"action": "wait", "duration": 3}}] * 5}))
+    suite = load_suite(suite_dir)
+    out = tmp_path / "out"
+    for attempt in (1, 2):
+        lines: list[str] = []
+        with FakeMessages() as fake:
+            ScriptedAgent(suite, "oracle").install(fake, 20)
+            settings = Settings(data_dir=out / "unused", anthropic_api_key="sk-test", anthropic_base_url=fake.url,
+                                model="claude-opus-4-5", thinking_budget_tokens=0)
+            data = asyncio.run(Harness(settings, suite, out, EvalOptions(parallel=2), lines.append).run()).data
+        runs = {r["key"]: r for r in data["runs"]}
+        assert runs["broken"]["outcome"] == "error" and runs["broken"]["score"] == 0.0
+        assert "setup command failed: exit code 3: no" in runs["broken"]["error"]
+        assert runs["slow"]["outcome"] == "timeout" and runs["slow"]["status"] == "cancelled"
+        assert runs["slow"]["score"] == 1.0, runs["slow"]  # the final state is still scored (any desktop passes)
+        if attempt == 2:
+            assert lines[0] == "resuming: 1 finished run(s) kept, 1 to go"
