@@ -209,7 +209,7 @@ class Runner:
             if row.status != "queued" or session_id in self.live:  # cancelled while queued, or already running
                 self._slots.release()
                 continue
-            run = SessionRun(self, session_id, row.owner)
+            run = SessionRun(self, session_id)
             self.live[session_id] = run
             SESSIONS_LIVE.set(len(self.live))
             run.task = self._spawn(self._run(run))

@@ -30,7 +30,7 @@ from deskpilot.settings import Settings
 from desktop.backends.base import DesktopBackend, DesktopHandle
 from desktop.client import DesktopClient
 from web.checkpoints import history_path, load_history, save_history
-from web.live import Gate, GatedDesktop, Handover
+from web.live import Gate, GatedDesktop, Handover, Hold
 from web.recorder import Recorder
 from web.states import FINAL_STATES
 from web.store import ApprovalRow, SessionRow, Store, utcnow
@@ -71,10 +71,9 @@ def decision_for(approval: ApprovalRow) -> Decision:
 
 
 class SessionRun:
-    def __init__(self, host: Host, session_id: str, owner: str) -> None:
+    def __init__(self, host: Host, session_id: str) -> None:
         self.host = host
         self.session_id = session_id
-        self.owner = owner
         self.gate = Gate()
         self.task: asyncio.Task[None] | None = None
         self.handle: DesktopHandle | None = None
@@ -88,7 +87,7 @@ class SessionRun:
         return self.handle.client if self.handle is not None else None
 
     @property
-    def hold(self) -> str | None:
+    def hold(self) -> Hold | None:
         return self.gate.hold
 
     @property
