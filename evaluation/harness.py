@@ -210,6 +210,7 @@ class Harness:
         self._job_future(row.id).set_result(job)
         outcome = await self._wait(job, task.timeout_s or self.options.timeout_s)
         verdict = await self._verdict(job)
+        agent_s = round(time.monotonic() - job.ready_at, 2) if job.ready_at is not None else None
         row = await self.store.get_session(row.id)
         error = job.setup_error or verdict.error or (row.error if row.status != "succeeded" else None)
         if outcome == "completed" and not job.acquired:
@@ -220,7 +221,7 @@ class Harness:
             "status": row.status, "outcome": outcome, "score": score, "success": score >= 1.0,
             "steps": int((row.usage_totals or {}).get("steps", 0)), "input_tokens": row.input_tokens,
             "output_tokens": row.output_tokens, "cost_usd": round(row.cost_usd, 6),
-            "wall_s": round(time.monotonic() - started, 2), "answer": row.result, "error": error,
+            "wall_s": round(time.monotonic() - started, 2), "agent_s": agent_s, "answer": row.result, "error": error,
             "checks": verdict.checks, "tags": list(task.tags), "trajectory": None,
         }
         if self.options.export:
