@@ -51,10 +51,14 @@ class AgentLoop(ToolActions):
                  usage: UsageTotals | None = None,
                  on_history: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None) -> None:
         self.client, self.desktop, self.policy, self.config = client, desktop, policy, config
-        # Window-title rules need the desktop's title; duck-typed, so any desktop with the method supplies it.
+        # Window-title and URL rules need the desktop's title and tab URL; duck-typed, so any desktop with
+        # the method supplies it.
         title_of = getattr(desktop, "active_window_title", None)
         if policy.window_title is None and callable(title_of):
             policy.use_window_title(title_of)
+        url_of = getattr(desktop, "active_tab_url", None)
+        if policy.tab_url is None and callable(url_of):
+            policy.use_tab_url(url_of)
         self._emit, self._on_history = emit, on_history
         self.history: list[dict[str, Any]] = history if history is not None else []
         self.usage = usage or UsageTotals()

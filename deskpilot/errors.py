@@ -2,6 +2,7 @@
 
 DeskpilotError
  ├── ConfigError            bad or missing settings (e.g. no API key)
+ │    └── PolicyError       an approval policy (preset, rule, pattern) is invalid; the API answers 422
  ├── ToolError              a tool call the model made cannot run; becomes an ``is_error`` tool result
  │    └── ToolInputError    the input itself is malformed (missing field, bad coordinate, unknown key)
  ├── DesktopError           the desktop itself is broken
@@ -31,6 +32,10 @@ class DeskpilotError(Exception):
 
 class ConfigError(DeskpilotError):
     pass
+
+
+class PolicyError(ConfigError, ValueError):
+    """An invalid approval policy. Also a ``ValueError``, so callers that validate input keep catching it."""
 
 
 class ToolError(DeskpilotError):
@@ -95,6 +100,10 @@ class PayloadTooLarge(ServiceError):
 
 class TooManyRequests(ServiceError):
     status = 429
+
+    def __init__(self, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds; sent as the Retry-After header
 
 
 class ServiceUnavailable(ServiceError):

@@ -13,56 +13,23 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from deskpilot.errors import DeskpilotError, PayloadTooLarge, ServiceError
+from deskpilot.errors import DeskpilotError, PolicyError, ServiceError, TooManyRequests
 from deskpilot.settings import Settings
-from web.auth import RateLimiter, create_token
+from web.auth import create_token
 from web.bus import Bus
+from web.limits import LoginThrottle, RateLimiter
+from web.middleware import BodySizeLimit, SecurityHeaders, error_response
 from web.runner import Runner
 from web.store import Store
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
-
-
-def error_response(status: int, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"ok": False, "error": message, "status": status, **extra}, status_code=status)
-
-
-class BodySizeLimit:
-    """Refuses request bodies over ``limit`` bytes — by Content-Length up front, or while streaming."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await error_response(413, f"request body over {self.limit} bytes")(scope, receive, send)
-                return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise PayloadTooLarge(f"request body over {self.limit} bytes")
-            return message
-
-        await self.app(scope, limited, send)
 
 
 async def ensure_first_token(store: Store) -> str | None:
@@ -104,16 +71,26 @@ def create_app(settings: Settings, *, first_token: bool = True) -> FastAPI:
         version="0.1.0",
         summary="A computer-use agent service: tasks over REST, live viewing, approvals and takeover.",
         lifespan=lifespan,
+        docs_url=None,  # web/routes/docs.py serves /docs and /redoc with a CSP
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.store = store
     app.state.bus = bus
     app.state.runner = runner
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
+    app.state.login_throttle = LoginThrottle(settings.login_failures_per_minute, settings.login_failures_burst)
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        return error_response(exc.status, exc.message)
+        response = error_response(exc.status, exc.message)
+        if isinstance(exc, TooManyRequests) and exc.retry_after is not None:
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+
+    @app.exception_handler(PolicyError)
+    async def policy_error(request: Request, exc: PolicyError) -> JSONResponse:
+        return error_response(422, f"invalid policy: {exc.message}")
 
     @app.exception_handler(DeskpilotError)
     async def deskpilot_error(request: Request, exc: DeskpilotError) -> JSONResponse:
@@ -136,9 +113,10 @@ def create_app(settings: Settings, *, first_token: bool = True) -> FastAPI:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal error")
 
-    from web.routes import meta, sessions, stream, trajectory, ui, vnc
+    from web.routes import docs, meta, sessions, stream, trajectory, ui, vnc
 
     app.include_router(meta.router)
+    app.include_router(docs.router)
     app.include_router(ui.router)
     app.include_router(sessions.router)
     app.include_router(trajectory.router)
@@ -146,4 +124,5 @@ def create_app(settings: Settings, *, first_token: bool = True) -> FastAPI:
     app.include_router(vnc.router)
     ui.mount_static(app, STATIC_DIR)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)  # added last = outer: also on the 413s
     return app

@@ -4,10 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import click
 
+from deskpilot.errors import DeskpilotError
 from deskpilot.settings import Settings
+
+T = TypeVar("T")
+
+
+def _run(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work``; a deskpilot error (e.g. a database newer than this release) is a message, not a traceback."""
+    try:
+        return asyncio.run(work)
+    except DeskpilotError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+async def _prepare_database(settings: Settings) -> None:
+    from web.store import Store
+
+    store = Store(settings.data_dir, settings.database_url)
+    try:
+        await store.init()
+    finally:
+        await store.close()
 
 
 @click.command("serve")
@@ -32,6 +55,7 @@ def serve_command(host: str | None, port: int | None) -> None:
     settings = settings.model_copy(update=overrides)
     if settings.anthropic_api_key is None or not settings.anthropic_api_key.get_secret_value():
         click.echo("deskpilot: ANTHROPIC_API_KEY is not set: the service starts, but tasks cannot run.", err=True)
+    _run(_prepare_database(settings))  # migrate, or refuse, before the server starts
     app = create_app(settings)
     click.echo(f"deskpilot: serving on http://{settings.host}:{settings.port}/ (data in {settings.data_dir})", err=True)
     uvicorn.run(
@@ -50,8 +74,8 @@ async def _with_store(settings: Settings, fn: str, *args: str) -> object:
     from web.store import Store
 
     store = Store(settings.data_dir, settings.database_url)
-    await store.init()
     try:
+        await store.init()
         if fn == "create":
             return await auth.create_token(store, args[0])
         if fn == "list":
@@ -67,7 +91,7 @@ def token_create(name: str) -> None:
     """Create a token for NAME (the owner of the sessions it starts) and print it once."""
     if not name.strip() or len(name) > 200:
         raise click.ClickException("NAME must be 1-200 characters")
-    token = asyncio.run(_with_store(Settings(), "create", name.strip()))
+    token = _run(_with_store(Settings(), "create", name.strip()))
     click.echo(str(token))
     click.echo("Keep it now: it is stored hashed and cannot be shown again.", err=True)
 
@@ -75,7 +99,7 @@ def token_create(name: str) -> None:
 @token_group.command("list")
 def token_list() -> None:
     """List tokens (names and ids, never the secrets)."""
-    rows = asyncio.run(_with_store(Settings(), "list"))
+    rows = _run(_with_store(Settings(), "list"))
     for row in rows:  # type: ignore[attr-defined]
         state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
         click.echo(f"{row.id}  {row.name}  created {row.created_at:%Y-%m-%d %H:%M}  {state}")
@@ -85,7 +109,7 @@ def token_list() -> None:
 @click.argument("token_id_or_name")
 def token_revoke(token_id_or_name: str) -> None:
     """Revoke a token by id, or every token of a name."""
-    count = asyncio.run(_with_store(Settings(), "revoke", token_id_or_name))
+    count = _run(_with_store(Settings(), "revoke", token_id_or_name))
     if not count:
         raise click.ClickException(f"no active token matches {token_id_or_name!r}")
     click.echo(f"revoked {count} token(s)")

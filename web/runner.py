@@ -67,8 +67,9 @@ class Runner:
             self._backend = make_backend(self.settings)
         return self._backend
 
-    def model(self) -> anthropic.AsyncAnthropic:
-        """One client per service (connection pool, one place for base URL and timeouts)."""
+    def model(self, name: str) -> anthropic.AsyncAnthropic:
+        """The client for model ``name``: one per service (connection pool, one place for base URL and timeouts)."""
+        del name  # one provider today; the provider seam picks a client by model name
         if self._model is None:
             key = self.settings.anthropic_api_key
             self._model = make_client(key.get_secret_value() if key else "", self.settings.anthropic_base_url,

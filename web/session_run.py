@@ -21,10 +21,10 @@ from agent.approvals import Decision
 from agent.config import LoopConfig
 from agent.events import Event, SessionStatus, UserMessageData
 from agent.loop import AgentLoop
-from agent.policy import ApprovalPolicy, Rule
+from agent.policy import ApprovalPolicy
 from agent.prompts import DesktopFacts
 from agent.usage import UsageTotals
-from deskpilot.errors import BadRequest, DeskpilotError
+from deskpilot.errors import DeskpilotError
 from deskpilot.logs import bind_log_context
 from deskpilot.settings import Settings
 from desktop.backends.base import DesktopBackend, DesktopHandle
@@ -47,7 +47,7 @@ class Host(Protocol):
 
     def backend(self) -> DesktopBackend: ...
 
-    def model(self) -> anthropic.AsyncAnthropic: ...
+    def model(self, name: str) -> anthropic.AsyncAnthropic: ...
 
     def desktop_ready(self, session_id: str) -> None: ...
 
@@ -59,11 +59,7 @@ class Outcome:
 
 
 def make_policy(settings_preset: str, spec: dict[str, Any]) -> ApprovalPolicy:
-    try:
-        rules = [Rule.from_dict(r) for r in spec.get("rules", [])]
-        return ApprovalPolicy(str(spec.get("preset", settings_preset)), rules)
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise BadRequest(f"invalid policy: {exc}") from exc
+    return ApprovalPolicy.from_spec(spec, settings_preset)  # PolicyError → 422 (web/app.py)
 
 
 def decision_for(approval: ApprovalRow) -> Decision:
@@ -154,7 +150,7 @@ class SessionRun:
             await asyncio.to_thread(save_history, store, sid, h)
 
         desktop = GatedDesktop(self.gate, client, on_handback=self._handed_back)
-        loop = AgentLoop(client=self.host.model(), desktop=desktop,
+        loop = AgentLoop(client=self.host.model(config.model), desktop=desktop,
                          policy=make_policy(settings.approval_policy, row.policy), emit=self.emit, config=config,
                          history=history, usage=usage, on_history=checkpoint)
         self.loop = loop

@@ -1,4 +1,5 @@
-"""Persistence: tokens, sessions, the append-only event log, approvals, usage, and screenshot files.
+"""Persistence: tokens, sessions, the append-only event log, approvals, usage, browser logins, the audit
+log, and screenshot files. The tables are web/tables.py; ``init()`` migrates the database (web/migrations).
 
 SQLAlchemy 2 async; a SQLite file in ``data_dir`` unless ``database_url`` names another database
 (PostgreSQL via ``postgresql+asyncpg://``). Screenshots are files named by the SHA-256 of their bytes,
@@ -11,168 +12,45 @@ text that it cannot hold (U+0000, longer than the column) is adapted instead of 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import hashlib
 import os
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    DateTime,
-    Dialect,
-    Float,
-    ForeignKey,
-    Integer,
-    String,
-    Text,
-    TypeDecorator,
-    UniqueConstraint,
-    event,
-    func,
-    select,
-    text,
-    update,
-)
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import event, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeEngine
 
 from deskpilot.errors import Conflict, NotFound
-from web.states import FINAL_STATES
+from web import migrations
+from web.states import ACTIVE_STATES, FINAL_STATES
+from web.tables import (
+    ApprovalRow,
+    AuditRow,
+    BrowserSessionRow,
+    EventRow,
+    SessionRow,
+    TokenRow,
+    UsageRow,
+    utcnow,
+)
 
-# Any fixed 64-bit number: the PostgreSQL advisory lock that serialises schema creation across processes.
-_INIT_LOCK_KEY = 0x6465736B70696C6F
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """``timestamptz`` on PostgreSQL; read back as naive UTC on every backend, as SQLite always has."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None or value.tzinfo is None:
-            return value
-        return value.astimezone(UTC).replace(tzinfo=None)
-
-
-class Str(TypeDecorator[str]):
-    """String/Text that PostgreSQL accepts whatever the model or a user sends.
-
-    PostgreSQL text cannot hold U+0000 and enforces VARCHAR lengths; SQLite does neither. On PostgreSQL a NUL
-    becomes U+FFFD and an over-long value is cut to the column's length (in comparisons too, so lookups
-    still match) — a changed character rather than a failed write. SQLite keeps the value as it is.
-    """
-
-    impl = Text
-    cache_ok = True
-
-    def __init__(self, length: int | None = None) -> None:
-        super().__init__()
-        self.length = length
-
-    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
-        return dialect.type_descriptor(String(self.length) if self.length else Text())
-
-    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
-        if value is None or dialect.name != "postgresql":
-            return value
-        value = value.replace("\x00", "\ufffd")
-        return value[: self.length] if self.length else value
-
-
-class Base(DeclarativeBase):
-    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, datetime: UTCDateTime()}
-
-
-class TokenRow(Base):
-    __tablename__ = "tokens"
-    id: Mapped[str] = mapped_column(Str(36), primary_key=True)
-    name: Mapped[str] = mapped_column(Str(200), index=True)  # the owner of the sessions it creates
-    hash: Mapped[str] = mapped_column(Str(64), unique=True)  # SHA-256 of the secret; the secret is never stored
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
-
-
-class SessionRow(Base):
-    __tablename__ = "sessions"
-    id: Mapped[str] = mapped_column(Str(36), primary_key=True)
-    owner: Mapped[str] = mapped_column(Str(200), index=True)
-    task: Mapped[str] = mapped_column(Str())
-    model: Mapped[str] = mapped_column(Str(200))
-    policy: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    max_steps: Mapped[int] = mapped_column(Integer)
-    max_cost_usd: Mapped[float | None] = mapped_column(Float, default=None)
-    width: Mapped[int] = mapped_column(Integer)
-    height: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(Str(32), index=True, default="queued")
-    control: Mapped[str] = mapped_column(Str(16), default="agent")  # "agent" or "user"
-    result: Mapped[str | None] = mapped_column(Str(), default=None)
-    error: Mapped[str | None] = mapped_column(Str(), default=None)
-    last_seq: Mapped[int] = mapped_column(Integer, default=0)
-    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
-    usage_totals: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the loop's running totals, for resume
-    inbox: Mapped[list[str]] = mapped_column(JSON, default=list)  # follow-up messages not yet in the history
-    taken_over_at: Mapped[datetime | None] = mapped_column(default=None)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-
-
-class EventRow(Base):
-    __tablename__ = "events"
-    __table_args__ = (UniqueConstraint("session_id", "seq"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), index=True)
-    seq: Mapped[int] = mapped_column(Integer)
-    type: Mapped[str] = mapped_column(Str(32))
-    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    image_ref: Mapped[str | None] = mapped_column(Str(80), default=None, index=True)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-class ApprovalRow(Base):
-    __tablename__ = "approvals"
-    # The loop names approvals (``ap_`` + 16 random hex), unique across sessions and restarts.
-    id: Mapped[str] = mapped_column(Str(64), primary_key=True)
-    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), primary_key=True)
-    status: Mapped[str] = mapped_column(Str(16), default="pending")  # pending|approve|reject|edit|expired
-    tool_use_id: Mapped[str] = mapped_column(Str(128), default="")
-    tool: Mapped[str] = mapped_column(Str(64))
-    input: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    reason: Mapped[str] = mapped_column(Str(), default="")
-    image_ref: Mapped[str | None] = mapped_column(Str(80), default=None)
-    note: Mapped[str | None] = mapped_column(Str(), default=None)
-    edited_input: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    decided_at: Mapped[datetime | None] = mapped_column(default=None)
-
-
-class UsageRow(Base):
-    __tablename__ = "usage"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), index=True)
-    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    cache_read_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    cache_creation_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+__all__ = [
+    "ACTIVE_STATES",
+    "FINAL_STATES",
+    "ApprovalRow",
+    "AuditRow",
+    "BrowserSessionRow",
+    "EventRow",
+    "SessionRow",
+    "Store",
+    "TokenRow",
+    "UsageRow",
+    "database_url",
+    "utcnow",
+]
 
 
 def database_url(data_dir: Path, url: str | None) -> str:
@@ -186,42 +64,27 @@ class Store:
         self.data_dir = data_dir
         self.shots_dir = data_dir / "screenshots"
         self.url = database_url(data_dir, url)
-        self.engine: AsyncEngine = create_async_engine(self.url)
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.engine = self._new_engine()
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         # One writer per session at a time keeps seq allocation simple on SQLite; on PostgreSQL the
         # UPDATE … RETURNING row lock gives the same guarantee across processes.
         self._append_locks: dict[str, asyncio.Lock] = {}
 
+    def _new_engine(self) -> AsyncEngine:
+        engine = create_async_engine(self.url)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+
     async def init(self) -> None:
+        """Create the data dirs and bring the schema to this code's newest revision (web/migrations)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.shots_dir.mkdir(parents=True, exist_ok=True)
-        if self.engine.dialect.name != "sqlite":
-            await self._create_tables()
-            return
-        # Processes initialising one SQLite file at once: each reads the schema, then both want to write, and
-        # SQLite answers one of them "database is locked" at once (no busy wait can resolve that). Take turns.
-        lock = await asyncio.to_thread(_exclusive_lock, self.data_dir / ".init.lock")
+        engine = self._new_engine()  # its own: migrations switch its SQLite connections to explicit BEGINs
         try:
-            await self._create_tables()
+            await migrations.upgrade(engine, self.data_dir / ".init.lock")
         finally:
-            lock.close()
-
-    async def _create_tables(self) -> None:
-        tries = len(Base.metadata.tables) + 1  # each lost race means one more table exists
-        for attempt in range(tries):
-            try:
-                async with self.engine.begin() as conn:
-                    if self.engine.dialect.name == "postgresql":
-                        # Processes starting at once would all see no tables and all CREATE them.
-                        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _INIT_LOCK_KEY})
-                    await conn.run_sync(Base.metadata.create_all)
-                return
-            except OperationalError as exc:
-                # SQLite has no such lock: another process created a table between the check and our CREATE.
-                if attempt == tries - 1 or "already exists" not in str(exc):
-                    raise
+            await engine.dispose()
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -427,6 +290,70 @@ class Store:
                 )
             )
 
+    # --- browser sessions: the UI's login (web/auth.py makes the cookie secret; only its hash is stored) ---
+    async def create_browser_session(
+        self, session_hash: str, token: TokenRow, expires_at: datetime, ip: str = "", user_agent: str = ""
+    ) -> BrowserSessionRow:
+        """Record a browser that logged in with ``token`` (its name becomes the owner) until ``expires_at``.
+        ``session_hash`` is the SHA-256 hex of the cookie's random secret; the secret itself is never stored."""
+        row = BrowserSessionRow(id=session_hash, token_id=token.id, owner=token.name, expires_at=expires_at,
+                                ip=ip, user_agent=user_agent)
+        async with self.sessionmaker.begin() as db:
+            db.add(row)
+        return row
+
+    async def browser_session(self, session_hash: str) -> BrowserSessionRow | None:
+        """The live session with this hash; None when unknown, revoked, expired, or its token was revoked."""
+        async with self.sessionmaker() as db:
+            return await db.scalar(
+                select(BrowserSessionRow)
+                .join(TokenRow, TokenRow.id == BrowserSessionRow.token_id)
+                .where(BrowserSessionRow.id == session_hash, BrowserSessionRow.revoked_at.is_(None))
+                .where(BrowserSessionRow.expires_at > utcnow(), TokenRow.revoked_at.is_(None))
+            )
+
+    async def touch_browser_session(self, session_hash: str) -> None:
+        """Set ``last_seen_at`` to now (a write: callers may do it once a minute rather than per request)."""
+        async with self.sessionmaker.begin() as db:
+            await db.execute(
+                update(BrowserSessionRow).where(BrowserSessionRow.id == session_hash).values(last_seen_at=utcnow())
+            )
+
+    async def revoke_browser_session(self, session_hash: str) -> bool:
+        """Log the session out; False if it was unknown or already revoked."""
+        async with self.sessionmaker.begin() as db:
+            res = await db.execute(
+                update(BrowserSessionRow)
+                .where(BrowserSessionRow.id == session_hash, BrowserSessionRow.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+        return int(getattr(res, "rowcount", 0) or 0) == 1
+
+    # --- audit log: appended, never changed ---
+    async def append_audit(
+        self, owner: str, actor: str, action: str, detail: dict[str, Any] | None = None, *,
+        session_id: str | None = None, address: str = "",
+    ) -> AuditRow:
+        """Record that ``actor`` (a token name) did ``action`` (e.g. ``"approval.decide"``) to ``owner``'s
+        data, from ``address``; ``session_id`` names the task session concerned, if any."""
+        row = AuditRow(owner=owner, actor=actor, action=action, detail=detail or {}, session_id=session_id,
+                       address=address)
+        async with self.sessionmaker.begin() as db:
+            db.add(row)
+        return row
+
+    async def list_audit(
+        self, owner: str, *, session_id: str | None = None, before_id: int | None = None, limit: int = 100
+    ) -> Sequence[AuditRow]:
+        """``owner``'s entries, newest first; pass the last id seen as ``before_id`` for the next page."""
+        query = select(AuditRow).where(AuditRow.owner == owner)
+        if session_id is not None:
+            query = query.where(AuditRow.session_id == session_id)
+        if before_id is not None:
+            query = query.where(AuditRow.id < before_id)
+        async with self.sessionmaker() as db:
+            return (await db.scalars(query.order_by(AuditRow.id.desc()).limit(limit))).all()
+
     # --- screenshots ---
     def save_image(self, data: bytes, media_type: str = "image/png") -> str:
         """Write the image once under its content hash; returns the ref (``<sha256>.<ext>``)."""
@@ -445,17 +372,6 @@ class Store:
             return None
         path = self.shots_dir / ref
         return path if path.is_file() else None
-
-
-def _exclusive_lock(path: Path) -> IO[bytes]:
-    """Open ``path`` and hold an exclusive ``flock`` on it until the returned file is closed (blocks)."""
-    handle = path.open("ab")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-    except BaseException:
-        handle.close()
-        raise
-    return handle
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -106,6 +106,15 @@ def pg_cluster() -> Iterator[PgCluster]:
     yield from cluster_for_tests()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest) -> str | None:
+    """Each backend in turn: None = the default SQLite file in the data dir; else a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    return cluster.create_database()
+
+
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[Service]:
     svc = start_service(tmp_path / "data")

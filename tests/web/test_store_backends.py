@@ -23,17 +23,6 @@ from tests.web.conftest import Service, start_service, stop_service
 from tests.web.pg import PgCluster, cluster_for_tests
 from web.store import ApprovalRow, Store
 
-BACKENDS = ["sqlite", "postgresql"]
-
-
-@pytest.fixture(params=BACKENDS)
-def db_url(request: pytest.FixtureRequest) -> str | None:
-    """None = the default SQLite file in the data dir; else a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        return None
-    cluster: PgCluster = request.getfixturevalue("pg_cluster")
-    return cluster.create_database()
-
 
 @pytest.fixture
 async def store(tmp_path: Path, db_url: str | None) -> AsyncIterator[Store]:
@@ -245,3 +234,46 @@ def test_restart_recovery_on_postgresql(pg_cluster: PgCluster, pg_db: str, tmp_p
 def test_resume_after_a_restart_on_postgresql(pg_cluster: PgCluster, pg_db: str, tmp_path: Path) -> None:
     test_restart.test_after_a_restart_resume_waits_for_the_pending_decision(tmp_path)
     assert rows_in(pg_cluster, pg_db, "approvals") == 1
+
+
+# --- browser sessions and the audit log (revision 0002) ---
+
+
+async def test_a_browser_session_lives_until_revoked_expired_or_its_token_is_revoked(store: Store) -> None:
+    alice = await store.add_token("alice", "a" * 64)
+    bob = await store.add_token("bob", "b" * 64)
+    soon = datetime.now(UTC) + timedelta(hours=1)
+    await store.create_browser_session("1" * 64, alice, soon, ip="::1", user_agent="UA")
+    await store.create_browser_session("2" * 64, alice, datetime.now(UTC) - timedelta(seconds=1))
+    await store.create_browser_session("3" * 64, bob, soon)
+    live = await store.browser_session("1" * 64)
+    assert live is not None and (live.owner, live.token_id, live.ip, live.user_agent) == (
+        "alice", alice.id, "::1", "UA")
+    assert live.expires_at == soon.replace(tzinfo=None)  # naive UTC, like every timestamp of the store
+    assert await store.browser_session("2" * 64) is None  # expired
+    assert await store.browser_session("f" * 64) is None  # unknown
+    await store.touch_browser_session("1" * 64)
+    touched = await store.browser_session("1" * 64)
+    assert touched is not None and touched.last_seen_at >= live.last_seen_at
+    assert await store.revoke_browser_session("1" * 64) is True
+    assert await store.revoke_browser_session("1" * 64) is False
+    assert await store.browser_session("1" * 64) is None
+    assert await store.browser_session("3" * 64) is not None
+    await store.revoke_token("bob")  # revoking the token ends the sessions it logged in
+    assert await store.browser_session("3" * 64) is None
+
+
+async def test_the_audit_log_lists_an_owners_entries_newest_first(store: Store) -> None:
+    sid = await base.session(store)
+    first = await store.append_audit("alice", "alice", "session.create", {"task": "t"}, session_id=sid,
+                                     address="127.0.0.1")
+    second = await store.append_audit("alice", "alice", "approval.decide", {"decision": "approve"}, session_id=sid)
+    third = await store.append_audit("alice", "admin", "token.revoke")
+    await store.append_audit("bob", "bob", "session.create")
+    assert [a.id for a in await store.list_audit("alice")] == [third.id, second.id, first.id]
+    assert [a.id for a in await store.list_audit("alice", session_id=sid)] == [second.id, first.id]
+    assert [a.id for a in await store.list_audit("alice", before_id=third.id, limit=1)] == [second.id]
+    [entry] = await store.list_audit("alice", session_id=sid, before_id=second.id)
+    assert (entry.actor, entry.action, entry.detail, entry.address) == (
+        "alice", "session.create", {"task": "t"}, "127.0.0.1")
+    assert entry.at.tzinfo is None and third.detail == {}

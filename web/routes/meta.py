@@ -11,7 +11,15 @@ from pydantic import TypeAdapter
 
 from agent.policy import PRESETS
 from deskpilot.settings import Settings
-from web.auth import COOKIE_NAME, CurrentPrincipal, principal_for_token
+from web.auth import (
+    COOKIE_NAME,
+    CurrentPrincipal,
+    client_address,
+    hash_token,
+    require_same_origin,
+    start_browser_session,
+    verify_token,
+)
 from web.models import (
     ERRORS,
     MAX_STEPS_LIMIT,
@@ -45,17 +53,29 @@ async def metrics(who: CurrentPrincipal) -> Response:
 
 @router.post("/api/login", operation_id="login", responses=ERRORS)
 async def login(body: LoginIn, request: Request, response: Response) -> Ok:
-    """Trade a token for an HttpOnly cookie (the browser UI never keeps the token in script-readable storage)."""
-    await principal_for_token(request.app.state.store, request.app.state.rate_limiter, body.token)
+    """Trade a token for a browser session: an HttpOnly cookie with a fresh random secret (never the token)."""
+    require_same_origin(request)  # no logging a victim's browser in to the attacker's account
+    settings = request.app.state.settings
+    token = await verify_token(request, body.token)
+    secret = await start_browser_session(request, token, settings.login_session_hours)
     response.set_cookie(
-        COOKIE_NAME, body.token, httponly=True, samesite="strict", secure=request.url.scheme == "https",
-        max_age=30 * 24 * 3600, path="/",
+        COOKIE_NAME, secret, httponly=True, samesite="strict", secure=request.url.scheme == "https",
+        max_age=int(settings.login_session_hours * 3600), path="/",
     )
+    await request.app.state.store.append_audit(token.name, token.name, "login", address=client_address(request))
     return Ok()
 
 
 @router.post("/api/logout", operation_id="logout")
-async def logout(response: Response) -> Ok:
+async def logout(request: Request, response: Response) -> Ok:
+    """End this browser's session on the server (the cookie is useless afterwards, even if kept) and drop it."""
+    secret = request.cookies.get(COOKIE_NAME)
+    if secret:
+        require_same_origin(request)
+        store = request.app.state.store
+        row = await store.browser_session(hash_token(secret))
+        if await store.revoke_browser_session(hash_token(secret)) and row is not None:
+            await store.append_audit(row.owner, row.owner, "logout", address=client_address(request))
     response.delete_cookie(COOKIE_NAME, path="/")
     return Ok()
 

@@ -117,7 +117,8 @@ async def get_screenshot(session_id: str, ref: str, request: Request, who: Curre
     if path is None or not await store.session_has_image(session_id, ref):
         raise NotFound(f"screenshot {ref} not found")
     media = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}[path.suffix[1:]]
-    return FileResponse(path, media_type=media, headers={"Cache-Control": "private, max-age=31536000, immutable"})
+    # Private pixels (pages, mail, banks): no disk cache; a page reuses images from memory anyway.
+    return FileResponse(path, media_type=media, headers={"Cache-Control": "private, no-store"})
 
 
 @router.post("/{session_id}/messages", operation_id="send_message")

@@ -7,15 +7,15 @@ or bad token gets an HTTP 401 denial and someone else's session a 404, in the AP
 from __future__ import annotations
 
 from fastapi import WebSocket
-from fastapi.responses import JSONResponse
 
 from deskpilot.errors import ServiceError
 from web.auth import Principal, authenticate, origin_allowed
+from web.middleware import error_response
 from web.store import SessionRow, Store
 
 
 async def deny(websocket: WebSocket, status: int, message: str) -> None:
-    body = JSONResponse({"ok": False, "error": message, "status": status}, status_code=status)
+    body = error_response(status, message)
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
         await websocket.send_denial_response(body)
     else:
