@@ -36,7 +36,9 @@ from web.trajectory import build_bundle, write_dir
 
 OWNER = "eval"
 POLL_S = 0.2
-WORKDIRS = "/tmp/deskpilot-eval"  # noqa: S108  (on the desktop; each run adds a random part)
+# On the desktop, straight under /tmp: the desktop's programs run as a fresh uid each (desktop/sandbox.py), so
+# a shared parent made by another desktop would not be theirs to write in. Each run adds a random part.
+WORKDIRS = "/tmp/deskpilot-eval"  # noqa: S108
 EVAL_TIMEOUT_S = 120.0
 START_CAP_S = 300.0  # a desktop (and its setup) that takes longer than this counts as an error
 
@@ -200,7 +202,7 @@ class Harness:
     async def _run_one(self, task: Task, k: int) -> dict[str, Any]:
         screen = task.screen
         # A scratch directory per run: local desktops share the host's /tmp, and runs go in parallel.
-        names = {**self.names, "workdir": f"{WORKDIRS}/{task.id}-{uuid.uuid4().hex[:8]}"}
+        names = {**self.names, "workdir": f"{WORKDIRS}-{task.id}-{uuid.uuid4().hex[:8]}"}
         started = time.monotonic()
         row = await self.runner.create(
             OWNER, fill(task.instruction, names) + INSTRUCTION_SUFFIX, model=self.options.model,

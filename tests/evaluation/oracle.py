@@ -20,7 +20,7 @@ from evaluation.tasks import Suite, Task, fill
 from tests.support.fake_messages import FakeMessages, Reply, Request, centre, find_color, reply, text, tool_use
 
 TOOLS = ("computer", "bash", "str_replace_based_edit_tool")
-_PLACEHOLDERS = {"pages": r"http://[^/\s]+", "workdir": r"/tmp/deskpilot-eval/[A-Za-z0-9._-]+"}
+_PLACEHOLDERS = {"pages": r"http://[^/\s]+", "workdir": r"/tmp/deskpilot-eval-[A-Za-z0-9._-]+"}
 
 
 def _pattern(task: Task) -> re.Pattern[str]:
