@@ -32,6 +32,7 @@ from desktop.display import Desktop
 
 CALL_TIMEOUT_S = 10.0
 LOAD_TIMEOUT_S = 20.0
+ATTACH_TIMEOUT_S = 10.0
 MAX_SELECTOR = 500
 
 # query -> expression; {sel} and {key} are JSON string literals.
@@ -82,6 +83,10 @@ async def _evaluate(signal: BrowserSignal, session: str, expression: str, *, ges
 async def active_page(signal: BrowserSignal) -> str:
     """The DevTools session of the tab on screen: the one page whose document is visible."""
     sessions = signal.sessions()
+    deadline = time.monotonic() + ATTACH_TIMEOUT_S
+    while not sessions and time.monotonic() < deadline:  # a browser just started attaches its page soon
+        await asyncio.sleep(0.05)
+        sessions = signal.sessions()
     if not sessions:
         raise QueryError("no page is open in the browser")
     states = await asyncio.gather(*(_evaluate(signal, s, "document.visibilityState") for s in sessions),
