@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     desktop_token: SecretStr | None = Field(default=None, description="Bearer secret of one desktop daemon "
                                            "(read by `deskpilot desktopd`; or --token-file).")
     desktop_start_timeout_s: float = Field(default=60.0, gt=0, description="Cap on each desktop component's start.")
+    desktop_sandbox: Literal["uid", "off"] = Field(
+        default="uid", description="uid: the model's shell, editor and browser run as a separate per-desktop uid "
+        "(needs root or CAP_SETUID; the docker backend always has it). off: as the daemon's own user, which lets "
+        "the model read everything that user can (docs/security.md).")
     # Docker backend (desktop/backends/docker.py): one hardened container per session.
     docker_image: str = "deskpilot-desktop:latest"
     docker_network: str = Field(default="bridge", description="Desktop containers' network: bridge (default, "
