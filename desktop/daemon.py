@@ -341,12 +341,14 @@ def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
 @click.option("--as-owner-of", type=click.Path(exists=True, file_okay=False, readable=False, path_type=Path),
               default=None,
               help="When root: become this directory's owner, keeping only CAP_SETUID/CAP_SETGID (the container).")
+@click.option("--proxy", default=None, metavar="HOST:PORT",
+              help="The desktop's egress proxy: the browser and the model's shell go through it (docs/security.md).")
 @click.option("--sandbox", "sandbox_mode", type=click.Choice(["uid", "off"]), default=None,
               help="Who runs the model's programs (default: DESKPILOT_DESKTOP_SANDBOX; docs/security.md).")
 def desktopd_command(width: int | None, height: int | None, uds: str | None, host: str, port: int | None,
                      private_network: bool, token_file: str | None, start_url: str | None, kiosk: bool,
                      browser: bool, exit_with_parent: bool, xauth_file: str | None, as_owner_of: Path | None,
-                     sandbox_mode: str | None) -> None:
+                     proxy: str | None, sandbox_mode: str | None) -> None:
     """Start a desktop and serve its tools (the desktop daemon)."""
     import uvicorn
 
@@ -374,6 +376,7 @@ def desktopd_command(width: int | None, height: int | None, uds: str | None, hos
     os.environ["XAUTHORITY"] = str(xauthority)
     try:
         sandbox = Sandbox.create(sandbox_mode or settings.desktop_sandbox)
+        sandbox.proxy = proxy
     except DeskpilotError as exc:
         raise click.ClickException(str(exc)) from exc
     desktop = Desktop(width, height, start_url=start_url, kiosk=kiosk, browser=browser, xauthority=xauthority,

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from deskpilot.errors import DesktopStartError
+from desktop.egress_proxy import proxy_env
 
 # Far above login (1000-60000), systemd dynamic (61184-65519) and container subuid ranges (100000-~10^7).
 UID_BASE = 1_500_000_000
@@ -92,6 +93,7 @@ class Sandbox:
         self.gid = gid
         self.home = home
         self.xauthority: Path | None = None
+        self.proxy: str | None = None  # host:port of the desktop's egress proxy (desktop/egress_proxy.py)
 
     @classmethod
     def create(cls, mode: str, parent: str | Path | None = None) -> Sandbox:
@@ -127,6 +129,8 @@ class Sandbox:
             env["DISPLAY"] = display
         if self.xauthority is not None:
             env["XAUTHORITY"] = str(self.xauthority)
+        if self.proxy is not None:
+            env.update(proxy_env(self.proxy))
         env.update(extra or {})
         return env
 
