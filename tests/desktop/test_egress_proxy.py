@@ -124,6 +124,7 @@ async def raw_websocket(proxy: EgressProxy, site: Site, *, connect: bool) -> byt
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
         if b" 101 " not in head:
             return head
+        assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head  # RFC 6455's own example
         frame = await asyncio.wait_for(reader.readexactly(2), 30)
         return await reader.readexactly(frame[1])
     finally:

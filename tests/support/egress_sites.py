@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC11B65"
+_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 Page = Callable[["Site", str], tuple[str, dict[str, str], str]]  # (status, headers, body) for a path
 
