@@ -11,7 +11,8 @@ import asyncio
 import base64
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Callable
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 _WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -85,3 +86,19 @@ async def serve_sites(*sites: Site) -> AsyncIterator[dict[str, Site]]:
 def hosts_map(*sites: Site) -> dict[str, str]:
     """The ``egress_hosts`` setting for these sites."""
     return {site.name: site.address for site in sites}
+
+
+@contextlib.contextmanager
+def sites_in_thread(*sites: Site) -> Iterator[dict[str, Site]]:
+    """``serve_sites`` on an event loop of its own thread (for tests whose own code is synchronous)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="egress-sites", daemon=True)
+    thread.start()
+    ctx = serve_sites(*sites)
+    try:
+        yield asyncio.run_coroutine_threadsafe(ctx.__aenter__(), loop).result(30)
+    finally:
+        asyncio.run_coroutine_threadsafe(ctx.__aexit__(None, None, None), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()
