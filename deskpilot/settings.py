@@ -66,8 +66,9 @@ class Settings(BaseSettings):
                                             "per host in this many seconds (every refusal is still refused).")
     # Docker backend (desktop/backends/docker.py): one hardened container per session.
     docker_image: str = "deskpilot-desktop:latest"
-    docker_network: str = Field(default="bridge", description="Desktop containers' network: bridge (default, "
-                                "internet only), none (offline), host (shares host loopback: tests only), or a name.")
+    docker_network: str = Field(default="none", description="Desktop containers' network: none (default: no "
+                                "interface but loopback; the egress proxy's socket is the only way out), bridge "
+                                "(the proxy is then bypassable), host (shares host loopback: tests only), or a name.")
     docker_warm_pool: int = Field(default=1, ge=0, description="Desktops kept started ahead of sessions.")
     docker_run_dir: Path | None = Field(default=None, description="Host dir of per-desktop socket dirs (same path "
                                         "inside the service container); default <data_dir>/desktops.")

@@ -36,6 +36,7 @@ from starlette.websockets import WebSocket
 from deskpilot.errors import DeskpilotError, DesktopLostError
 from deskpilot.settings import Settings, get_settings
 from desktop.display import Desktop
+from desktop.egress_relay import EgressRelay
 from desktop.sandbox import Sandbox, become_owner_of, make_non_dumpable
 from desktop.tool_host import ToolHost
 from desktop.vnc_bridge import bridge
@@ -343,12 +344,14 @@ def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
               help="When root: become this directory's owner, keeping only CAP_SETUID/CAP_SETGID (the container).")
 @click.option("--proxy", default=None, metavar="HOST:PORT",
               help="The desktop's egress proxy: the browser and the model's shell go through it (docs/security.md).")
+@click.option("--proxy-uds", type=click.Path(dir_okay=False), default=None,
+              help="The egress proxy as a unix socket (a desktop without a network): relayed to a loopback port.")
 @click.option("--sandbox", "sandbox_mode", type=click.Choice(["uid", "off"]), default=None,
               help="Who runs the model's programs (default: DESKPILOT_DESKTOP_SANDBOX; docs/security.md).")
 def desktopd_command(width: int | None, height: int | None, uds: str | None, host: str, port: int | None,
                      private_network: bool, token_file: str | None, start_url: str | None, kiosk: bool,
                      browser: bool, exit_with_parent: bool, xauth_file: str | None, as_owner_of: Path | None,
-                     proxy: str | None, sandbox_mode: str | None) -> None:
+                     proxy: str | None, proxy_uds: str | None, sandbox_mode: str | None) -> None:
     """Start a desktop and serve its tools (the desktop daemon)."""
     import uvicorn
 
@@ -376,7 +379,8 @@ def desktopd_command(width: int | None, height: int | None, uds: str | None, hos
     os.environ["XAUTHORITY"] = str(xauthority)
     try:
         sandbox = Sandbox.create(sandbox_mode or settings.desktop_sandbox)
-        sandbox.proxy = proxy
+        relay = EgressRelay(proxy_uds).start() if proxy_uds else None
+        sandbox.proxy = relay.address if relay is not None else proxy
     except DeskpilotError as exc:
         raise click.ClickException(str(exc)) from exc
     desktop = Desktop(width, height, start_url=start_url, kiosk=kiosk, browser=browser, xauthority=xauthority,
@@ -398,6 +402,8 @@ def desktopd_command(width: int | None, height: int | None, uds: str | None, hos
     finally:
         desktop.stop()
         sandbox.close()
+        if relay is not None:
+            relay.stop()
         if uds:
             Path(uds).unlink(missing_ok=True)
         xauthority.unlink(missing_ok=True)

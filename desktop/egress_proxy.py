@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from deskpilot.settings import Settings
 from desktop.egress_policy import IPAddress, NetworkPolicy, normalize_host, parse_ip
 
 log = logging.getLogger(__name__)
@@ -84,12 +85,16 @@ class EgressProxy:
     stay open (a policy change does not cut a page's connection in the middle of a response)."""
 
     def __init__(self, policy: NetworkPolicy, *, hosts: Mapping[str, str] | None = None,
-                 listen_host: str = "127.0.0.1", listen_port: int = 0, report_interval_s: float = 10.0,
+                 listen_host: str = "127.0.0.1", listen_port: int = 0, listen_uds: str | None = None,
+                 report_interval_s: float = 10.0,
                  on_blocked: Callable[[Blocked], None] | None = None, keep: int = 1000) -> None:
         self.policy = policy
         # A fixed name→address map replaces DNS entirely when given (tests; an operator's pinned hosts).
         self.hosts = {normalize_host(k): v for k, v in hosts.items()} if hosts else None
         self.listen_host, self.listen_port = listen_host, listen_port
+        # A unix socket instead of a port: the docker backend's desktop has no network, only this socket in
+        # its bind-mounted run directory, which its daemon relays to a loopback port (desktop/egress_relay.py).
+        self.listen_uds = listen_uds
         self.report_interval_s = report_interval_s
         self.on_blocked = on_blocked
         self.blocked: deque[Blocked] = deque(maxlen=keep)
@@ -99,6 +104,9 @@ class EgressProxy:
 
     # --- control ---
     async def start(self) -> EgressProxy:
+        if self.listen_uds is not None:
+            self._server = await asyncio.start_unix_server(self._handle, self.listen_uds, limit=_HEAD_LIMIT)
+            return self
         self._server = await asyncio.start_server(self._handle, self.listen_host, self.listen_port,
                                                   limit=_HEAD_LIMIT)
         self.listen_port = self._server.sockets[0].getsockname()[1]
@@ -210,7 +218,7 @@ class EgressProxy:
                 writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
             else:
                 up_writer.write(_forward_head(method, path, version, lines[1:]))
-            await _splice(reader, writer, up_reader, up_writer)
+            await splice(reader, writer, up_reader, up_writer)
         finally:
             up_writer.close()
 
@@ -234,7 +242,7 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             writer.write_eof()
 
 
-async def _splice(a_reader: asyncio.StreamReader, a_writer: asyncio.StreamWriter,
+async def splice(a_reader: asyncio.StreamReader, a_writer: asyncio.StreamWriter,
                   b_reader: asyncio.StreamReader, b_writer: asyncio.StreamWriter) -> None:
     """Copy both ways until both ends are done (or one is done and the other idles past a grace period)."""
     tasks = {asyncio.create_task(_pump(a_reader, b_writer)), asyncio.create_task(_pump(b_reader, a_writer))}
@@ -246,6 +254,14 @@ async def _splice(a_reader: asyncio.StreamReader, a_writer: asyncio.StreamWriter
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def start_proxy(settings: Settings, *, listen_uds: str | None = None) -> EgressProxy:
+    """A desktop's proxy (not yet started) with the settings' default policy; the session narrows or widens it
+    once it runs."""
+    policy = NetworkPolicy.from_lists(settings.egress_allow, settings.egress_deny)
+    return EgressProxy(policy, hosts=settings.egress_hosts or None, listen_uds=listen_uds,
+                       report_interval_s=settings.egress_report_interval_s)
 
 
 # --- how the desktop's programs are pointed at it ---

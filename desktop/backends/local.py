@@ -12,16 +12,8 @@ import itertools
 
 from deskpilot.settings import Settings, get_settings
 from desktop.backends.base import DesktopHandle
-from desktop.egress_policy import NetworkPolicy
-from desktop.egress_proxy import EgressProxy
+from desktop.egress_proxy import EgressProxy, start_proxy
 from desktop.local import LocalDesktop
-
-
-def start_proxy(settings: Settings) -> EgressProxy:
-    """A desktop's proxy with the settings' default policy (the session narrows or widens it once it runs)."""
-    policy = NetworkPolicy.from_lists(settings.egress_allow, settings.egress_deny)
-    return EgressProxy(policy, hosts=settings.egress_hosts or None,
-                       report_interval_s=settings.egress_report_interval_s)
 
 
 class LocalBackend:
