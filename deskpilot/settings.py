@@ -62,6 +62,10 @@ class Settings(BaseSettings):
                                    "keeps cloud metadata and link-local addresses out of reach.")
     egress_hosts: dict[str, str] = Field(default_factory=dict, description="Name -> address map the egress "
                                          "proxy uses instead of DNS when set (tests; pinned hosts). Empty: DNS.")
+    egress_shell: Literal["proxy", "none"] = Field(
+        default="proxy", description="Local backend: the model's shell goes through the egress proxy (proxy; a "
+        "program ignoring proxy variables is not held) or has no network at all (none: its own empty network "
+        "namespace, needs unprivileged user namespaces). The docker backend's desktops have no network anyway.")
     egress_report_interval_s: float = Field(default=10.0, ge=0, description="At most one egress_blocked event "
                                             "per host in this many seconds (every refusal is still refused).")
     # Docker backend (desktop/backends/docker.py): one hardened container per session.

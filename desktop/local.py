@@ -124,6 +124,7 @@ class LocalDesktop:
                 "--xauth-file", str(self.dir / "Xauthority")]
         if self.proxy is not None:
             args += ["--proxy", self.proxy]
+        args += ["--shell-network", self.settings.egress_shell]
         env = daemon_env()
         log_fd = os.open(self.dir / "daemon.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:

@@ -94,6 +94,7 @@ class Sandbox:
         self.home = home
         self.xauthority: Path | None = None
         self.proxy: str | None = None  # host:port of the desktop's egress proxy (desktop/egress_proxy.py)
+        self.shell_network = "proxy"  # or "none": the shell in an empty network namespace (egress_shell)
 
     @classmethod
     def create(cls, mode: str, parent: str | Path | None = None) -> Sandbox:

@@ -22,7 +22,8 @@ import pytest
 from deskpilot.settings import Settings
 from desktop.backends.base import DesktopHandle
 from desktop.backends.local import LocalBackend
-from desktop.egress_proxy import EgressProxy
+from desktop.egress_proxy import EgressProxy, start_proxy
+from desktop.local import LocalDesktop
 from tests.support.egress_sites import Site, hosts_map, serve_sites
 
 REPORTS = ("fetch", "xhr", "ws", "wsok", "redirect")
@@ -140,3 +141,28 @@ async def test_browser_and_shell_reach_only_the_allowed_host(
     # One click's worth of allowing: the running proxy lets the host through from now on.
     proxy.allow("blocked.test")
     assert await sh(handle, f"curl -s -m 30 {b}/after-allow") == ("blocked.test /after-allow", 0)
+
+
+async def test_egress_shell_none_takes_the_network_away_from_the_shell(data_dir: Path) -> None:
+    blocked = Site("blocked.test", "127.0.0.3")
+    async with serve_sites(blocked):
+        settings = Settings(data_dir=data_dir, egress_shell="none", egress_allow=["*"], egress_deny=[],
+                            egress_hosts=hosts_map(blocked),
+                            desktop_sandbox="uid" if os.geteuid() == 0 else "off")
+        proxy = await start_proxy(settings).start()
+        desk = LocalDesktop(settings=settings, browser=False, proxy=proxy.address)
+        try:
+            await desk.start()
+            handle = DesktopHandle(id="offline", client=desk.client)
+            assert await sh(handle, "echo shell works") == ("shell works", 0)  # the positive control
+            # Not the proxy (it would allow everything here), not an address: no interface is up at all.
+            _, code = await sh(handle, f"curl -s -m 30 {blocked.origin}/via-proxy")
+            assert code == 7
+            _, code = await sh(handle, f"curl -s -m 30 --noproxy '*' http://{blocked.address}:{blocked.port}/")
+            assert code == 7
+            out, code = await sh(handle, "tail -n +2 /proc/net/route | wc -l")
+            assert (out, code) == ("0", 0)
+            assert blocked.hits == []
+        finally:
+            await desk.stop()
+            await proxy.aclose()
