@@ -26,6 +26,8 @@ from desktop.egress_proxy import EgressProxy, start_proxy
 from desktop.local import LocalDesktop
 from tests.support.egress_sites import Site, hosts_map, serve_sites
 
+pytestmark = pytest.mark.desktop  # real Xvfb and Chromium (the fast tier skips it)
+
 REPORTS = ("fetch", "xhr", "ws", "wsok", "redirect")
 
 

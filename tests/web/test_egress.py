@@ -15,6 +15,8 @@ from tests.support.egress_sites import Site, hosts_map, sites_in_thread
 from tests.support.fake_messages import FakeMessages, reply, text, tool_use
 from tests.web.conftest import Service, events, start_service, stop_service, wait_for, wait_status
 
+pytestmark = pytest.mark.desktop  # real Xvfb and Chromium (the fast tier skips it)
+
 
 @pytest.fixture
 def egress_service(tmp_path: Path) -> Iterator[tuple[Service, Site]]:
