@@ -10,10 +10,32 @@ in this process, as it runs in the service.
 from __future__ import annotations
 
 import asyncio
+import shlex
 
 from desktop.backends.base import DesktopHandle
 from tests.container.conftest import MakeBackend, docker_exec
 from tests.support.egress_sites import Site, hosts_map, serve_sites
+
+# GET a URL the way most programs do (proxy variables honoured); print the status and the body.
+GET = """import sys, urllib.request, urllib.error
+try:
+    r = urllib.request.urlopen(sys.argv[1], timeout=30); print(r.status, r.read().decode())
+except urllib.error.HTTPError as e:
+    print(e.code)"""
+# Dial an address directly, ignoring any proxy; print what stopped it.
+DIAL = """import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10); print("connected")
+except socket.gaierror:
+    print("gaierror")
+except ConnectionRefusedError:
+    print("ConnectionRefusedError")
+except OSError as e:
+    print("OSError", e.errno)"""
+
+
+def py(script: str, args: str) -> str:
+    return f"python3 -c {shlex.quote(script)} {args}"
 
 
 async def sh(handle: DesktopHandle, command: str) -> tuple[str, int]:
@@ -44,17 +66,15 @@ async def test_the_proxy_is_the_only_way_out(make_backend: MakeBackend, engine: 
             await asyncio.sleep(0.2)
         assert "GET /page" in allowed.hits
 
+        # The image has no curl: Python's urllib (which honours the proxy variables) and raw sockets instead.
         # Through the proxy (the shell's proxy variables point at the daemon's relay): allowed yes, blocked no.
-        assert await sh(handle, f"curl -s -m 30 {allowed.origin}/from-bash") == ("allowed.test /from-bash", 0)
-        out, _ = await sh(handle, f"curl -s -m 30 -o /dev/null -w '%{{http_code}}' {blocked.origin}/x")
-        assert out == "403"
+        assert await sh(handle, py(GET, f"{allowed.origin}/from-bash")) == ("200 allowed.test /from-bash", 0)
+        assert await sh(handle, py(GET, f"{blocked.origin}/x")) == ("403", 0)
         # Around it: no DNS, no route to any address, the host's loopback is not the container's.
-        _, code = await sh(handle, f"curl -s -m 30 --noproxy '*' {blocked.origin}/by-name")
-        assert code == 6  # could not resolve
-        _, code = await sh(handle, f"curl -s -m 30 --noproxy '*' http://{blocked.address}:{blocked.port}/by-ip")
-        assert code == 7  # could not connect: nothing of the host's is reachable
-        _, code = await sh(handle, "curl -s -m 30 --noproxy '*' http://192.0.2.1/")
-        assert code == 7  # network unreachable: no interface but loopback
+        assert await sh(handle, py(DIAL, f"{blocked.name} {blocked.port}")) == ("gaierror", 0)
+        refused = ("ConnectionRefusedError", 0)
+        assert await sh(handle, py(DIAL, f"{blocked.address} {blocked.port}")) == refused
+        assert await sh(handle, py(DIAL, "192.0.2.1 80")) == ("OSError 101", 0)  # ENETUNREACH
         code, out = docker_exec(engine, container, "cat", "/proc/net/route")
         assert code == 0 and len(out.strip().splitlines()) == 1, out  # a header, no route
         assert blocked.hits == []
@@ -62,5 +82,5 @@ async def test_the_proxy_is_the_only_way_out(make_backend: MakeBackend, engine: 
 
         # Allowed for the session on the running proxy: the next request goes through.
         proxy.allow("blocked.test")
-        assert await sh(handle, f"curl -s -m 30 {blocked.origin}/after") == ("blocked.test /after", 0)
+        assert await sh(handle, py(GET, f"{blocked.origin}/after")) == ("200 blocked.test /after", 0)
         await backend.release(handle)
