@@ -43,7 +43,9 @@ async def probe(report: dict[str, Any]) -> None:
         shot = await handle.client.screenshot()
         assert shot.image is not None, shot.error
         report["screenshot"] = list(Image.open(io.BytesIO(shot.image)).size)
-        bash = await handle.client.tool("bash", {"command": "id -u; grep CapEff /proc/self/status"})
+        bash = await handle.client.tool("bash", {"command": "id -u; grep CapEff /proc/self/status; "
+                                                 "cat /run/secrets/deskpilot-token && echo TOKEN-READ; "
+                                                 "cat /proc/1/environ && echo ENVIRON-READ; true"})
         report["bash"] = bash.output or bash.error
         async with handle.client.vnc_connect(view_only=True) as ws:  # the live view's path, over the overlay
             greeting = await asyncio.wait_for(ws.recv(), 30)

@@ -29,8 +29,10 @@ from click.testing import CliRunner
 
 from deskpilot.errors import ConfigError
 from deskpilot.settings import Settings
+from desktop.backends.docker import DAEMON_CAPS
 from desktop.backends.swarm import SwarmBackend
 from desktop.daemon import desktopd_command
+from desktop.sandbox import UID_BASE
 from tests.container.conftest import IMAGE, unavailable
 from tests.container.stack import PROJECT_LABEL, compose_stack, first_token, healthy, networks_named, run_task
 from tests.container.test_images import ROOT, SERVICE_IMAGE
@@ -121,8 +123,10 @@ def test_swarm_backend_serves_a_desktop_over_its_overlay_network_and_leaves_noth
         assert [n["Target"] for n in task["Networks"]] == [network["Id"]]
         # The Docker backend's hardening, as far as Swarm carries it.
         container = task["ContainerSpec"]
-        assert container["User"] == "1000:1000" and container["ReadOnly"] is True
-        assert container["CapabilityDrop"] == ["ALL"]
+        # Root with only the daemon's three capabilities: it keeps the secret; the model's programs run as
+        # a sandbox uid with none (desktop/sandbox.py).
+        assert container["User"] == "0:0" and container["ReadOnly"] is True
+        assert container["CapabilityDrop"] == ["ALL"] and sorted(container["CapabilityAdd"]) == sorted(DAEMON_CAPS)
         assert {m["Target"] for m in container["Mounts"] if m["Type"] == "tmpfs"} >= {"/tmp", "/dev/shm"}
         assert [s["File"]["Name"] for s in container["Secrets"]] == ["deskpilot-token"]
         assert not any("TOKEN" in e for e in container.get("Env", []))
@@ -134,10 +138,12 @@ def test_swarm_backend_serves_a_desktop_over_its_overlay_network_and_leaves_noth
         task_container = report["container"]
         assert task_container["HostConfig"]["ReadonlyRootfs"] is True
         assert not task_container["HostConfig"]["PortBindings"]
-        # The desktop worked over TCP, as the image's user with no capabilities, and a wrong token is refused.
+        # The desktop worked over TCP; the model's shell is a sandbox uid with no capabilities that can read
+        # neither the token secret nor the daemon's environment; a wrong token is refused.
         assert report["screenshot"][0] > 0 and report["screenshot"][1] > 0
         uid, capeff = report["bash"].split("\n")[:2]
-        assert uid == "1000" and capeff.split() == ["CapEff:", "0000000000000000"]
+        assert int(uid) >= UID_BASE and capeff.split() == ["CapEff:", "0000000000000000"]
+        assert "TOKEN-READ" not in report["bash"] and "ENVIRON-READ" not in report["bash"], report["bash"]
         assert report["vnc_greeting"].startswith("RFB 003.")
         assert "rejected the token" in report["wrong_token"]
         assert report["services_after_release"] == 0
