@@ -10,9 +10,10 @@ uid (SETUID, SETGID, KILL); the container starts as root only so that ``deskpilo
 can become the run directory's owner (our uid, or the image's user when we are root) keeping just those;
 the model's shell, editor and browser run as a per-desktop sandbox uid with no capabilities, which cannot
 enter ``/run/deskpilot`` (docs/security.md). ``no-new-privileges``, pids/memory/CPU limits,
-read-only root with tmpfs for ``/tmp`` and the home directory. The network is a setting: ``bridge``
-(the engine's NAT, internet only) by default; ``host`` only where the browser must reach pages on the
-host's loopback (tests), since it also exposes every loopback service to the desktop.
+read-only root with tmpfs for ``/tmp`` and the home directory. The network is a setting: ``none`` by
+default, so the desktop's only way out is its session's egress proxy, a unix socket in its run directory
+(``desktop/egress_proxy.py``, relayed inside by the daemon); ``bridge`` gives it a route that programs
+ignoring the proxy can use; ``host`` only for tests, since it exposes every loopback service to the desktop.
 
 Containers carry the labels ``deskpilot.managed=1`` and ``deskpilot.instance`` (which run directory
 they belong to), so a restarted service removes its orphans before it starts new desktops.
