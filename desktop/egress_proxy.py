@@ -217,18 +217,22 @@ class EgressProxy:
             if method == "CONNECT":
                 writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
             else:
-                up_writer.write(_forward_head(method, path, version, lines[1:]))
+                authority = host if port == 80 else f"{host}:{port}"
+                up_writer.write(_forward_head(method, path, version, lines[1:], authority))
             await splice(reader, writer, up_reader, up_writer)
         finally:
             up_writer.close()
 
 
-def _forward_head(method: str, path: str, version: str, header_lines: list[str]) -> bytes:
-    """The request as the origin sees it: origin-form target, no proxy headers; one request per upstream
+def _forward_head(method: str, path: str, version: str, header_lines: list[str], authority: str) -> bytes:
+    """The request as the origin sees it: origin-form target, no proxy headers, ``Host`` the checked host (a
+    different ``Host`` could reach another site sharing the allowed one's address); one request per upstream
     connection (``Connection: close``) unless it is an upgrade (WebSocket over plain HTTP)."""
     headers = [line for line in header_lines if line]
     upgrade = any(line.lower().startswith("upgrade:") for line in headers)
-    kept = [line for line in headers if line.split(":", 1)[0].strip().lower() not in _HOP_BY_HOP]
+    kept = [line for line in headers
+            if line.split(":", 1)[0].strip().lower() not in _HOP_BY_HOP | {"host"}]
+    kept.insert(0, f"Host: {authority}")
     kept.append("Connection: Upgrade" if upgrade else "Connection: close")
     return (f"{method} {path} {version}\r\n" + "".join(f"{h}\r\n" for h in kept) + "\r\n").encode("latin-1")
 

@@ -159,3 +159,20 @@ async def test_garbage_gets_400_and_the_proxy_keeps_serving() -> None:
             assert (await curl(proxy, f"{sites['allowed.test'].origin}/"))[0] == "200"
         finally:
             await proxy.aclose()
+
+
+async def test_the_origin_sees_the_checked_host_whatever_host_header_came() -> None:
+    site = Site("allowed.test", "127.0.0.2")
+    async with serve_sites(site) as sites:
+        policy = NetworkPolicy.from_lists(["allowed.test"], [])
+        proxy = await EgressProxy(policy, hosts=hosts_map(*sites.values())).start()
+        try:
+            host, port = proxy.address.rsplit(":", 1)
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(f"GET {site.origin}/ HTTP/1.1\r\nHost: evil.test\r\nProxy-Connection: x\r\n\r\n".encode())
+            answer = await asyncio.wait_for(reader.read(), 30)
+            writer.close()
+            assert answer.startswith(b"HTTP/1.1 200")
+        finally:
+            await proxy.aclose()
+    assert site.hits == ["GET /"] and site.host_headers == [f"allowed.test:{site.port}"]

@@ -27,6 +27,7 @@ class Site:
     pages: dict[str, Page] = field(default_factory=dict)
     port: int = 0
     hits: list[str] = field(default_factory=list)  # "GET /path" of every request that reached this site
+    host_headers: list[str] = field(default_factory=list)  # the Host header of each
     server: asyncio.Server | None = None
 
     @property
@@ -40,6 +41,7 @@ class Site:
             self.hits.append(f"{method} {path}")
             headers = {k.strip().lower(): v.strip() for k, _, v in
                        (line.partition(":") for line in head.split("\r\n")[1:] if line)}
+            self.host_headers.append(headers.get("host", ""))
             if headers.get("upgrade", "").lower() == "websocket":
                 await self._websocket(headers, reader, writer)
                 return
