@@ -269,14 +269,6 @@ def start_proxy(settings: Settings, *, listen_uds: str | None = None) -> EgressP
 
 
 # --- how the desktop's programs are pointed at it ---
-def proxy_env(proxy: str) -> dict[str, str]:
-    """Proxy variables for the model's programs: everything through the egress proxy, loopback included
-    (``no_proxy`` empty). Programs that ignore these variables are not held by them: docs/security.md."""
-    url = f"http://{proxy}"
-    return {"http_proxy": url, "https_proxy": url, "HTTP_PROXY": url, "HTTPS_PROXY": url, "all_proxy": url,
-            "ALL_PROXY": url, "no_proxy": "", "NO_PROXY": ""}
-
-
 def browser_proxy_args(proxy: str) -> list[str]:
     """Chromium's own second layer: every URL through the proxy, loopback included (``<-loopback>``), and no
     name resolution of its own (every name NOTFOUND except the proxy host)."""

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from deskpilot.errors import DesktopStartError
-from desktop.egress_proxy import proxy_env
 
 # Far above login (1000-60000), systemd dynamic (61184-65519) and container subuid ranges (100000-~10^7).
 UID_BASE = 1_500_000_000
@@ -83,6 +82,16 @@ def _pick_uid() -> int:
         if uid not in used:
             return uid
     raise DesktopStartError("no free sandbox uid")  # 64 collisions in 16M: something is very wrong
+
+
+def proxy_env(proxy: str) -> dict[str, str]:
+    """Proxy variables for the model's programs: everything through the egress proxy, loopback included
+    (``no_proxy`` empty); programs that ignore them are not held by them (docs/security.md). Defined here,
+    not in ``desktop/egress_proxy.py``: this module stays standard-library only (the editor worker imports
+    it as the sandbox uid, with a bare Python)."""
+    url = f"http://{proxy}"
+    return {"http_proxy": url, "https_proxy": url, "HTTP_PROXY": url, "HTTPS_PROXY": url, "all_proxy": url,
+            "ALL_PROXY": url, "no_proxy": "", "NO_PROXY": ""}
 
 
 class Sandbox:
