@@ -117,6 +117,10 @@ class EgressProxy:
         """``host:port`` for ``--proxy-server`` and ``http_proxy``."""
         return f"{self.listen_host}:{self.listen_port}"
 
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
     def set_policy(self, policy: NetworkPolicy) -> None:
         self.policy = policy
         self._reported.clear()
