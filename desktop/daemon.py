@@ -35,6 +35,7 @@ from starlette.websockets import WebSocket
 
 from deskpilot.errors import DeskpilotError, DesktopLostError
 from deskpilot.settings import Settings, get_settings
+from desktop import browser_query
 from desktop.display import Desktop
 from desktop.egress_relay import EgressRelay
 from desktop.sandbox import Sandbox, become_owner_of, make_non_dumpable
@@ -253,6 +254,7 @@ def create_app(desktop: Desktop, token: str, sandbox: Sandbox, settings: Setting
     app = Starlette(routes=[
         Route("/healthz", healthz), Route("/info", info), Route("/tools/{name}", tool, methods=["POST"]),
         Route("/frame", frame), Route("/window", window), WebSocketRoute("/vnc", vnc),
+        *browser_query.routes(desktop),  # evaluation's reads of the browser (desktop/browser_query.py)
     ], lifespan=lifespan)
     return BearerAuth(app, token)
 
