@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import click
@@ -75,7 +76,7 @@ class Terminal:
             if self.loop is not None:
                 self.loop.cancel()  # a terminal run does not wait: say so and exit
 
-    async def _approve(self, d: dict[str, Any]) -> None:
+    async def _approve(self, d: Mapping[str, Any]) -> None:
         assert self.loop is not None
         _say(f"approval needed: {d['tool']} {_short(d['input'], 300)}\n  why: {d['reason']}")
         if self.auto_approve:

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 
 from deskpilot.errors import Conflict, NotFound
 from web import migrations
+from web.states import FINAL_STATES
 from web.tables import (
     ApprovalRow,
     AuditRow,
@@ -36,8 +37,6 @@ from web.tables import (
 )
 
 __all__ = [
-    "ACTIVE_STATES",
-    "FINAL_STATES",
     "ApprovalRow",
     "AuditRow",
     "BrowserSessionRow",
@@ -50,8 +49,6 @@ __all__ = [
     "utcnow",
 ]
 
-ACTIVE_STATES = ("starting", "running", "awaiting_approval", "paused", "taken_over")
-FINAL_STATES = ("succeeded", "failed", "cancelled")
 
 
 def database_url(data_dir: Path, url: str | None) -> str:
