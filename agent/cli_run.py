@@ -1,5 +1,9 @@
 """``deskpilot run "TASK"``: one task on a local desktop, progress on stderr, the answer on stdout.
 
+``--model`` takes any provider's model string (``openai/…``, ``gemini/…``, ``openai-compatible/…`` with
+``--base-url`` or DESKPILOT_OPENAI_COMPAT_BASE_URL). A question from the model is asked at the prompt (or,
+without a terminal, ends the run with the question printed).
+
 Exit codes: 0 succeeded; 1 failed (reason printed); 2 usage/config error (e.g. no API key);
 3 the model stayed unavailable after every retry; 130 interrupted (Ctrl-C).
 """
@@ -18,15 +22,14 @@ from agent.approvals import Decision
 from agent.config import LoopConfig
 from agent.events import Event
 from agent.loop import AgentLoop, RunResult
-from agent.models import get_client
 from agent.policy import PRESETS, ApprovalPolicy
 from agent.prompts import DesktopFacts
+from agent.providers.base import ModelClient
+from agent.providers.registry import ModelClients
 from deskpilot.errors import ConfigError, DeskpilotError
 from deskpilot.settings import Settings, get_settings
 
 EXIT_FAILED, EXIT_CONFIG, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 1, 2, 3, 130
-NO_KEY = ("no Anthropic API key: set ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL to use a proxy or gateway), "
-          "e.g. `export ANTHROPIC_API_KEY=sk-ant-...`")
 
 
 def _say(line: str) -> None:
@@ -46,6 +49,7 @@ class Terminal:
         self.interactive, self.auto_approve = interactive, auto_approve
         self.loop: AgentLoop | None = None
         self.unavailable = ""
+        self.question = ""
 
     async def __call__(self, event: Event) -> None:
         d = event.data
@@ -75,11 +79,25 @@ class Terminal:
             self.unavailable = d.get("message") or "the model is unavailable"
             if self.loop is not None:
                 self.loop.cancel()  # a terminal run does not wait: say so and exit
+        elif event.type == "status" and d["status"] == "paused" and d["reason"] == "question":
+            await self._answer()
+
+    async def _answer(self) -> None:
+        assert self.loop is not None
+        if not self.interactive:
+            self.question = "the model asked a question and no one is at the terminal to answer it"
+            _say("  (stdin is not a terminal: stopping here)")
+            self.loop.cancel()
+            return
+        answer = await asyncio.to_thread(click.prompt, "  your answer", err=True)
+        self.loop.add_user_message(answer)
 
     async def _approve(self, d: Mapping[str, Any]) -> None:
         assert self.loop is not None
         _say(f"approval needed: {d['tool']} {_short(d['input'], 300)}\n  why: {d['reason']}")
-        if self.auto_approve:
+        for check in d.get("safety_checks") or []:  # a vendor's safety signal: never approved by --yes
+            _say(f"  safety check {check['code']}: {check['message']}")
+        if self.auto_approve and not d.get("safety_checks"):
             self.loop.decide(d["approval_id"], Decision.approve())
             _say("  approved (--yes)")
             return
@@ -111,19 +129,27 @@ def _prompt_decision() -> Decision:
             _say("  the input must be a JSON object")
 
 
-async def _run(task: str, settings: Settings, policy: ApprovalPolicy, term: Terminal, start_url: str | None,
-               width: int, height: int) -> RunResult:
+async def _run(task: str, settings: Settings, client: ModelClient, policy: ApprovalPolicy, term: Terminal,
+               start_url: str | None, width: int, height: int) -> RunResult:
+    try:
+        return await _run_on_desktop(task, settings, client, policy, term, start_url, width, height)
+    finally:
+        await client.close()
+
+
+async def _run_on_desktop(task: str, settings: Settings, client: ModelClient, policy: ApprovalPolicy,
+                          term: Terminal, start_url: str | None, width: int, height: int) -> RunResult:
     from desktop.local import start_local_desktop  # heavy: only when a run really starts
 
-    client = get_client(settings)
     async with start_local_desktop(width, height, start_url=start_url) as desk:
         info = await desk.client.info()
         default = DesktopFacts()
         facts = DesktopFacts(os=info.os or default.os, browser=info.browser or default.browser,
                              width=info.model_width, height=info.model_height)
         config = LoopConfig.from_settings(settings, facts)
+        tools = config.tools.computer if config.provider == "anthropic" else f"{config.provider} native"
         _say(f"desktop {info.display} {info.screen_width}x{info.screen_height} (model {facts.width}x{facts.height}),"
-             f" model {config.model}, tools {config.tools.computer}, policy {policy.preset}")
+             f" model {config.model}, tools {tools}, policy {policy.preset}")
         loop = AgentLoop(client=client, desktop=desk.client, policy=policy, emit=term, config=config)
         term.loop = loop
         task_future = asyncio.ensure_future(loop.run(task))
@@ -139,21 +165,27 @@ async def _run(task: str, settings: Settings, policy: ApprovalPolicy, term: Term
 @click.option("--policy", "preset", type=click.Choice(PRESETS), default=None,
               help="Approval preset (default: DESKPILOT_APPROVAL_POLICY, cautious).")
 @click.option("--yes", "auto_approve", is_flag=True, help="Approve every ask without prompting.")
-@click.option("--model", default=None, help="Model name (default: DESKPILOT_MODEL).")
+@click.option("--model", default=None, help="provider/model, e.g. openai/computer-use-preview, gemini/…, "
+              "openai-compatible/ui-tars-1.5 (default: DESKPILOT_MODEL).")
+@click.option("--base-url", default=None, help="Endpoint of the model's API (e.g. a local vLLM at "
+              "http://127.0.0.1:8000/v1); default: the provider's setting.")
 @click.option("--max-steps", type=int, default=None, help="Stop after this many model calls.")
 @click.option("--max-cost", type=float, default=None, help="Stop after spending this many USD.")
 @click.option("--start-url", default=None, help="Page the browser opens first.")
 @click.option("--width", type=int, default=None, help="Screen width (default: DESKPILOT_SCREEN_WIDTH).")
 @click.option("--height", type=int, default=None, help="Screen height (default: DESKPILOT_SCREEN_HEIGHT).")
-def run_command(task: str, preset: str | None, auto_approve: bool, model: str | None, max_steps: int | None,
-                max_cost: float | None, start_url: str | None, width: int | None, height: int | None) -> None:
+def run_command(task: str, preset: str | None, auto_approve: bool, model: str | None, base_url: str | None,
+                max_steps: int | None, max_cost: float | None, start_url: str | None, width: int | None,
+                height: int | None) -> None:
     """Run TASK on a fresh local desktop; print progress, ask approvals here, print the answer."""
     base = get_settings()
     updates = {k: v for k, v in {"model": model, "max_steps": max_steps, "max_cost_usd": max_cost}.items()
                if v is not None}
     settings = base.model_copy(update=updates)
-    if settings.anthropic_api_key is None or not settings.anthropic_api_key.get_secret_value():
-        click.echo(f"Error: {NO_KEY}", err=True)
+    try:
+        client = ModelClients(settings).for_model(settings.model, base_url)
+    except ConfigError as exc:
+        click.echo(f"Error: {exc.message}", err=True)
         sys.exit(EXIT_CONFIG)
     try:
         policy = ApprovalPolicy(preset or settings.approval_policy)
@@ -161,7 +193,7 @@ def run_command(task: str, preset: str | None, auto_approve: bool, model: str | 
         raise click.UsageError(str(exc)) from exc
     term = Terminal(interactive=sys.stdin.isatty(), auto_approve=auto_approve)
     try:
-        result = asyncio.run(_run(task, settings, policy, term, start_url, width or settings.screen_width,
+        result = asyncio.run(_run(task, settings, client, policy, term, start_url, width or settings.screen_width,
                                   height or settings.screen_height))
     except KeyboardInterrupt:
         _say("interrupted")
@@ -180,5 +212,8 @@ def run_command(task: str, preset: str | None, auto_approve: bool, model: str | 
     if term.unavailable:
         click.echo(f"Error: {term.unavailable}", err=True)
         sys.exit(EXIT_UNAVAILABLE)
+    if term.question:
+        click.echo(f"Error: {term.question}", err=True)
+        sys.exit(EXIT_FAILED)
     click.echo(f"Error: run {result.status}: {result.message}", err=True)
     sys.exit(EXIT_INTERRUPTED if result.status == "cancelled" else EXIT_FAILED)

@@ -8,23 +8,24 @@ from typing import Any
 
 from agent.models import ToolSet, thinking_param, tool_params, toolset_for
 from agent.prompts import DesktopFacts, system_prompt
+from agent.providers.names import split_model
 from agent.retry import RetryConfig
-from deskpilot.settings import Settings
+from deskpilot.settings import Settings, default_of
 
 
 @dataclass(frozen=True, slots=True)
 class LoopConfig:
-    model: str
+    model: str  # as given: "claude-opus-4-5", "anthropic/…", "openai/…", "gemini/…", "openai-compatible/…"
     tools: ToolSet
     width: int  # model-space screen size
     height: int
     system: str
-    max_tokens: int = 8192
-    thinking_budget: int = 2048
-    keep_screenshots: int = 5
-    removal_chunk: int = 3
-    max_steps: int = 100
-    max_cost_usd: float = 5.0
+    max_tokens: int = default_of("max_tokens", int)
+    thinking_budget: int = default_of("thinking_budget_tokens", int)
+    keep_screenshots: int = default_of("keep_screenshots", int)
+    removal_chunk: int = default_of("screenshot_removal_chunk", int)
+    max_steps: int = default_of("max_steps", int)
+    max_cost_usd: float = default_of("max_cost_usd", float)
     prices: dict[str, list[float]] = field(default_factory=dict)
     retry: RetryConfig = field(default_factory=RetryConfig)
     stream: bool = True  # SSE: how an overloaded_error inside a 200 reaches us
@@ -34,7 +35,7 @@ class LoopConfig:
                       **overrides: Any) -> LoopConfig:
         base: dict[str, Any] = dict(
             model=settings.model,
-            tools=toolset_for(settings.model, settings),
+            tools=toolset_for(split_model(settings.model)[1], settings),
             width=facts.width,
             height=facts.height,
             system=system_prompt(facts, today=today),
@@ -45,19 +46,27 @@ class LoopConfig:
             max_steps=settings.max_steps,
             max_cost_usd=settings.max_cost_usd,
             prices=dict(settings.model_prices),
-            retry=RetryConfig(max_retries=settings.model_retries, backoff_s=settings.retry_backoff_s,
-                              retry_after_cap_s=settings.retry_after_cap_s),
+            retry=RetryConfig.from_settings(settings),
         )
         overrides = {k: v for k, v in overrides.items() if v is not None}  # None = "use the setting"
         base.update(overrides)
         if "model" in overrides and "tools" not in overrides:  # the tool versions follow the model asked for
-            base["tools"] = toolset_for(base["model"], settings)
+            base["tools"] = toolset_for(split_model(base["model"])[1], settings)
         return cls(**base)
+
+    @property
+    def provider(self) -> str:
+        return split_model(self.model)[0]
+
+    @property
+    def model_name(self) -> str:
+        """The model as its own API calls it (no provider prefix)."""
+        return split_model(self.model)[1]
 
     def request_params(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
         """Everything but the history is fixed for the run, so the cached prefix never drifts."""
         params: dict[str, Any] = {
-            "model": self.model,
+            "model": self.model_name,
             "max_tokens": self.max_tokens,
             "system": [{"type": "text", "text": self.system, "cache_control": {"type": "ephemeral"}}],
             "tools": tool_params(self.tools, self.width, self.height),

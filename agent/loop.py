@@ -9,7 +9,12 @@ the next ``run()``, which continues it). ``decide()`` answers an approval.
 Budgets and auth errors end the run as ``failed`` with a clear reason; retries running out pause it.
 A loop built from saved history answers tool calls with no recorded result as "outcome unknown"
 instead of running them again — except asks handed back with ``restore_approval()``, which wait for
-their decision under the same approval id. One tool call's path lives in ``agent.actions``.
+their decision under the same approval id. One tool call's path lives in ``agent.actions`` (``ToolRunner``).
+
+The model is any ``agent.providers.base.ModelClient`` (a bare ``AsyncAnthropic`` is wrapped): the loop sees
+canonical replies only. Several tool calls in one reply (Claude's parallel tool_use, an OpenAI batch) run in
+order; only the last one's screenshot goes back to the model. A reply that asks the user something
+(``stop_reason == "question"``) pauses the run until the user answers with a message.
 """
 
 from __future__ import annotations
@@ -22,13 +27,14 @@ from typing import Any, TypeVar
 import anthropic
 
 from agent import history as hist
-from agent.actions import INTERRUPTED_PENDING, INTERRUPTED_RUNNING, Desktop, Interrupted, ToolActions
+from agent.actions import INTERRUPTED_PENDING, INTERRUPTED_RUNNING, Desktop, Interrupted, ToolRunner
 from agent.approvals import Approvals, Decision
 from agent.config import LoopConfig
 from agent.events import Emit, Event, EventType, RunStatus
 from agent.policy import ApprovalPolicy, Rule
+from agent.providers.anthropic import AnthropicClient
+from agent.providers.base import ModelClient, Reply
 from agent.retry import RetryInfo, with_retries
-from agent.stream import Reply, call_json, call_stream
 from agent.usage import CallUsage, UsageTotals, budget_exceeded, price_for
 from deskpilot.errors import Conflict, ModelAuthError, ModelUnavailable
 
@@ -45,12 +51,13 @@ class RunResult:
     usage: dict[str, Any]
 
 
-class AgentLoop(ToolActions):
-    def __init__(self, *, client: anthropic.AsyncAnthropic, desktop: Desktop, policy: ApprovalPolicy,
+class AgentLoop:
+    def __init__(self, *, client: ModelClient | anthropic.AsyncAnthropic, desktop: Desktop, policy: ApprovalPolicy,
                  emit: Emit, config: LoopConfig, history: list[dict[str, Any]] | None = None,
                  usage: UsageTotals | None = None,
                  on_history: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None) -> None:
-        self.client, self.desktop, self.policy, self.config = client, desktop, policy, config
+        self.client: ModelClient = AnthropicClient(client) if isinstance(client, anthropic.AsyncAnthropic) else client
+        self.desktop, self.policy, self.config = desktop, policy, config
         # Window-title and URL rules need the desktop's title and tab URL; duck-typed, so any desktop with
         # the method supplies it.
         title_of = getattr(desktop, "active_window_title", None)
@@ -62,8 +69,7 @@ class AgentLoop(ToolActions):
         self._emit, self._on_history = emit, on_history
         self.history: list[dict[str, Any]] = history if history is not None else []
         self.usage = usage or UsageTotals()
-        self.approvals = Approvals()
-        self.decisions: list[dict[str, Any]] = []
+        self.tools = ToolRunner(self, desktop, policy, config.version_for)
         self.status: RunStatus | None = None  # None until the first run starts
         self._announced: tuple[str, str] | None = None
         self._running = False
@@ -71,7 +77,7 @@ class AgentLoop(ToolActions):
         self._cancelled = False
         self._resume = asyncio.Event()
         self._inbox: list[str] = []
-        self._restored: dict[str, tuple[str, str]] = {}  # tool_use_id -> (approval_id, reason)
+        self._answered = asyncio.Event()  # a user message arrived (the model asked a question)
         self._inflight: asyncio.Future[Any] | None = None
         self._price = price_for(config.model, config.prices)
 
@@ -94,6 +100,15 @@ class AgentLoop(ToolActions):
         if not text.strip():
             raise ValueError("a user message needs some text")
         self._inbox.append(text)
+        self._answered.set()
+
+    @property
+    def approvals(self) -> Approvals:
+        return self.tools.approvals
+
+    @property
+    def decisions(self) -> list[dict[str, Any]]:
+        return self.tools.decisions
 
     def decide(self, approval_id: str, decision: Decision) -> None:
         self.approvals.decide(approval_id, decision)
@@ -103,7 +118,7 @@ class AgentLoop(ToolActions):
         ``approval_id``. The run waits for ``decide(approval_id, …)`` (already possible now) instead of
         answering it "outcome unknown"; no new ``approval_requested`` is emitted."""
         self.approvals.open(approval_id)
-        self._restored[tool_use_id] = (approval_id, reason)
+        self.tools.restored[tool_use_id] = (approval_id, reason)
 
     def add_rule(self, rule: Rule) -> None:
         self.policy.add_rule(rule)
@@ -122,86 +137,125 @@ class AgentLoop(ToolActions):
             if message is not None:
                 self.add_user_message(message)
             # Cut off by a restart: never re-run; only calls awaiting a person's decision go on.
-            await self._answer_pending(hist.RESTART_UNKNOWN, "unknown", keep=set(self._restored))
-            await self._set_status("running", "")
-            if not await self._settle_restored():
+            await self.tools.answer_pending(hist.RESTART_UNKNOWN, "unknown", keep=set(self.tools.restored))
+            await self.set_status("running", "")
+            if not await self.tools.settle_restored():
                 return await self._lost()
             return await self._steps()
         except Interrupted:
-            await self._answer_pending(INTERRUPTED_PENDING, "not_run")
-            await self._checkpoint()
+            await self.tools.answer_pending(INTERRUPTED_PENDING, "not_run")
+            await self.checkpoint()
             return await self._finish("cancelled", "user", "cancelled by the user")
         finally:
             self._running = False
 
     async def _steps(self) -> RunResult:
         while True:
-            await self._gate()
+            await self.gate()
             await self._take_inbox()
             over = budget_exceeded(self.usage, self.config.max_steps, self.config.max_cost_usd)
             if over is not None:
-                await self._event("error", {"message": over[1], "kind": over[0]})
+                await self.event("error", {"message": over[1], "kind": over[0]})
                 return await self._finish("failed", over[0], over[1])
             if not self.history or self.history[-1].get("role") != "user":
                 return await self._finish("succeeded", "end_turn", "done")  # nothing new to answer
             try:
-                reply = await self._interruptible(self._call_model())
+                reply = await self.interruptible(self._call_model())
             except ModelAuthError as exc:
-                await self._event("error", {"message": exc.message, "kind": "auth"})
+                await self.event("error", {"message": exc.message, "kind": "auth"})
                 return await self._finish("failed", "auth", exc.message)
             except ModelUnavailable as exc:
-                await self._event("error", {"message": exc.message, "kind": "model_unavailable"})
+                await self.event("error", {"message": exc.message, "kind": "model_unavailable"})
                 self.pause()
-                await self._set_status("paused", "model_unavailable", exc.message)
+                await self.set_status("paused", "model_unavailable", exc.message)
                 continue
             self.history.append(reply.message())
-            await self._checkpoint()
+            await self.checkpoint()
             await self._account(reply)
             await self._narrate(reply)
             uses = [b for b in reply.content if b["type"] == "tool_use"]
             if not uses:
                 if self._inbox:
                     continue
+                if reply.stop_reason == "question":
+                    await self._await_answer()
+                    continue
                 if reply.stop_reason == "refusal":
                     return await self._finish("failed", "refusal", "the model declined the task")
                 return await self._finish("succeeded", reply.stop_reason or "end_turn", "done")
-            for use in uses:
-                await self._gate()
-                block = await self._tool_step(use, reply.malformed.get(use["id"]))
-                if block is None:  # the desktop is gone
-                    return await self._lost()
-                hist.add_tool_result(self.history, block)
-                await self._checkpoint()
+            if not await self._run_calls(reply, uses):
+                return await self._lost()
+
+    async def _run_calls(self, reply: Reply, uses: list[dict[str, Any]]) -> bool:
+        """The reply's tool calls in order; False when the desktop is gone."""
+        halted: dict[str, str] = {}  # tool_use id -> why it must not run
+        for index, use in enumerate(uses):
+            await self.gate()
+            use_id = str(use["id"])
+            if use_id in halted:
+                block = await self.tools.not_run(use, halted[use_id])
+            else:
+                outcome = await self.tools.step(use, reply.malformed.get(use_id), final=index == len(uses) - 1)
+                if outcome is None:
+                    return False
+                block = outcome.block
+                if outcome.halt:
+                    later = [str(u["id"]) for u in uses[index + 1:]]
+                    group = set(later) if outcome.whole_turn else set(reply.group_of(use_id))
+                    halted.update({u: outcome.halt for u in later if u in group})
+            hist.add_tool_result(self.history, block)
+            await self.checkpoint()
+        return True
+
+    async def _await_answer(self) -> None:
+        """The model asked the user something: paused until a message (or resume/cancel) arrives."""
+        self._answered.clear()
+        await self.set_status("paused", "question", "the model asked a question: answer with a message")
+        waiter = asyncio.ensure_future(self._answered.wait())
+        resumed = asyncio.ensure_future(self._resume.wait())
+        self._resume.clear()
+        try:
+            await asyncio.wait({waiter, resumed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            resumed.cancel()
+        if self._cancelled:
+            raise Interrupted
+        await self.set_status("running", "")
 
     async def _call_model(self) -> Reply:
         hist.prune_images(self.history, self.config.keep_screenshots, self.config.removal_chunk)
-        params = self.config.request_params(hist.with_cache_breakpoints(self.history))
-        call = call_stream if self.config.stream else call_json
 
         async def on_retry(info: RetryInfo) -> None:
-            await self._event("retrying", info.as_dict())
+            await self.event("retrying", info.as_dict())
 
-        return await with_retries(lambda: call(self.client, params), self.config.retry, on_retry)
+        client = self.client
+        return await with_retries(lambda: client.complete(self.history, self.config), self.config.retry, on_retry,
+                                  classify=client.classify)
 
     async def _account(self, reply: Reply) -> None:
         usage = CallUsage.from_api(reply.usage)
         cost = usage.cost(self._price)
         self.usage.add(usage, cost)
-        await self._event("usage", {"step": self.usage.steps, "model": reply.model or self.config.model,
+        await self.event("usage", {"step": self.usage.steps, "model": reply.model or self.config.model,
                                     **usage.as_dict(), "cost_usd": round(cost, 6), "total": self.usage.as_dict()})
 
     async def _narrate(self, reply: Reply) -> None:
         step = self.usage.steps
         for block in reply.content:
             if block["type"] == "text" and block["text"].strip():
-                await self._event("assistant_text", {"text": block["text"], "step": step})
+                await self.event("assistant_text", {"text": block["text"], "step": step})
             elif block["type"] == "thinking":
-                await self._event("thinking", {"text": block["thinking"], "step": step})
+                await self.event("thinking", {"text": block["thinking"], "step": step})
             elif block["type"] == "redacted_thinking":
-                await self._event("thinking", {"text": "", "redacted": True, "step": step})
+                await self.event("thinking", {"text": "", "redacted": True, "step": step})
 
-    # ---- plumbing ------------------------------------------------------------------------------
-    async def _interruptible(self, coro: Coroutine[Any, Any, T]) -> T:
+    # ---- plumbing (also what ToolRunner reaches through, see agent.actions.RunControl) -------------
+    @property
+    def step(self) -> int:
+        return self.usage.steps
+
+    async def interruptible(self, coro: Coroutine[Any, Any, T]) -> T:
         if self._cancelled:
             coro.close()
             raise Interrupted(started=False)
@@ -217,47 +271,47 @@ class AgentLoop(ToolActions):
         finally:
             self._inflight = None
 
-    async def _gate(self) -> None:
+    async def gate(self) -> None:
         if self._cancelled:
             raise Interrupted
         if self._paused:
             if self.status != "paused":
-                await self._set_status("paused", "user")
+                await self.set_status("paused", "user")
             await self._resume.wait()
             if self._cancelled:
                 raise Interrupted
-            await self._set_status("running", "")
+            await self.set_status("running", "")
 
     async def _take_inbox(self) -> None:
         while self._inbox:
             text = self._inbox.pop(0)
             if self.history and self.history[-1].get("role") == "assistant" and hist.pending_tool_uses(self.history):
-                await self._answer_pending(INTERRUPTED_PENDING, "not_run")
+                await self.tools.answer_pending(INTERRUPTED_PENDING, "not_run")
             hist.add_user_text(self.history, text)
-            await self._event("user_message", {"text": text})
-        await self._checkpoint()
+            await self.event("user_message", {"text": text})
+        await self.checkpoint()
 
     async def _lost(self) -> RunResult:
-        await self._answer_pending("the desktop was lost", "not_run")
-        await self._checkpoint()
+        await self.tools.answer_pending("the desktop was lost", "not_run")
+        await self.checkpoint()
         return await self._finish("failed", "desktop_lost", "the desktop was lost")
 
     async def _finish(self, status: RunStatus, reason: str, message: str) -> RunResult:
-        await self._set_status(status, reason, message)
+        await self.set_status(status, reason, message)
         last = next((m for m in reversed(self.history) if m.get("role") == "assistant"), None)
         text = "\n".join(b["text"] for b in (last or {}).get("content", []) if b.get("type") == "text")
         return RunResult(status, reason, message, text.strip(), self.usage.as_dict())
 
-    async def _set_status(self, status: RunStatus, reason: str, message: str = "") -> None:
+    async def set_status(self, status: RunStatus, reason: str, message: str = "") -> None:
         if self._announced == (status, reason):
             return
         self.status, self._announced = status, (status, reason)
-        await self._event("status", {"status": status, "reason": reason, "message": message})
+        await self.event("status", {"status": status, "reason": reason, "message": message})
 
-    async def _checkpoint(self) -> None:
+    async def checkpoint(self) -> None:
         if self._on_history is not None:
             await self._on_history(self.history)
 
-    async def _event(self, kind: EventType, data: dict[str, Any], *, image: bytes | None = None,
+    async def event(self, kind: EventType, data: dict[str, Any], *, image: bytes | None = None,
                      media_type: str = "image/png") -> None:
         await self._emit(Event(kind, data, image=image, image_media_type=media_type))

@@ -9,26 +9,17 @@ instead of running it.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
 import anthropic
 
+from agent.providers.base import Reply
+
+__all__ = ["IncompleteResponse", "Reply", "call_json", "call_stream"]
+
 
 class IncompleteResponse(Exception):
     """The stream ended before ``message_stop``: treated like a dropped connection (retried)."""
-
-
-@dataclass(slots=True)
-class Reply:
-    content: list[dict[str, Any]]
-    stop_reason: str | None
-    usage: dict[str, Any]
-    model: str = ""
-    malformed: dict[str, str] = field(default_factory=dict)  # tool_use id -> why its input is unusable
-
-    def message(self) -> dict[str, Any]:
-        return {"role": "assistant", "content": self.content}
 
 
 def _block_param(block: Any) -> dict[str, Any]:

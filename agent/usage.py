@@ -1,4 +1,10 @@
-"""Token usage and cost per model call, running totals, and the budget check."""
+"""Token usage and cost per model call, running totals, and the budget check.
+
+One price table for every provider, keyed by ``provider/model`` prefix (a bare or ``anthropic/`` name is a
+Claude model). Adapters report usage in the Messages-API keys (``input_tokens`` = uncached input,
+``cache_read_input_tokens``, ``cache_creation_input_tokens``, ``output_tokens`` incl. reasoning), so one
+``CallUsage`` and one meter serve them all.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,21 @@ from dataclasses import dataclass
 from typing import Any
 
 # USD per million tokens: input, output, cache write (5-minute), cache read. Longest prefix wins.
+# Published list prices when written; DESKPILOT_MODEL_PRICES overrides any row (same keys).
 PRICES: dict[str, tuple[float, float, float, float]] = {
+    # OpenAI (Responses API): no cache-write surcharge, cached input at a tenth.
+    "openai/computer-use-preview": (3.0, 12.0, 3.0, 3.0),
+    "openai/gpt-5": (1.25, 10.0, 1.25, 0.125),
+    "openai/gpt-5-mini": (0.25, 2.0, 0.25, 0.025),
+    "openai/gpt-5.4": (2.5, 15.0, 2.5, 0.25),
+    # Gemini: implicit caching, cached input at a quarter.
+    "gemini/gemini-2.5-computer-use": (1.25, 10.0, 1.25, 0.3125),
+    "gemini/gemini-2.5-pro": (1.25, 10.0, 1.25, 0.3125),
+    "gemini/gemini-2.5-flash": (0.30, 2.50, 0.30, 0.075),
+    "gemini/gemini-3": (2.0, 12.0, 2.0, 0.5),
+    "gemini/gemini-3.5-flash": (0.5, 3.0, 0.5, 0.125),
+    # Open-weight models on your own server: no per-token price unless you set one.
+    "openai-compatible/": (0.0, 0.0, 0.0, 0.0),
     "claude-opus-4-5": (5.0, 25.0, 6.25, 0.50),
     "claude-opus-4-6": (5.0, 25.0, 6.25, 0.50),
     "claude-opus-4-7": (5.0, 25.0, 6.25, 0.50),
@@ -22,6 +42,7 @@ FALLBACK_PRICE = (5.0, 25.0, 6.25, 0.50)
 
 
 def price_for(model: str, overrides: dict[str, list[float]] | None = None) -> tuple[float, float, float, float]:
+    model = model.removeprefix("anthropic/")
     table: dict[str, tuple[float, float, float, float]] = dict(PRICES)
     for name, values in (overrides or {}).items():
         if len(values) != 4:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -70,7 +70,21 @@ class Settings(BaseSettings):
     anthropic_base_url: str | None = Field(
         default=None, validation_alias=AliasChoices("anthropic_base_url", "ANTHROPIC_BASE_URL")
     )
-    model: str = "claude-sonnet-4-6"  # 4-5 reaches end of life on 2026-11-30
+    model: str = Field(default="claude-sonnet-4-6", description="provider/model: anthropic/claude-…, openai/…, "
+                       "gemini/…, openai-compatible/<family-model>; a bare Claude name means anthropic/.")
+    # Other providers (agent/providers/): again the SDKs' own variable names where they have one.
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("openai_api_key", "OPENAI_API_KEY"))
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("openai_base_url", "OPENAI_BASE_URL"))
+    gemini_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("gemini_api_key", "GEMINI_API_KEY", "GOOGLE_API_KEY"))
+    gemini_base_url: str | None = Field(default=None, description="Gemini API endpoint (a proxy or a test server).")
+    openai_compat_base_url: str | None = Field(
+        default=None, description="OpenAI-compatible chat endpoint for open GUI models (vLLM, SGLang, Ollama: "
+        "e.g. http://127.0.0.1:8000/v1); a session's base_url overrides it.")
+    openai_compat_api_key: SecretStr | None = Field(
+        default=None, description="Key for that endpoint, if it wants one (local servers usually do not).")
     computer_tool_version: str | None = Field(
         default=None, description="Override the computer tool version chosen from the model (e.g. computer_20250124)."
     )
@@ -115,6 +129,17 @@ class Settings(BaseSettings):
     )
     viewer_queue_size: int = Field(default=512, ge=8, description="Events buffered per viewer before it is dropped.")
     frame_fps: float = Field(default=15.0, gt=0, le=60, description="Live screen frames per second while watched.")
+
+
+_T = TypeVar("_T")
+
+
+def default_of(name: str, kind: type[_T]) -> _T:
+    """A field's default, for dataclasses that mirror a setting: one source per default."""
+    value = Settings.model_fields[name].default
+    if not isinstance(value, kind):
+        raise TypeError(f"setting {name} has no {kind.__name__} default")
+    return value
 
 
 @lru_cache(maxsize=1)

@@ -13,7 +13,6 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-import anthropic
 from prometheus_client import Gauge
 
 from agent import events
@@ -21,7 +20,8 @@ from agent import history as hist
 from agent.approvals import Decision
 from agent.events import Event, SessionStatus
 from agent.loop import AgentLoop
-from agent.models import make_client
+from agent.providers.base import ModelClient
+from agent.providers.registry import ModelClients
 from deskpilot.errors import Conflict, DeskpilotError, ServiceUnavailable
 from deskpilot.settings import Settings
 from desktop.backends.base import DesktopBackend
@@ -52,7 +52,7 @@ class Runner:
         self._releasing: set[asyncio.Task[None]] = set()  # outlive their cancelled run; stop() waits for them
         self.frames = FramePumps(bus, settings.frame_fps, self._client_of, self._acting)
         self._backend = backend
-        self._model: anthropic.AsyncAnthropic | None = None  # made on first use
+        self._models: ModelClients | None = None  # made on first use
         self.unavailable_reason: str | None = None
         if settings.anthropic_api_key is None or not settings.anthropic_api_key.get_secret_value():
             self.unavailable_reason = (
@@ -67,14 +67,12 @@ class Runner:
             self._backend = make_backend(self.settings)
         return self._backend
 
-    def model(self, name: str) -> anthropic.AsyncAnthropic:
-        """The client for model ``name``: one per service (connection pool, one place for base URL and timeouts)."""
-        del name  # one provider today; the provider seam picks a client by model name
-        if self._model is None:
-            key = self.settings.anthropic_api_key
-            self._model = make_client(key.get_secret_value() if key else "", self.settings.anthropic_base_url,
-                                      self.settings.model_timeout_s)
-        return self._model
+    def model(self, name: str) -> ModelClient:
+        """The service's client for model ``name``'s provider (one per provider: connection pool, base URL,
+        timeouts)."""
+        if self._models is None:
+            self._models = ModelClients(self.settings)
+        return self._models.for_model(name)
 
     def desktop_ready(self, session_id: str) -> None:
         self.frames.watch(session_id)
@@ -106,8 +104,8 @@ class Runner:
             await self._release(run)
         if self._backend is not None:
             await self._backend.aclose()
-        if self._model is not None:
-            await self._model.close()
+        if self._models is not None:
+            await self._models.aclose()
 
     async def recover(self) -> None:
         """Runs once at start: nothing is live, so whatever the database calls active was cut short.

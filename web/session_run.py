@@ -13,8 +13,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import anthropic
-
 from agent import events
 from agent import history as hist
 from agent.approvals import Decision
@@ -23,6 +21,7 @@ from agent.events import Event, SessionStatus, UserMessageData
 from agent.loop import AgentLoop
 from agent.policy import ApprovalPolicy
 from agent.prompts import DesktopFacts
+from agent.providers.base import ModelClient
 from agent.usage import UsageTotals
 from deskpilot.errors import DeskpilotError
 from deskpilot.logs import bind_log_context
@@ -47,7 +46,7 @@ class Host(Protocol):
 
     def backend(self) -> DesktopBackend: ...
 
-    def model(self, name: str) -> anthropic.AsyncAnthropic: ...
+    def model(self, name: str) -> ModelClient: ...
 
     def desktop_ready(self, session_id: str) -> None: ...
 

@@ -8,6 +8,7 @@ import time
 import anthropic
 import pytest
 
+from agent.providers.anthropic import AnthropicClient
 from agent.retry import RetryConfig, Verdict, delay_for, parse_retry_after
 from tests.agent.conftest import LoopFactory, RecordingDesktop
 from tests.support.fake_messages import FakeMessages, error, reply, text, tool_use
@@ -91,7 +92,8 @@ async def test_timeout_is_retried(fake_messages: FakeMessages, make_loop: LoopFa
     fake_messages.script(reply(text("too late"), delay_s=3), reply(text("done")))
     desktop = RecordingDesktop()
     loop, events = make_loop(desktop)
-    loop.client = loop.client.with_options(timeout=0.5)
+    assert isinstance(loop.client, AnthropicClient)
+    loop.client = AnthropicClient(loop.client.sdk.with_options(timeout=0.5))
 
     result = await loop.run("click")
 
@@ -104,13 +106,13 @@ async def test_401_fails_at_once_with_a_plain_message(make_loop: LoopFactory) ->
     with FakeMessages(api_key="the-right-key") as fake:
         client = anthropic.AsyncAnthropic(api_key="wrong", base_url=fake.url, max_retries=0)
         loop, events = make_loop()
-        loop.client = client
+        loop.client = AnthropicClient(client)
         result = await loop.run("hi")
         await client.close()
         fake.script(reply(text("hello")))  # the right key gets through
         right = anthropic.AsyncAnthropic(api_key="the-right-key", base_url=fake.url, max_retries=0)
         ok_loop, _ = make_loop()
-        ok_loop.client = right
+        ok_loop.client = AnthropicClient(right)
         assert (await ok_loop.run("hi")).text == "hello"
         await right.close()
     assert result.status == "failed"

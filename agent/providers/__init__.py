@@ -1,0 +1,1 @@
+"""Model providers behind one seam (``base.ModelClient``); pick one by model string with ``registry``."""
