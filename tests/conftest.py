@@ -1,8 +1,18 @@
-"""Suite-wide hooks."""
+"""The test tiers. ``desktop``: needs a real Xvfb / Chromium; ``docker``: a Docker engine and the desktop image;
+``postgres``: the throwaway PostgreSQL cluster. The fast tier is ``scripts/test-fast``
+(``-m "not desktop and not docker and not postgres"``).
+
+Marks follow from the fixtures a test uses, so a new test cannot forget them; a test that starts a desktop
+by itself carries ``pytest.mark.desktop``. One that forgets fails loudly instead of slowing the fast tier
+down: an unmarked test finds an ``Xvfb`` on its PATH that refuses to start (as do the processes it spawns).
+"""
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Generator
+from pathlib import Path
 
 import pytest
 
@@ -29,3 +39,40 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             return pytest.TestReport.from_item_and_call(item, call)
         finally:
             option.tbstyle = style
+
+
+MARKED_BY_FIXTURE = {
+    "desktop": frozenset({"make_desktop", "bare_display", "agent_service"}),
+    "docker": frozenset({"engine"}),
+    "postgres": frozenset({"pg_cluster"}),
+}
+REFUSING_XVFB = """#!/bin/sh
+echo "deskpilot tests: a test not marked 'desktop' tried to start Xvfb; mark it (pytest.mark.desktop) \
+or use a desktop fixture, so that the fast tier stays fast" >&2
+exit 97
+"""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for marker, fixtures in MARKED_BY_FIXTURE.items():
+            if used & fixtures and item.get_closest_marker(marker) is None:
+                item.add_marker(marker)
+
+
+@pytest.fixture(scope="session")
+def refusing_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("refusing-bin")
+    xvfb = path / "Xvfb"
+    xvfb.write_text(REFUSING_XVFB)
+    xvfb.chmod(xvfb.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _no_display_unless_marked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if request.node.get_closest_marker("desktop") or request.node.get_closest_marker("docker"):
+        return
+    refusing: Path = request.getfixturevalue("refusing_bin")
+    monkeypatch.setenv("PATH", f"{refusing}{os.pathsep}{os.environ.get('PATH', '')}")

@@ -133,17 +133,17 @@ def test_oversized_websocket_messages_end_the_connection(tmp_path: Any) -> None:
         stop_service(svc)
 
 
-def test_frames_flow_only_while_someone_watches(agent_service: Service) -> None:
+def test_frames_flow_only_while_someone_watches(fake_service: Service) -> None:
     from tests.support.fake_messages import FakeMessages, reply, tool_use
 
-    fake: FakeMessages = agent_service.extra["fake"]
+    fake: FakeMessages = fake_service.extra["fake"]
     fake.script(reply(tool_use("bash", {"command": "true"})))
-    with agent_service.client("alice") as c:
+    with fake_service.client("alice") as c:
         sid = c.post("/api/sessions", json={"task": "wait", "policy": {"preset": "strict"}}).json()["id"]
-    runner = agent_service.app.state.runner
-    wait_for(lambda: agent_service.call(_status(agent_service, sid)) == "awaiting_approval", 60)
+    runner = fake_service.app.state.runner
+    wait_for(lambda: fake_service.call(_status(fake_service, sid)) == "awaiting_approval", 60)
     assert runner.frames.all_tasks() == []  # nobody watches: the desktop is not polled
-    with ws(agent_service, sid) as conn:
+    with ws(fake_service, sid) as conn:
         frames = 0
         deadline = time.monotonic() + 30
         while frames == 0 and time.monotonic() < deadline:
@@ -154,7 +154,7 @@ def test_frames_flow_only_while_someone_watches(agent_service: Service) -> None:
         assert frames == 1
         assert len(runner.frames.all_tasks()) == 1
     wait_for(lambda: runner.frames.all_tasks() == [], 10)
-    with agent_service.client("alice") as c:
+    with fake_service.client("alice") as c:
         c.post(f"/api/sessions/{sid}/cancel")
 
 
