@@ -27,7 +27,8 @@ ToolOutcome = Literal["unknown", "not_run"]  # ``meta.outcome`` of a call answer
 
 class StatusData(TypedDict):
     """``reason`` is a code: ``""`` (running), ``approval``, ``user`` (paused/cancelled/taken over by the user),
-    ``model_unavailable`` (paused, resumable), ``end_turn``, ``max_steps``, ``max_cost``, ``auth``, ``refusal``,
+    ``model_unavailable`` (paused, resumable), a watchdog's ``stuck_repeat``/``no_progress``/``rereading``/
+    ``runaway_rate`` (paused, resumable), ``end_turn``, ``max_steps``, ``max_cost``, ``auth``, ``refusal``,
     ``desktop_lost``, ``handback``, ``restart``, ``resume``, or an error class name (failed)."""
 
     status: SessionStatus
@@ -139,6 +140,17 @@ class UserMessageData(TypedDict):
     handback: NotRequired[bool]
 
 
+class WatchdogData(TypedDict):
+    """The run paused itself (``agent.watchdog``): ``reason`` is ``stuck_repeat``, ``no_progress``, ``rereading``
+    or ``runaway_rate``; ``count`` crossed ``limit``. Resume, send a hint (a message) or cancel."""
+
+    reason: str
+    message: str
+    count: float
+    limit: float
+    step: int
+
+
 PAYLOADS: dict[str, type] = {
     "status": StatusData,
     "assistant_text": TextData,
@@ -151,10 +163,11 @@ PAYLOADS: dict[str, type] = {
     "retrying": RetryingData,
     "error": ErrorData,
     "user_message": UserMessageData,
+    "watchdog": WatchdogData,
 }
 EventType = Literal[
     "status", "assistant_text", "thinking", "tool_call", "tool_result", "approval_requested",
-    "approval_decided", "usage", "retrying", "error", "user_message",
+    "approval_decided", "usage", "retrying", "error", "user_message", "watchdog",
 ]
 
 
