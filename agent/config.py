@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.classifier import StepClassifier, load_classifier
 from agent.models import ToolSet, thinking_param, tool_params, toolset_for
 from agent.prompts import DesktopFacts, system_prompt
 from agent.providers.names import split_model
@@ -30,6 +31,7 @@ class LoopConfig:
     prices: dict[str, list[float]] = field(default_factory=dict)
     retry: RetryConfig = field(default_factory=RetryConfig)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
+    step_classifier: StepClassifier | None = None  # agent.classifier: may flag a step for approval
     stream: bool = True  # SSE: how an overloaded_error inside a 200 reaches us
 
     @classmethod
@@ -50,6 +52,7 @@ class LoopConfig:
             prices=dict(settings.model_prices),
             retry=RetryConfig.from_settings(settings),
             watchdog=WatchdogConfig.from_settings(settings),
+            step_classifier=load_classifier(settings.step_classifier) if settings.step_classifier else None,
         )
         overrides = {k: v for k, v in overrides.items() if v is not None}  # None = "use the setting"
         base.update(overrides)

@@ -70,7 +70,7 @@ class AgentLoop:
         self._emit, self._on_history = emit, on_history
         self.history: list[dict[str, Any]] = history if history is not None else []
         self.usage = usage or UsageTotals()
-        self.tools = ToolRunner(self, desktop, policy, config.version_for)
+        self.tools = ToolRunner(self, desktop, policy, config.version_for, config.step_classifier)
         self.watchdog = Watchdog(config.watchdog)
         self.status: RunStatus | None = None  # None until the first run starts
         self._announced: tuple[str, str] | None = None

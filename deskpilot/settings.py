@@ -124,6 +124,10 @@ class Settings(BaseSettings):
     retry_after_cap_s: float = Field(default=120.0, ge=0, description="Longest retry-after we wait.")
     retry_backoff_s: float = Field(default=1.0, ge=0, description="First backoff (doubles, with jitter).")
     approval_policy: str = Field(default="cautious", description="autonomous | cautious | strict")
+    step_classifier: str | None = Field(
+        default=None, description="package.module:function asked about every step the policy allows; it can "
+        "make one wait for approval (agent/classifier.py).",
+    )
 
     # --- web ---
     host: str = "127.0.0.1"

@@ -10,6 +10,7 @@ which answers like ``desktop.client.DesktopClient`` (``tool``, ``screenshot``, `
     held = desktops.block(Match("bash", "sleep"))     # matching actions wait until held.release()
     desktops.fail(ToolError("boom"), Match("bash"))    # ...or raise (DesktopLostError: the desktop is gone)
     desktops.still(Match("computer", "left_click"))    # ...or change nothing on the screen (meta.changed False)
+    desktops.answer(Match("bash", "curl"), ToolResult(output="<html>…"))  # ...or give this result
     desktops.lose(session_id)                          # every later call raises DesktopLostError
     desktops.commands(session_id)                      # the bash commands that started, in order
 
@@ -184,6 +185,9 @@ class FakeDesktop:
             raise DesktopLostError(self.lost)
 
     def _run(self, call: Call) -> ToolResult:
+        for match, canned in self.backend.answers:
+            if match(call):
+                return canned
         acts = call.tool == "computer" and call.input.get("action") not in LOOKS
         if acts and any(match(call) for match in self.backend.still_matches):
             # The app ignored it: the screen stays as it was, and the result says so, as settle's does.
@@ -243,6 +247,7 @@ class FakeBackend:
         self.start_error: Exception | None = None
         self._rules: list[Block | Failure] = []
         self.still_matches: list[Match] = []  # computer actions that change nothing on the screen
+        self.answers: list[tuple[Match, ToolResult]] = []  # canned results (a page's text from curl, say)
         self._live: dict[str, FakeDesktop] = {}
         self._ids = itertools.count(1)
 
@@ -275,6 +280,10 @@ class FakeBackend:
         rule = Block(match or Match())
         self._rules.append(rule)
         return rule
+
+    def answer(self, match: Match, result: ToolResult) -> None:
+        """Matching calls return ``result`` (e.g. the text of a page that ``curl`` fetched)."""
+        self.answers.append((match, result))
 
     def still(self, match: Match) -> None:
         """Matching computer actions leave the screen as it was (``meta.changed`` False), like a dead button."""
