@@ -228,7 +228,7 @@ class ToolRunner:
         omitted = BATCH_OMITTED if result.image is not None and not show_image else ""
         said = result.error or result.output
         tool = DESKTOP_TOOL.get(name, name)
-        if tool in UNTRUSTED_TOOLS:  # a program's output or a file's text: data, never instructions
+        if tool in UNTRUSTED_TOOLS and not result.error:  # a program's output, a file's text: data, not orders
             said = mark(said, tool)
         text = "\n".join(p for p in (note, f"<system>{result.system}</system>" if result.system else "",
                                      said, omitted) if p)

@@ -151,6 +151,18 @@ class WatchdogData(TypedDict):
     step: int
 
 
+class AuditData(TypedDict):
+    """A person acted on the session (a decision, a takeover, …): who (their token's name), from which address,
+    when (ISO 8601, UTC) and what exactly. The same entry is listed at ``GET /api/audit``."""
+
+    audit_id: int
+    actor: str
+    address: str
+    action: str
+    detail: dict[str, Any]
+    at: str
+
+
 PAYLOADS: dict[str, type] = {
     "status": StatusData,
     "assistant_text": TextData,
@@ -164,10 +176,11 @@ PAYLOADS: dict[str, type] = {
     "error": ErrorData,
     "user_message": UserMessageData,
     "watchdog": WatchdogData,
+    "audit": AuditData,
 }
 EventType = Literal[
     "status", "assistant_text", "thinking", "tool_call", "tool_result", "approval_requested",
-    "approval_decided", "usage", "retrying", "error", "user_message", "watchdog",
+    "approval_decided", "usage", "retrying", "error", "user_message", "watchdog", "audit",
 ]
 
 

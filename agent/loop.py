@@ -218,7 +218,7 @@ class AgentLoop:
         if trip is None:
             return
         await self.event("watchdog", {**trip.as_dict(), "step": self.step})
-        await self._wait_for_user(trip.reason, trip.message + ": resume, send a hint, or cancel")
+        await self._wait_for_user(trip.reason, trip.message)
 
     async def _await_answer(self) -> None:
         """The model asked the user something: paused until a message (or resume/cancel) arrives."""
@@ -226,11 +226,12 @@ class AgentLoop:
 
     async def _wait_for_user(self, reason: str, message: str) -> None:
         """Paused with ``reason`` until a message arrives, or resume, or cancel."""
+        # Cleared before the status goes out: whoever it reaches may answer, resume or cancel at once.
         self._answered.clear()
+        self._resume.clear()
         await self.set_status("paused", reason, message)
         waiter = asyncio.ensure_future(self._answered.wait())
         resumed = asyncio.ensure_future(self._resume.wait())
-        self._resume.clear()
         try:
             await asyncio.wait({waiter, resumed}, return_when=asyncio.FIRST_COMPLETED)
         finally:

@@ -29,6 +29,7 @@ from typing import Any
 from agent.events import Event
 from deskpilot.settings import Settings, default_of
 
+TRIP_REASONS = ("stuck_repeat", "no_progress", "rereading", "runaway_rate")
 LOOKS = {"screenshot", "zoom", "cursor_position"}  # computer actions that only read the screen
 POINTER_KEYS = ("coordinate", "start_coordinate")
 WINDOW_S = 60.0
@@ -146,7 +147,8 @@ class Watchdog:
             self._last = current
         still = changed is False or (not isinstance(changed, bool) and repeated) or bool(data.get("is_error"))
         self.unchanged = self.unchanged + 1 if still else 0
-        self.repeats = self.repeats + 1 if still and repeated else (1 if still else 0)
+        # A repeat counts the first of its run too, even when only the repeat showed that nothing changed.
+        self.repeats = max(self.repeats, 1) + 1 if still and repeated else (1 if still else 0)
         if cfg.repeat_limit and self.repeats >= cfg.repeat_limit:
             what = f"{tool} {action}".strip()
             self._trip(Trip("stuck_repeat", f"the agent repeated the same {what} {self.repeats} times and nothing "

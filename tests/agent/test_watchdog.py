@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from agent import events
+from agent.cli_run import Terminal
 from agent.events import Event
 from agent.watchdog import Watchdog, WatchdogConfig
+from tests.agent.conftest import LoopFactory, RecordingDesktop
+from tests.support.fake_messages import FakeMessages, reply, text, tool_use
 
 
 class Clock:
@@ -101,3 +104,18 @@ def test_zero_turns_every_detector_off() -> None:
         act(dog, "computer", {"action": "screenshot"})
         usage(dog, 10**7, 100.0)
     assert dog.take() is None
+
+
+async def test_the_terminal_stops_a_stuck_run_when_no_one_can_answer(
+    fake_messages: FakeMessages, make_loop: LoopFactory
+) -> None:
+    """``deskpilot run`` without a terminal: a watchdog pause ends the run, with the reason kept for the exit."""
+    same = {"action": "key", "text": "F5"}
+    fake_messages.script(*[reply(tool_use("computer", same)) for _ in range(3)], reply(text("never asked")))
+    term = Terminal(interactive=False, auto_approve=False)
+    loop, _ = make_loop(RecordingDesktop(), watchdog=WatchdogConfig(repeat_limit=3))
+    loop._emit = term  # the terminal prints and answers, as in agent.cli_run
+    term.loop = loop
+    result = await loop.run("reload until it works")
+    assert (result.status, len(fake_messages.requests)) == ("cancelled", 3)
+    assert term.stuck == "the agent repeated the same computer key 3 times and nothing changed"

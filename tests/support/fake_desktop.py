@@ -251,6 +251,9 @@ class FakeBackend:
         self._live: dict[str, FakeDesktop] = {}
         self._ids = itertools.count(1)
 
+    async def start(self) -> None:
+        """Nothing to warm up (the protocol's hook for orphan clean-up and a warm pool)."""
+
     async def acquire(self, session_id: str, width: int, height: int) -> DesktopHandle:
         if self.start_error is not None:
             raise self.start_error
