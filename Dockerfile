@@ -1,7 +1,9 @@
 # deskpilot images. Two targets share one Python venv:
 #   desktop  one disposable desktop (Xvfb, openbox, x11vnc, Chromium) driven by `deskpilot desktopd`,
-#            which starts and supervises those components; non-root; reached only over a unix socket
-#            in the volume mounted at /run/deskpilot (the token is read from a file there, never from env).
+#            which starts and supervises those components; reached only over a unix socket in the volume
+#            mounted at /run/deskpilot (the token is read from a file there, never from env). The backend
+#            starts it as root with only SETUID/SETGID/KILL; the daemon becomes that volume's owner and runs
+#            the model's programs as a separate sandbox uid (docs/security.md).
 #   service  the web service (`deskpilot serve`): REST, live viewer, approvals; starts desktop containers.
 # Build:  docker build --target desktop -t deskpilot-desktop .   and   docker build --target service -t deskpilot .
 # Layers are ordered slowest-changing first, so editing the source rebuilds only the last few seconds.

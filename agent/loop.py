@@ -332,6 +332,8 @@ class AgentLoop:
 
     async def event(self, kind: EventType, data: dict[str, Any], *, image: bytes | None = None,
                      media_type: str = "image/png") -> None:
-        event = Event(kind, data, image=image, image_media_type=media_type)
+        await self.emit(Event(kind, data, image=image, image_media_type=media_type))
+
+    async def emit(self, event: Event) -> None:
         self.watchdog.observe(event)
         await self._emit(event)

@@ -49,3 +49,5 @@ def configure_logging(fmt: Literal["auto", "json", "console"] = "auto", level: i
     # Access logs of every request would drown the useful lines.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Alembic narrates every start (plugins, context); web/migrations logs the upgrades it runs itself.
+    logging.getLogger("alembic").setLevel(logging.WARNING)

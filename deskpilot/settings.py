@@ -22,7 +22,7 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
 
     # --- desktop ---
-    desktop_backend: Literal["local", "docker"] = "local"
+    desktop_backend: Literal["local", "docker", "swarm"] = "local"
     screen_width: int = Field(default=1024, ge=320, le=8192)
     screen_height: int = Field(default=768, ge=240, le=8192)
     browser: str = "chromium"
@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     desktop_token: SecretStr | None = Field(default=None, description="Bearer secret of one desktop daemon "
                                            "(read by `deskpilot desktopd`; or --token-file).")
     desktop_start_timeout_s: float = Field(default=60.0, gt=0, description="Cap on each desktop component's start.")
+    desktop_sandbox: Literal["uid", "off"] = Field(
+        default="uid", description="uid: the model's shell, editor and browser run as a separate per-desktop uid "
+        "(needs root or CAP_SETUID; the docker backend always has it). off: as the daemon's own user, which lets "
+        "the model read everything that user can (docs/security.md).")
     # Docker backend (desktop/backends/docker.py): one hardened container per session.
     docker_image: str = "deskpilot-desktop:latest"
     docker_network: str = Field(default="bridge", description="Desktop containers' network: bridge (default, "
@@ -61,6 +65,15 @@ class Settings(BaseSettings):
     docker_cpus: float = Field(default=1.0, gt=0)
     docker_pids_limit: int = Field(default=512, ge=64)
     docker_shm_size: str = "256m"
+    # Swarm backend (desktop/backends/swarm.py): one Swarm service per session; image and limits as above.
+    swarm_network: str = Field(default="deskpilot-desktops", description="Encrypted, attachable overlay network "
+                               "the desktops' daemons listen on (created when missing); this service must be on it.")
+    swarm_attach_container: str = Field(default="", description="Container to connect to swarm_network at start: "
+                                        "this service's own when it runs in a plain container, not on it already.")
+    swarm_constraints: list[str] = Field(default_factory=list, description="Placement constraints of the desktops, "
+                                         "e.g. [\"node.labels.deskpilot.desktops==true\"].")
+    swarm_cpu_reservation: float = Field(default=0.5, ge=0, description="CPUs reserved per desktop (scheduling).")
+    swarm_memory_reservation: str = Field(default="512m", description="Memory reserved per desktop (scheduling).")
 
     # --- agent ---
     # The SDK's own variable names, so an existing setup works unchanged.

@@ -34,8 +34,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from deskpilot.errors import DeskpilotError, DesktopLostError
-from deskpilot.settings import get_settings
+from deskpilot.settings import Settings, get_settings
+from desktop import browser_query
 from desktop.display import Desktop
+from desktop.sandbox import Sandbox, become_owner_of, make_non_dumpable
 from desktop.tool_host import ToolHost
 from desktop.vnc_bridge import bridge
 
@@ -148,15 +150,16 @@ async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes | No
     return b"".join(chunks)
 
 
-def create_app(desktop: Desktop, token: str, *, parent_pid: int | None = None) -> ASGIApp:
-    """The daemon's ASGI app for an already started ``desktop``.
+def create_app(desktop: Desktop, token: str, sandbox: Sandbox, settings: Settings, *,
+               parent_pid: int | None = None) -> ASGIApp:
+    """The daemon's ASGI app for an already started ``desktop``, whose tools run as ``sandbox``.
 
     With ``parent_pid`` the daemon shuts down (and stops its desktop) once that process is gone, so a
     crashed service never leaves desktops behind.
     """
     supervisor = Supervisor(desktop)
     xthread = XThread()
-    host = ToolHost(desktop.display, xthread.run)
+    host = ToolHost(desktop.display, xthread.run, sandbox, settings)
 
     def lost() -> str | None:
         return supervisor.check_lost()
@@ -250,6 +253,7 @@ def create_app(desktop: Desktop, token: str, *, parent_pid: int | None = None) -
     app = Starlette(routes=[
         Route("/healthz", healthz), Route("/info", info), Route("/tools/{name}", tool, methods=["POST"]),
         Route("/frame", frame), Route("/window", window), WebSocketRoute("/vnc", vnc),
+        *browser_query.routes(desktop),  # evaluation's reads of the browser (desktop/browser_query.py)
     ], lifespan=lifespan)
     return BearerAuth(app, token)
 
@@ -297,11 +301,14 @@ def browser_version(binary: str) -> str:
     return _browser_versions[binary]
 
 
-def read_token(token_file: str | None) -> str:
+def read_token(token_file: str | None, settings: Settings) -> str:
     if token_file:
-        token = Path(token_file).read_text().strip()
+        try:
+            token = Path(token_file).read_text().strip()
+        except OSError as exc:
+            raise click.ClickException(f"cannot read the token file {token_file}: {exc.strerror}") from exc
     else:
-        secret = get_settings().desktop_token
+        secret = settings.desktop_token
         token = secret.get_secret_value().strip() if secret is not None else ""
     if not token:
         raise click.ClickException("no token: set DESKPILOT_DESKTOP_TOKEN or pass --token-file")
@@ -322,7 +329,10 @@ def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
 @click.option("--uds", type=click.Path(dir_okay=False), default=None, help="Serve on this unix socket.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Loopback address for --port.")
 @click.option("--port", type=int, default=None, help="Serve on this loopback TCP port.")
-@click.option("--token-file", type=click.Path(exists=True, dir_okay=False), default=None,
+@click.option("--private-network", is_flag=True,
+              help="Allow a non-loopback --host: only inside a container on a private, encrypted network "
+                   "(the swarm backend's overlay), where the bearer token is what guards the daemon.")
+@click.option("--token-file", type=click.Path(dir_okay=False), default=None,
               help="File holding the bearer token (else DESKPILOT_DESKTOP_TOKEN).")
 @click.option("--start-url", default=None, help="The browser's first page (default: DESKPILOT_BROWSER_START_URL).")
 @click.option("--kiosk/--no-kiosk", default=False, show_default=True, help="Browser without its own UI.")
@@ -330,17 +340,29 @@ def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
 @click.option("--exit-with-parent", is_flag=True, help="Shut down when the process that started this one exits.")
 @click.option("--xauth-file", type=click.Path(dir_okay=False), default=None,
               help="Write the X server's cookie here (default: a private temp dir); removed at exit.")
+@click.option("--as-owner-of", type=click.Path(exists=True, file_okay=False, readable=False, path_type=Path),
+              default=None,
+              help="When root: become this directory's owner, keeping only CAP_SETUID/CAP_SETGID (the container).")
+@click.option("--sandbox", "sandbox_mode", type=click.Choice(["uid", "off"]), default=None,
+              help="Who runs the model's programs (default: DESKPILOT_DESKTOP_SANDBOX; docs/security.md).")
 def desktopd_command(width: int | None, height: int | None, uds: str | None, host: str, port: int | None,
-                     token_file: str | None, start_url: str | None, kiosk: bool, browser: bool,
-                     exit_with_parent: bool, xauth_file: str | None) -> None:
+                     private_network: bool, token_file: str | None, start_url: str | None, kiosk: bool,
+                     browser: bool, exit_with_parent: bool, xauth_file: str | None, as_owner_of: Path | None,
+                     sandbox_mode: str | None) -> None:
     """Start a desktop and serve its tools (the desktop daemon)."""
     import uvicorn
 
-    token = read_token(token_file)
+    # Before anything secret is in memory: no same-uid process may read it through /proc or ptrace.
+    make_non_dumpable()
+    if as_owner_of is not None:
+        become_owner_of(as_owner_of)
+    settings = get_settings()  # this process's entry point: the one place it is read, then passed down
+    token = read_token(token_file, settings)
     if (uds is None) == (port is None):
         raise click.UsageError("give exactly one of --uds PATH or --port N")
-    if uds is None and host not in ("127.0.0.1", "::1", "localhost"):
-        raise click.UsageError("the daemon only listens on loopback; use --uds for anything else")
+    if uds is None and host not in ("127.0.0.1", "::1", "localhost") and not private_network:
+        raise click.UsageError("the daemon only listens on loopback (or, with --private-network, inside a "
+                               "container on a private network); use --uds for anything else")
     parent_pid = os.getppid() if exit_with_parent else None
     signal.signal(signal.SIGTERM, _exit_on_signal)
     signal.signal(signal.SIGHUP, _exit_on_signal)
@@ -352,13 +374,21 @@ def desktopd_command(width: int | None, height: int | None, uds: str | None, hos
         xauth_dir = Path(tempfile.mkdtemp(prefix="deskpilot-xauth-"))
         xauthority = xauth_dir / "Xauthority"
     os.environ["XAUTHORITY"] = str(xauthority)
-    desktop = Desktop(width, height, start_url=start_url, kiosk=kiosk, browser=browser, xauthority=xauthority)
+    try:
+        sandbox = Sandbox.create(sandbox_mode or settings.desktop_sandbox)
+    except DeskpilotError as exc:
+        raise click.ClickException(str(exc)) from exc
+    desktop = Desktop(width, height, start_url=start_url, kiosk=kiosk, browser=browser, xauthority=xauthority,
+                      sandbox=sandbox, settings=settings)
     try:
         try:
             desktop.start()
         except DeskpilotError as exc:
             raise click.ClickException(str(exc)) from exc
-        config = uvicorn.Config(create_app(desktop, token, parent_pid=parent_pid), uds=uds, host=host, port=port or 0,
+        if uds:
+            Path(uds).unlink(missing_ok=True)
+        app = create_app(desktop, token, sandbox, settings, parent_pid=parent_pid)
+        config = uvicorn.Config(app, uds=uds, host=host, port=port or 0,
                                 log_config=None, access_log=False, timeout_graceful_shutdown=3,
                                 ws="websockets-sansio", ws_max_size=MAX_BODY_BYTES)
         server = uvicorn.Server(config)
@@ -366,6 +396,7 @@ def desktopd_command(width: int | None, height: int | None, uds: str | None, hos
         asyncio.run(server.serve())
     finally:
         desktop.stop()
+        sandbox.close()
         if uds:
             Path(uds).unlink(missing_ok=True)
         xauthority.unlink(missing_ok=True)

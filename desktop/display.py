@@ -28,14 +28,16 @@ from types import TracebackType
 from typing import IO
 
 from deskpilot.errors import DesktopError, DesktopLostError, DesktopStartError
-from deskpilot.settings import get_settings
+from deskpilot.settings import Settings, get_settings
 from desktop import browser_signal, probes
+from desktop.sandbox import Sandbox
 from desktop.spawn import popen_dying_with_us
 
 log = logging.getLogger(__name__)
 
 COMPONENTS = ("xvfb", "wm", "vnc", "browser")
 RESTARTABLE = ("wm", "vnc", "browser")
+MODEL_REACHABLE = ("wm", "browser")  # run as the sandbox; Xvfb and x11vnc stay with the daemon (desktop.sandbox)
 _FAMILY_LOCAL = 256
 _PROBE_INTERVAL_S = 0.05
 _OPENBOX_RC = Path(__file__).with_name("openbox-rc.xml")  # package data; why each binding: see the file
@@ -82,8 +84,9 @@ class Desktop:
     def __init__(self, width: int | None = None, height: int | None = None, *, start_url: str | None = None,
                  kiosk: bool = False, browser: bool = True, wm: bool = True, vnc: bool = True,
                  workdir: str | Path | None = None, start_timeout: float | None = None,
-                 xauthority: str | Path | None = None) -> None:
-        settings = get_settings()
+                 xauthority: str | Path | None = None, sandbox: Sandbox | None = None,
+                 settings: Settings | None = None) -> None:
+        settings = settings or get_settings()
         self.width = width or settings.screen_width
         self.height = height or settings.screen_height
         self.start_url = start_url if start_url is not None else settings.browser_start_url
@@ -101,6 +104,9 @@ class Desktop:
         # With an Xauthority path the X server admits only clients holding its fresh cookie; this process
         # must point XAUTHORITY at it too (the daemon does), since python-xlib reads only the environment.
         self.xauthority = Path(xauthority) if xauthority is not None else None
+        # Without a sandbox (tests driving a Desktop directly) its programs run as this process, in its dir.
+        self._given_sandbox = sandbox
+        self._sandbox: Sandbox | None = sandbox
 
     # --- public API -------------------------------------------------------------------------------
 
@@ -145,6 +151,7 @@ class Desktop:
                 self._workdir_parent.mkdir(parents=True, exist_ok=True)
             self._dir = Path(tempfile.mkdtemp(prefix="deskpilot-desktop-", dir=self._workdir_parent))
             os.chmod(self._dir, 0o700)
+            self._sandbox = self._given_sandbox or Sandbox(None, None, self._dir)
             try:
                 self._start_xvfb()
                 # Side by side once X is up: openbox adopts (and maximises) windows mapped before it runs.
@@ -190,7 +197,11 @@ class Desktop:
                     if name == "xvfb":
                         self._remove_stale_x_socket()
             if self._dir is not None:
-                self._kill_strays(f"{self._dir}/")
+                sandbox = self._sandbox
+                if sandbox is not None and sandbox.separate:
+                    sandbox.kill_all()  # every process of its uid is this desktop's
+                elif sandbox is not None:
+                    self._kill_strays(f"{sandbox.home}/")
                 shutil.rmtree(self._dir, ignore_errors=True)
                 self._dir = None
 
@@ -203,30 +214,27 @@ class Desktop:
 
     # --- starting ---------------------------------------------------------------------------------
 
-    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None,
-               pass_fds: tuple[int, ...] = ()) -> _Proc:
-        assert self._dir is not None
+    def _spawn(self, name: str, args: list[str], pass_fds: tuple[int, ...] = ()) -> _Proc:
+        assert self._dir is not None and self._sandbox is not None
         log_path = self._dir / f"{name}.log"
         log_file = open(log_path, "ab")  # noqa: SIM115 - closed in _kill
+        sandboxed = name in MODEL_REACHABLE
+        display = self.display if self._display_num is not None else None
+        env = self._sandbox.env(display) if sandboxed else self._env()
+        identity = self._sandbox.popen_kwargs() if sandboxed else {}
         # Bound to this process's life: a SIGKILLed daemon leaves no desktop behind (see desktop.spawn).
         popen = popen_dying_with_us(args, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                                    env=env or self._env(), pass_fds=pass_fds, start_new_session=True)
+                                    env=env, pass_fds=pass_fds, start_new_session=True, **identity)
         proc = _Proc(popen, log_path, log_file)
         self._procs[name] = proc
         return proc
 
     def _env(self) -> dict[str, str]:
+        """Xvfb's and x11vnc's environment: the same allow-list, with the daemon's own dir and cookie."""
         assert self._dir is not None
-        env = dict(os.environ)
-        env.pop("WAYLAND_DISPLAY", None)
-        if self._display_num is not None:
-            env["DISPLAY"] = self.display
-        # Keep config/cache writes (and chromium's crashpad database) inside our own dir.
-        env["XDG_CONFIG_HOME"] = str(self._dir / "config")
-        env["XDG_CACHE_HOME"] = str(self._dir / "cache")
-        if self.xauthority is not None:
-            env["XAUTHORITY"] = str(self.xauthority)
-        return env
+        display = self.display if self._display_num is not None else None
+        extra = {"XAUTHORITY": str(self.xauthority)} if self.xauthority is not None else {}
+        return Sandbox(None, None, self._dir).env(display, extra)
 
     def _start_xvfb(self) -> None:
         auth: list[str] = []
@@ -249,6 +257,12 @@ class Desktop:
             if write_fd >= 0:
                 os.close(write_fd)
         self._wait("xvfb", proc, lambda: probes.x_connects(self.display))
+        if self.xauthority is not None:
+            assert self._sandbox is not None
+            if self._sandbox.separate:
+                self._sandbox.install_xauthority(self.xauthority)
+            else:
+                self._sandbox.xauthority = self.xauthority
 
     def _read_display(self, read_fd: int, proc: _Proc) -> int:
         """Xvfb writes its display number to the pipe once it accepts connections."""
@@ -308,9 +322,9 @@ class Desktop:
         raise DesktopError(f"unknown component {name}")
 
     def _browser_args(self) -> list[str]:
-        assert self._dir is not None
+        assert self._sandbox is not None
         self._browser_gen += 1
-        profile = self._dir / f"profile-{self._browser_gen}"  # fresh profile: no "restore pages?" prompt
+        profile = self._sandbox.home / f"profile-{self._browser_gen}"  # fresh: no "restore pages?" prompt
         args = [
             self.browser_binary, f"--user-data-dir={profile}",
             "--disable-background-networking", "--disable-component-update", "--no-first-run",

@@ -15,15 +15,40 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
 from deskpilot.errors import DesktopStartError
-from deskpilot.settings import get_settings
+from deskpilot.settings import Settings, get_settings
 from desktop.client import DesktopClient
 
 _POLL_S = 0.05
 _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes; keep a margin
+# The daemon's environment is an allow-list too: the service's own holds the model key and database URL.
+_DAEMON_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH",
+               "VIRTUAL_ENV")
+_DAEMON_SETTINGS = ("DESKPILOT_SCREEN_", "DESKPILOT_BROWSER", "DESKPILOT_SETTLE_", "DESKPILOT_BASH_",
+                    "DESKPILOT_EDITOR_", "DESKPILOT_DESKTOP_START_TIMEOUT_S", "DESKPILOT_DESKTOP_SANDBOX",
+                    "DESKPILOT_LOG_")
+
+
+def daemon_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What ``deskpilot desktopd`` inherits: locale, paths and the desktop's own settings, nothing else."""
+    source = os.environ if environ is None else environ
+    return {k: v for k, v in source.items() if k in _DAEMON_ENV or k.startswith(_DAEMON_SETTINGS)}
+
+
+def guard_data_dir(path: Path) -> None:
+    """The sandbox uid counts as "others": the data directory (database, screenshots, other desktops) must
+    be closed to them. Ours and not shared (world-writable): tighten it; else refuse."""
+    info = path.stat()
+    if info.st_mode & 0o077 == 0:
+        return
+    if info.st_uid != os.geteuid() or info.st_mode & 0o002:
+        raise DesktopStartError(f"the data directory {path} is open to other users (mode "
+                                f"{oct(info.st_mode & 0o777)}): the desktop's programs could read it; make it 0700")
+    os.chmod(path, 0o700)
 
 
 class LocalDesktop:
@@ -31,8 +56,9 @@ class LocalDesktop:
 
     def __init__(self, width: int | None = None, height: int | None = None, *, start_url: str | None = None,
                  data_dir: str | Path | None = None, kiosk: bool = False, browser: bool = True,
-                 start_timeout_s: float | None = None) -> None:
-        settings = get_settings()
+                 start_timeout_s: float | None = None, settings: Settings | None = None) -> None:
+        settings = settings or get_settings()
+        self.settings = settings
         self.width = width or settings.screen_width
         self.height = height or settings.screen_height
         self.start_url = start_url if start_url is not None else settings.browser_start_url
@@ -40,6 +66,8 @@ class LocalDesktop:
         self.browser = browser
         self.start_timeout_s = start_timeout_s or settings.desktop_start_timeout_s * 2
         self._data_dir = Path(data_dir) if data_dir is not None else settings.data_dir
+        self._sandboxed = settings.desktop_sandbox != "off"
+        self._client_timeout_s = settings.bash_timeout_s + 30  # a bash call may take its whole timeout
         self.dir: Path | None = None
         self.socket_path: Path | None = None
         self.display = ""
@@ -65,6 +93,9 @@ class LocalDesktop:
         parent = self._data_dir / "desktops"
         try:
             parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if self._sandboxed:
+                guard_data_dir(self._data_dir)
+                guard_data_dir(parent)
             path = Path(tempfile.mkdtemp(prefix="d-", dir=parent))
         except OSError:
             path = Path(tempfile.mkdtemp(prefix="deskpilot-d-"))
@@ -87,8 +118,9 @@ class LocalDesktop:
                 "--token-file", str(token_file), "--width", str(self.width), "--height", str(self.height),
                 "--start-url", self.start_url, "--kiosk" if self.kiosk else "--no-kiosk",
                 "--browser" if self.browser else "--no-browser", "--exit-with-parent",
+                "--sandbox", self.settings.desktop_sandbox,
                 "--xauth-file", str(self.dir / "Xauthority")]
-        env = {k: v for k, v in os.environ.items() if k != "DESKPILOT_DESKTOP_TOKEN"}
+        env = daemon_env()
         log_fd = os.open(self.dir / "daemon.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             self._proc = await asyncio.create_subprocess_exec(
@@ -96,7 +128,7 @@ class LocalDesktop:
                 env=env, start_new_session=True)
         finally:
             os.close(log_fd)
-        self._client = DesktopClient(uds=str(self.socket_path), token=token)
+        self._client = DesktopClient(uds=str(self.socket_path), token=token, timeout_s=self._client_timeout_s)
         try:
             await self._wait_healthy()
             self.display = (await self._client.info()).display

@@ -28,13 +28,16 @@ _prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
 _prctl.restype = ctypes.c_int
 
 
-def _die_with(parent: int) -> Callable[[], None]:
-    """The ``preexec_fn``: runs in the forked child: one prctl, one getppid, nothing that takes a lock."""
+def _die_with(parent: int, then: Callable[[], None] | None = None) -> Callable[[], None]:
+    """The ``preexec_fn``: runs in the forked child: one prctl, one getppid, nothing that takes a lock;
+    then the caller's own ``preexec_fn`` (the sandbox's no-new-privileges), if any."""
     def preexec() -> None:
         if _prctl(PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0) != 0:
             os._exit(126)  # cannot promise to die with the parent: do not start at all
         if os.getppid() != parent:  # the parent died before prctl took effect
             os.kill(os.getpid(), _SIGKILL)
+        if then is not None:
+            then()
     return preexec
 
 
@@ -71,12 +74,11 @@ _spawner = _Spawner()
 
 def popen_dying_with_us(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
     """``subprocess.Popen(args, **kwargs)`` from the spawner thread, with the child bound to our life."""
-    if "preexec_fn" in kwargs:
-        raise TypeError("popen_dying_with_us sets preexec_fn itself")
+    then = kwargs.pop("preexec_fn", None)
     parent = os.getpid()
 
     def start() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(args, preexec_fn=_die_with(parent), **kwargs)  # preexec_fn: see the module doc
+        return subprocess.Popen(args, preexec_fn=_die_with(parent, then), **kwargs)  # see the module doc
 
     popen: subprocess.Popen[bytes] = _spawner.run(start)
     return popen

@@ -14,7 +14,10 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
 from deskpilot.errors import DesktopLostError, ToolError
+from deskpilot.settings import Settings
+from desktop.sandbox import Sandbox
 from desktop.scaling import Scaler
+from desktop.settle import SettleRule
 from desktop.tools.base import ToolResult
 from desktop.windows import ActiveWindow, WindowInfo
 
@@ -32,9 +35,14 @@ class Tool(Protocol):
 
 
 class ToolHost:
-    def __init__(self, display: str, run_on_x: RunOnX) -> None:
+    """``sandbox``: the identity bash and the editor's file I/O run as (``desktop.sandbox``)."""
+
+    def __init__(self, display: str, run_on_x: RunOnX, sandbox: Sandbox, settings: Settings) -> None:
         self.display = display
         self._run_on_x = run_on_x
+        self._sandbox = sandbox
+        self._settings = settings
+        self._settle = SettleRule.from_settings(settings)
         self._tools: dict[str, Tool] = {}
         self._locks = {name: asyncio.Lock() for name in TOOL_NAMES}
         self._screen: Any = None  # desktop.screen.Screenshotter, created on the X thread
@@ -110,11 +118,12 @@ class ToolHost:
         tool = self._tools.get(key)
         if tool is None:
             if name == "computer":
-                tool = await self._run_on_x(self._make_on_x(lambda: make_computer(version, self.display)))
+                tool = await self._run_on_x(self._make_on_x(
+                    lambda: make_computer(version, self.display, self._settle)))
             elif name == "bash":
-                tool = make_bash(self.display)
+                tool = make_bash(self.display, self._sandbox, self._settings)
             else:
-                tool = make_editor()
+                tool = make_editor(self._sandbox, self._settings)
             self._tools[key] = tool
         return tool
 
@@ -138,7 +147,7 @@ class ToolHost:
         if self._screen is None:
             from desktop.screen import Screenshotter
 
-            self._screen = Screenshotter(self.display)
+            self._screen = Screenshotter(self.display, rule=self._settle)
         return self._screen
 
     async def frame(self, quality: int, max_width: int, if_none_match: str | None) -> tuple[str, bytes | None]:
@@ -191,18 +200,20 @@ async def _closing(obj: Any) -> None:
         log.warning("closing %s failed", type(obj).__name__, exc_info=True)
 
 
-def make_computer(version: str, display: str) -> Tool:
+def make_computer(version: str, display: str, settle: SettleRule) -> Tool:
     module = importlib.import_module("desktop.tools.computer")
     cls = getattr(module, "ComputerTool" + version.rsplit("_", 1)[1])
-    return cls(display)  # type: ignore[no-any-return]
+    return cls(display, settle=settle)  # type: ignore[no-any-return]
 
 
-def make_bash(display: str) -> Tool:
+def make_bash(display: str, sandbox: Sandbox, settings: Settings) -> Tool:
     from desktop.tools.bash import BashTool
 
-    return BashTool(display)
+    return BashTool(display, sandbox=sandbox, timeout_s=settings.bash_timeout_s, output_cap=settings.bash_output_cap)
 
 
-def make_editor() -> Tool:
-    module = importlib.import_module("desktop.tools.editor")
-    return module.EditorTool()  # type: ignore[no-any-return]
+def make_editor(sandbox: Sandbox, settings: Settings) -> Tool:
+    from desktop.tools.editor_proc import SandboxedEditor
+
+    return SandboxedEditor(sandbox, view_cap=settings.editor_view_cap)
+

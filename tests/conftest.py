@@ -1,10 +1,14 @@
-"""The test tiers. ``desktop``: needs a real Xvfb / Chromium; ``docker``: a Docker engine and the desktop image;
+"""Suite-wide hooks: the test tiers, and failures reported even through a CPython AST bug.
+
+The tiers. ``desktop``: needs a real Xvfb / Chromium; ``docker``: a Docker engine and the desktop image;
 ``postgres``: the throwaway PostgreSQL cluster. The fast tier is ``scripts/test-fast``
 (``-m "not desktop and not docker and not postgres"``).
 
 Marks follow from the fixtures a test uses, so a new test cannot forget them; a test that starts a desktop
-by itself carries ``pytest.mark.desktop``. One that forgets fails loudly instead of slowing the fast tier
-down: an unmarked test finds an ``Xvfb`` on its PATH that refuses to start (as do the processes it spawns).
+by itself carries ``pytest.mark.desktop``, one that reaches the cluster dynamically (``getfixturevalue``) a
+``postgres`` mark on its parameter. One that forgets fails loudly instead of slowing the fast tier down: an
+unmarked test finds an ``Xvfb`` on its PATH that refuses to start (as do the processes it spawns), and a
+cluster that refuses to create its database.
 """
 
 from __future__ import annotations
@@ -16,30 +20,7 @@ from pathlib import Path
 
 import pytest
 
-# CPython before 3.11.8 / 3.12.1 (gh-106905) can raise "SystemError: AST constructor recursion depth
-# mismatch" from ast.parse after an error during an earlier AST conversion. pytest calls ast.parse to
-# show a failing test's source, so a failure could end the whole run as an INTERNALERROR (the
-# hypothesis plugin's hook wrapper turns it into a PluggyTeardownRaisedWarning, an error under
-# filterwarnings=error) instead of being reported. Our Pythons are 3.11.7 (pyenv) and Debian's 3.11.2.
-_AST_BUG = "AST constructor recursion depth mismatch"
-
-
-@pytest.hookimpl(wrapper=True, trylast=True)  # innermost: before any plugin's wrapper sees the error
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, object, object]:
-    try:
-        return (yield)
-    except SystemError as exc:
-        if _AST_BUG not in str(exc):
-            raise
-        # Report the failure with the plain Python traceback, which needs no ast.parse.
-        option = item.config.option
-        style = option.tbstyle
-        option.tbstyle = "native"
-        try:
-            return pytest.TestReport.from_item_and_call(item, call)
-        finally:
-            option.tbstyle = style
-
+from tests.web.pg import PgCluster
 
 MARKED_BY_FIXTURE = {
     "desktop": frozenset({"make_desktop", "bare_display", "agent_service"}),
@@ -71,8 +52,40 @@ def refusing_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _no_display_unless_marked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+def _tiers_are_honest(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if request.node.get_closest_marker("postgres") is None:
+        monkeypatch.setattr(PgCluster, "create_database", _refuse_database)
     if request.node.get_closest_marker("desktop") or request.node.get_closest_marker("docker"):
         return
     refusing: Path = request.getfixturevalue("refusing_bin")
     monkeypatch.setenv("PATH", f"{refusing}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
+def _refuse_database(self: PgCluster) -> str:
+    raise RuntimeError("deskpilot tests: a test not marked 'postgres' asked for a PostgreSQL database; mark it "
+                       "(pytest.mark.postgres, or on its parameter), so that the fast tier stays fast")
+
+
+# CPython before 3.11.8 / 3.12.1 (gh-106905) can raise "SystemError: AST constructor recursion depth
+# mismatch" from ast.parse after an error during an earlier AST conversion. pytest calls ast.parse to
+# show a failing test's source, so a failure could end the whole run as an INTERNALERROR (the
+# hypothesis plugin's hook wrapper turns it into a PluggyTeardownRaisedWarning, an error under
+# filterwarnings=error) instead of being reported. Our Pythons are 3.11.7 (pyenv) and Debian's 3.11.2.
+_AST_BUG = "AST constructor recursion depth mismatch"
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)  # innermost: before any plugin's wrapper sees the error
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, object, object]:
+    try:
+        return (yield)
+    except SystemError as exc:
+        if _AST_BUG not in str(exc):
+            raise
+        # Report the failure with the plain Python traceback, which needs no ast.parse.
+        option = item.config.option
+        style = option.tbstyle
+        option.tbstyle = "native"
+        try:
+            return pytest.TestReport.from_item_and_call(item, call)
+        finally:
+            option.tbstyle = style

@@ -9,13 +9,15 @@ from deskpilot.errors import ConfigError
 from deskpilot.settings import Settings
 from desktop.backends.base import DesktopBackend
 
-if TYPE_CHECKING:  # mypy checks here that both backends implement the protocol
+if TYPE_CHECKING:  # mypy checks here that every backend implements the protocol
     from desktop.backends.docker import DockerBackend
     from desktop.backends.local import LocalBackend
+    from desktop.backends.swarm import SwarmBackend
 
-    _IMPLEMENTATIONS: tuple[type[DesktopBackend], ...] = (LocalBackend, DockerBackend)
+    _IMPLEMENTATIONS: tuple[type[DesktopBackend], ...] = (LocalBackend, DockerBackend, SwarmBackend)
 
-BACKENDS = {"local": "desktop.backends.local:LocalBackend", "docker": "desktop.backends.docker:DockerBackend"}
+BACKENDS = {"local": "desktop.backends.local:LocalBackend", "docker": "desktop.backends.docker:DockerBackend",
+            "swarm": "desktop.backends.swarm:SwarmBackend"}
 
 
 def make_backend(settings: Settings) -> DesktopBackend:

@@ -41,7 +41,6 @@ SESSIONS_LIVE = Gauge("deskpilot_sessions_live", "Sessions holding a desktop rig
 
 class Runner:
     def __init__(self, settings: Settings, store: Store, bus: Bus, backend: DesktopBackend | None = None) -> None:
-        """``backend``: where desktops come from; by default the one ``DESKPILOT_DESKTOP_BACKEND`` names."""
         self.settings = settings
         self.store = store
         self.bus = bus
@@ -70,7 +69,7 @@ class Runner:
 
     def model(self, name: str) -> ModelClient:
         """The service's client for model ``name``'s provider (one per provider: connection pool, base URL,
-        timeouts)."""
+        timeouts). Raises ``ConfigError`` when that provider has no key."""
         if self._models is None:
             self._models = ModelClients(self.settings)
         return self._models.for_model(name)

@@ -1,4 +1,5 @@
-"""Persistence: tokens, sessions, the append-only event log, approvals, usage, and screenshot files.
+"""Persistence: tokens, sessions, the append-only event log, approvals, usage, browser logins, the audit
+log, and screenshot files. The tables are web/tables.py; ``init()`` migrates the database (web/migrations).
 
 SQLAlchemy 2 async; a SQLite file in ``data_dir`` unless ``database_url`` names another database
 (PostgreSQL via ``postgresql+asyncpg://``). Screenshots are files named by the SHA-256 of their bytes,
@@ -24,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 
 from deskpilot.errors import Conflict, NotFound
 from web import migrations
-from web.states import FINAL_STATES
+from web.states import ACTIVE_STATES, FINAL_STATES
 from web.tables import (
     ApprovalRow,
     AuditRow,
@@ -37,6 +38,8 @@ from web.tables import (
 )
 
 __all__ = [
+    "ACTIVE_STATES",
+    "FINAL_STATES",
     "ApprovalRow",
     "AuditRow",
     "BrowserSessionRow",
@@ -48,7 +51,6 @@ __all__ = [
     "database_url",
     "utcnow",
 ]
-
 
 
 def database_url(data_dir: Path, url: str | None) -> str:

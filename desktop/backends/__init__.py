@@ -1,4 +1,5 @@
-"""Desktop backends: ``local`` (subprocesses on this host) and ``docker`` (one container per session).
+"""Desktop backends: ``local`` (subprocesses on this host), ``docker`` (one container per session) and
+``swarm`` (one Docker Swarm service per session).
 
 ``get_backend()`` builds the one chosen by ``DESKPILOT_DESKTOP_BACKEND``.
 """
@@ -15,6 +16,10 @@ def get_backend(settings: Settings | None = None) -> DesktopBackend:
         from desktop.backends.docker import DockerBackend  # type: ignore[import-not-found,unused-ignore]
 
         return DockerBackend(settings)  # type: ignore[no-any-return,unused-ignore]
+    if settings.desktop_backend == "swarm":
+        from desktop.backends.swarm import SwarmBackend
+
+        return SwarmBackend(settings)
     from desktop.backends.local import LocalBackend
 
     return LocalBackend(settings)

@@ -5,7 +5,11 @@ Each desktop is a container of the desktop image (``Dockerfile`` target ``deskto
 so no port is ever published. The daemon's token is a file in that directory, never an environment
 variable (``docker inspect`` shows the environment), and the model key never enters the container.
 
-Hardening: non-root user, every capability dropped, ``no-new-privileges``, pids/memory/CPU limits,
+Hardening: every capability dropped but the three the daemon needs to run the model's programs as a separate
+uid (SETUID, SETGID, KILL); the container starts as root only so that ``deskpilot desktopd --as-owner-of``
+can become the run directory's owner (our uid, or the image's user when we are root) keeping just those;
+the model's shell, editor and browser run as a per-desktop sandbox uid with no capabilities, which cannot
+enter ``/run/deskpilot`` (docs/security.md). ``no-new-privileges``, pids/memory/CPU limits,
 read-only root with tmpfs for ``/tmp`` and the home directory. The network is a setting: ``bridge``
 (the engine's NAT, internet only) by default; ``host`` only where the browser must reach pages on the
 host's loopback (tests), since it also exposes every loopback service to the desktop.
@@ -47,6 +51,8 @@ LABEL_DESKTOP = "deskpilot.desktop"
 LABEL_SESSION = "deskpilot.session"
 CONTAINER_RUN_DIR = "/run/deskpilot"
 IMAGE_UID = 1000  # the desktop image's user, used when the service itself runs as root
+# What the daemon keeps after becoming the run directory's owner: start and signal the sandbox's processes.
+DAEMON_CAPS = ["SETUID", "SETGID", "KILL"]
 _POLL_S = 0.05
 _MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes, including the terminating NUL
 
@@ -63,8 +69,8 @@ def run_root_of(settings: Settings) -> Path:
 class ContainerClient(DesktopClient):
     """A ``DesktopClient`` that, when the daemon is unreachable, says what happened to its container."""
 
-    def __init__(self, *, uds: str, token: str, container: Any) -> None:
-        super().__init__(uds=uds, token=token)
+    def __init__(self, *, uds: str, token: str, container: Any, timeout_s: float | None = None) -> None:
+        super().__init__(uds=uds, token=token, timeout_s=timeout_s)
         self._container = container
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -281,8 +287,8 @@ class DockerBackend:
         return len(found)
 
     def _user(self) -> tuple[int, int]:
-        # The socket the daemon creates must be reachable by this process: run the desktop as our own uid,
-        # or as the image's user when we are root (root reaches any socket).
+        # The socket the daemon creates must be reachable by this process: the daemon becomes the owner of the
+        # run directory, which is our own uid, or the image's user when we are root (root reaches any socket).
         uid, gid = os.getuid(), os.getgid()
         return (IMAGE_UID, IMAGE_UID) if uid == 0 else (uid, gid)
 
@@ -302,7 +308,6 @@ class DockerBackend:
 
     def _container_args(self, key: str, run_dir: Path, width: int, height: int, session_id: str) -> dict[str, Any]:
         s = self.settings
-        uid, gid = self._user()
         command = ["--width", str(width), "--height", str(height), "--start-url", self.start_url]
         if self.kiosk:
             command.append("--kiosk")
@@ -317,9 +322,11 @@ class DockerBackend:
             "environment": {"DESKPILOT_RUN_DIR": CONTAINER_RUN_DIR, "DESKPILOT_SCREEN_WIDTH": str(width),
                             "DESKPILOT_SCREEN_HEIGHT": str(height), "DESKPILOT_LOG_FORMAT": "json"},
             "volumes": {str(run_dir): {"bind": CONTAINER_RUN_DIR, "mode": "rw"}},
-            "user": f"{uid}:{gid}",
+            # Root only until the daemon becomes the run directory's owner (--as-owner-of in the entrypoint).
+            "user": "0:0",
             "network_mode": s.docker_network,
             "cap_drop": ["ALL"],
+            "cap_add": DAEMON_CAPS,
             "security_opt": ["no-new-privileges:true"],
             "privileged": False,
             "pids_limit": s.docker_pids_limit,
@@ -347,7 +354,8 @@ class DockerBackend:
         except docker.errors.DockerException as exc:
             shutil.rmtree(run_dir, ignore_errors=True)
             raise DesktopStartError(f"could not start a desktop container: {exc}") from exc
-        client = ContainerClient(uds=str(run_dir / "daemon.sock"), token=token, container=container)
+        client = ContainerClient(uds=str(run_dir / "daemon.sock"), token=token, container=container,
+                                 timeout_s=self.settings.bash_timeout_s + 30)  # a bash call may take all of it
         desktop = _Desktop(key, container.id, run_dir, client, width, height, session_id)
         try:
             await self._wait_ready(desktop, container)

@@ -26,7 +26,7 @@ class LocalBackend:
 
     async def acquire(self, session_id: str, width: int, height: int) -> DesktopHandle:
         desktop = LocalDesktop(width, height, start_url=self.settings.browser_start_url,
-                               data_dir=self.settings.data_dir, kiosk=self.kiosk)
+                               data_dir=self.settings.data_dir, kiosk=self.kiosk, settings=self.settings)
         await desktop.start()  # stops itself and raises DesktopStartError when it cannot come up
         handle = DesktopHandle(id=f"local-{next(self._ids)}-{desktop.pid}", client=desktop.client,
                                vnc_available=True, session_id=session_id, extra={"display": desktop.display})

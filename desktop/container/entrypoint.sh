@@ -1,21 +1,10 @@
 #!/bin/sh
-# Desktop container entry point (runs under tini as the non-root desktop user).
-# The backend mounts a private directory at $DESKPILOT_RUN_DIR holding the daemon's token file; the
-# daemon serves on a unix socket next to it, so no port is ever published. Screen size, start URL and
-# browser come from DESKPILOT_* variables, read by the daemon's Settings.
+# Desktop container entry point, under tini. It starts as root with only CAP_SETUID, CAP_SETGID and CAP_KILL
+# (the backend's cap_drop/cap_add, no-new-privileges): `--as-owner-of` makes the daemon the owner of the
+# bind-mounted run directory at once (the service's uid, so the service reaches the socket), keeping just those
+# capabilities to run the model's programs as a separate sandbox uid that cannot enter that directory.
+# The daemon reads its token file from there and serves on a unix socket next to it: no port is published.
+# Screen size, start URL and browser come from DESKPILOT_* variables, read by the daemon's Settings.
 set -eu
 run_dir="${DESKPILOT_RUN_DIR:-/run/deskpilot}"
-token_file="$run_dir/token"
-# Wait briefly for the token: a warm-pool container may start before the backend writes it.
-i=0
-while [ ! -s "$token_file" ]; do
-  i=$((i + 1))
-  if [ "$i" -gt 100 ]; then
-    echo "entrypoint: no token at $token_file" >&2
-    exit 64
-  fi
-  sleep 0.1
-done
-mkdir -p "$HOME" "${DESKPILOT_DATA_DIR:-/tmp/deskpilot}"
-rm -f "$run_dir/daemon.sock"
-exec deskpilot desktopd --uds "$run_dir/daemon.sock" --token-file "$token_file" "$@"
+exec deskpilot desktopd --as-owner-of "$run_dir" --uds "$run_dir/daemon.sock" --token-file "$run_dir/token" "$@"

@@ -24,9 +24,21 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+def become_run_dir_owner(run_dir: str) -> None:
+    """The container's user is root without CAP_DAC_OVERRIDE: only the run directory's owner (the daemon's uid)
+    may enter it."""
+    info = os.stat(run_dir)
+    if os.geteuid() == 0 and info.st_uid != 0:
+        os.setgroups([])
+        os.setgid(info.st_gid)
+        os.setuid(info.st_uid)
+
+
 def main() -> int:
-    path = os.path.join(os.environ.get("DESKPILOT_RUN_DIR", "/run/deskpilot"), "daemon.sock")
+    run_dir = os.environ.get("DESKPILOT_RUN_DIR", "/run/deskpilot")
+    path = os.path.join(run_dir, "daemon.sock")
     try:
+        become_run_dir_owner(run_dir)
         conn = _UnixHTTPConnection(path)
         conn.request("GET", "/healthz")
         status = conn.getresponse().status

@@ -24,12 +24,11 @@ from typing import Any
 
 from deskpilot.errors import ToolError, ToolInputError
 from deskpilot.settings import get_settings
+from desktop.sandbox import Sandbox
 from desktop.tools.base import ToolResult
 
 MAX_COMMAND_BYTES = 100_000
 _READ_CHUNK = 1 << 16
-# Variables that belong to the daemon, not to the model's shell (the desktop token, API keys).
-_PRIVATE_ENV_PREFIXES = ("DESKPILOT_", "ANTHROPIC_")
 _SAFE_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 _-./,:=+@%^")
 _QUOTE_TABLE = [chr(b) if b in _SAFE_BYTES else f"\\x{b:02x}" for b in range(256)]
 
@@ -91,6 +90,7 @@ class BashTool:
         timeout_s: float | None = None,
         output_cap: int | None = None,
         env: Mapping[str, str] | None = None,
+        sandbox: Sandbox | None = None,
     ) -> None:
         if timeout_s is None or output_cap is None:
             settings = get_settings()
@@ -100,13 +100,11 @@ class BashTool:
             raise ValueError("timeout_s and output_cap must be positive")
         self.timeout_s = timeout_s
         self.output_cap = output_cap
-        self.cwd = Path(cwd) if cwd is not None else Path.home()
-        base = {k: v for k, v in os.environ.items() if not k.startswith(_PRIVATE_ENV_PREFIXES)}
-        base.update({"TERM": "dumb", "PAGER": "cat", "GIT_PAGER": "cat"})
-        base.update(env or {})
-        if display is not None:
-            base["DISPLAY"] = display
-        self._env = base
+        # The shell runs as the desktop's sandbox (desktop.sandbox); without one, as this process, but with the
+        # same allow-listed environment: never the daemon's own (the token, API keys, database URLs).
+        self._sandbox = sandbox or Sandbox(None, None, Path.home())
+        self.cwd = Path(cwd) if cwd is not None else self._sandbox.home
+        self._env = self._sandbox.env(display, {"TERM": "dumb", "PAGER": "cat", "GIT_PAGER": "cat", **(env or {})})
         self._proc: asyncio.subprocess.Process | None = None
         self._dirty = False  # a call was cancelled mid-command: start afresh next time
         self._closing = False
@@ -150,13 +148,14 @@ class BashTool:
             self._closing = False
 
     async def _start(self) -> None:
-        self.cwd.mkdir(parents=True, exist_ok=True)
         self._proc = await asyncio.create_subprocess_exec(
             "/bin/bash", "--noprofile", "--norc",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            cwd=self.cwd, env=self._env, start_new_session=True,  # own process group: kill it whole
+            env=self._env, start_new_session=True, **self._sandbox.popen_kwargs(),  # own group: kill it whole
         )
-        await self._send(b"exec 3>&1 4>&2\n")
+        # The shell enters (and makes) its directory itself: it, not the daemon, may.
+        cwd = ansi_c_quote(str(self.cwd)).encode()
+        await self._send(b"exec 3>&1 4>&2; mkdir -p -- " + cwd + b" 2>/dev/null; cd -- " + cwd + b"\n")
 
     async def _send(self, data: bytes) -> None:
         proc = self._proc

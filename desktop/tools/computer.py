@@ -28,6 +28,7 @@ from desktop.input import XInput
 from desktop.keys import Combo, parse_key_action, parse_modifiers
 from desktop.scaling import Scaler
 from desktop.screen import Screenshotter
+from desktop.settle import SettleRule
 from desktop.tools.base import ToolResult
 
 MAX_TYPE_CHARS = 10_000
@@ -179,9 +180,10 @@ class ComputerTool20250124:
     api_type: ClassVar[str] = "computer_20250124"
     fields: ClassVar[dict[str, tuple[frozenset[str], frozenset[str]]]] = FIELDS_20250124
 
-    def __init__(self, display: str, *, screen: Screenshotter | None = None, xinput: XInput | None = None) -> None:
+    def __init__(self, display: str, *, screen: Screenshotter | None = None, xinput: XInput | None = None,
+                 settle: SettleRule | None = None) -> None:
         self.display = display
-        self.screen = screen or Screenshotter(display)
+        self.screen = screen or Screenshotter(display, rule=settle)
         try:
             self.input = xinput or XInput(display)
         except BaseException:

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from deskpilot.errors import ToolError, ToolInputError
-from deskpilot.settings import get_settings
 from desktop.tools.base import ToolResult
 
 VERSIONS = ("text_editor_20250124", "text_editor_20250429", "text_editor_20250728")
@@ -47,7 +46,11 @@ class EditTool:
             raise ValueError(f"unknown text editor version {version!r}")
         self.version = version
         self.max_characters = max_characters
-        self.view_cap = view_cap if view_cap is not None else get_settings().editor_view_cap
+        if view_cap is None:
+            from deskpilot.settings import get_settings  # here: the sandboxed worker imports only the stdlib
+
+            view_cap = get_settings().editor_view_cap
+        self.view_cap = view_cap
         # Previous bytes of each edited file, newest last; None = the file did not exist.
         self._history: defaultdict[str, list[bytes | None]] = defaultdict(list)
         self._lock = threading.Lock()
@@ -60,6 +63,12 @@ class EditTool:
         if version not in VERSIONS:
             raise ToolInputError(f"unknown text editor version {version!r}; known: {', '.join(VERSIONS)}")
         command, path = self._parse(input, version)
+        try:
+            return self._execute(command, path, input, version)
+        except OSError as exc:  # e.g. a directory on the way the sandbox may not enter
+            raise ToolError(f"Could not access {path}: {exc.strerror or exc}") from None
+
+    def _execute(self, command: str, path: Path, input: dict[str, Any], version: str) -> ToolResult:
         with self._lock:
             if command == "view":
                 return ToolResult(output=self._view(path, input.get("view_range"), version))

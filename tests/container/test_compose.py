@@ -1,130 +1,108 @@
-"""``docker compose up`` for real: the service container (non-root, read-only, no capabilities) starts a
-desktop container per session through the mounted Docker socket and reaches it over the same-path socket
-directory, runs a task against the fake Messages API, and ``down`` leaves no desktop behind.
-
-The engine in CI has no bridge network, so the test runs a copy of ``docker-compose.yml`` changed in one
-respect only: host networking (loopback addresses, no published port) instead of the port mapping.
+"""``docker-compose up -d`` for real (``tests/container/stack.py``: the repository's compose file, unchanged):
+the service container (non-root, read-only, no capabilities) on the stack's own bridge network, its port
+published on 127.0.0.1, starts a desktop container per session on that network and reaches it over the
+same-path socket directory, runs tasks against the fake Messages API, and ``down -v`` leaves nothing behind:
+no container (the desktops included), no network, no volume, no desktop directory.
 """
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import subprocess
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import docker.errors
 import httpx
 import pytest
-import yaml  # type: ignore[import-untyped]
 
-from tests.container.conftest import unavailable
-from tests.container.test_images import ROOT, free_port
-from tests.support.fake_messages import FakeMessages, reply, text, tool_use
+from tests.container.stack import (
+    API_KEY,
+    MODEL,
+    PROJECT_LABEL,
+    Stack,
+    compose_stack,
+    first_token,
+    healthy,
+    networks_named,
+    run_task,
+    volumes_named,
+)
+from tests.support.fake_messages import Reply, Request, reply, text, tool_use
 from tests.web.conftest import wait_for
 
 pytestmark = pytest.mark.docker
 
 
 @pytest.fixture
-def compose_project(engine: Any) -> Iterator[dict[str, Any]]:
-    compose = shutil.which("docker-compose")
-    if compose is None:
-        unavailable("docker-compose is not installed")
-    for image in ("deskpilot:latest", "deskpilot-desktop:latest"):
-        try:
-            engine.images.get(image)
-        except Exception:
-            unavailable(f"the image {image} is not built")
-    work = Path(tempfile.mkdtemp(prefix="dpk-", dir="/tmp"))
-    port = free_port()
-    with FakeMessages() as fake:
-        spec = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-        service = spec["services"]["deskpilot"]
-        service.pop("ports")
-        service["network_mode"] = "host"
-        service["environment"].update({"DESKPILOT_HOST": "127.0.0.1", "DESKPILOT_PORT": str(port),
-                                       "DESKPILOT_DOCKER_NETWORK": "host", "ANTHROPIC_BASE_URL": fake.url,
-                                       "DESKPILOT_MODEL": "claude-opus-4-5",
-                                       "DESKPILOT_THINKING_BUDGET_TOKENS": "0"})
-        for svc in spec["services"].values():
-            svc["build"]["context"] = str(ROOT)
-        file = work / "compose.yml"
-        file.write_text(yaml.safe_dump(spec))
-        (work / "empty.env").write_text("")
-        env = {**os.environ, "ANTHROPIC_API_KEY": "sk-test-compose", "DESKPILOT_RUN_DIR": str(work / "run"),
-               "DOCKER_GID": str(os.stat("/var/run/docker.sock").st_gid)}
-        project = f"dpk{port}"
-        base = [str(compose), "--env-file", str(work / "empty.env"), "-p", project, "-f", str(file)]
-
-        def run(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([*base, *args], env=env, capture_output=True, text=True, timeout=240)
-
-        try:
-            yield {"run": run, "url": f"http://127.0.0.1:{port}", "fake": fake, "project": project,
-                   "run_dir": work / "run"}
-        finally:
-            run("down", "-v", "--timeout", "20")
-            for c in engine.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"}):
-                c.remove(force=True, v=True)
-            shutil.rmtree(work, ignore_errors=True)
+def stack(engine: Any) -> Iterator[Stack]:
+    with compose_stack(engine) as s:
+        yield s
 
 
-def test_compose_up_runs_a_session_in_a_desktop_container_and_down_removes_it(
-        compose_project: dict[str, Any], engine: Any) -> None:
-    run, url, fake = compose_project["run"], compose_project["url"], compose_project["fake"]
-    up = run("up", "-d")
-    assert up.returncode == 0, up.stderr[-2000:]
-    service = engine.containers.get(f"{compose_project['project']}_deskpilot_1")
-    health = wait_for(lambda: _healthz(url), timeout=120)
-    assert health["tasks_can_run"] is True
-    attrs = service.attrs
-    assert attrs["Config"]["User"] == "deskpilot" and attrs["HostConfig"]["ReadonlyRootfs"] is True
-    assert attrs["HostConfig"]["CapDrop"] == ["ALL"]
-    # The first token is printed once in the service's log.
-    token = wait_for(lambda: re.findall(r"dp_[A-Za-z0-9_-]{20,}", service.logs().decode()), timeout=30)[0]
+def test_compose_up_runs_a_task_in_a_desktop_on_the_stacks_network_and_down_leaves_nothing(
+        stack: Stack, engine: Any) -> None:
+    up = stack.run("up", "-d", "--no-build")
+    assert up.returncode == 0, up.stderr[-3000:]
+    service = engine.containers.get(stack.service_container)
+    health = healthy(stack.url)
+    assert health["tasks_can_run"] is True, health
 
-    fake.script(reply(text("Looking."), tool_use("computer", {"action": "screenshot"})), reply(text("Seen it.")))
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as c:
-        r = c.post("/api/sessions", json={"task": "look", "policy": {"preset": "autonomous"}})
+    # The service: hardened, on the stack's bridge network only, published on loopback only.
+    service.reload()
+    host_config = service.attrs["HostConfig"]
+    assert service.attrs["Config"]["User"] == "deskpilot" and host_config["ReadonlyRootfs"] is True
+    assert host_config["CapDrop"] == ["ALL"] and host_config["NetworkMode"] == stack.network
+    assert set(service.attrs["NetworkSettings"]["Networks"]) == {stack.network}
+    assert [b["HostIp"] for b in host_config["PortBindings"]["8000/tcp"]] == ["127.0.0.1"]
+    assert engine.networks.get(stack.network).attrs["Driver"] == "bridge"
+    token = first_token(service)
+
+    desktops: dict[str, Any] = {}
+    noted: list[Request] = []
+
+    def note_desktops(then: Reply) -> Callable[[Request], Reply]:
+        def responder(request: Request) -> Reply:
+            # Looked up while the session's desktop certainly runs: its screenshot is in this request.
+            running = engine.containers.list(filters={"label": stack.desktop_labels})
+            desktops.update({d.id: d for d in running})
+            noted.append(request)
+            return then
+        return responder
+
+    screenshot = reply(text("Looking."), tool_use("computer", {"action": "screenshot"}))
+    # One task runs to the end; a second one is still waiting for the model when the stack goes down.
+    stack.fake.script(screenshot, note_desktops(reply(text("Seen it."))),
+                      screenshot, note_desktops(reply(text("Too late."), delay_s=600)))
+    with httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as c:
+        final = run_task(c, "look")
+        assert final["status"] == "succeeded", final.get("error")
+        # Released at its end: its container and its socket directory are gone.
+        wait_for(lambda: not engine.containers.list(all=True, filters={"label": stack.desktop_labels})
+                 and not any(stack.run_dir.iterdir()), timeout=30, interval=0.2)
+        r = c.post("/api/sessions", json={"task": "hold", "policy": {"preset": "autonomous"}})
         assert r.status_code == 201, r.text
-        sid = r.json()["id"]
+        wait_for(lambda: len(noted) == 2, timeout=90, interval=0.2)  # the second task's desktop is noted
+    # The service's model settings arrived (key, base URL and model passed through by the compose file),
+    # and the screenshots came from desktop containers.
+    assert {(r.api_key, r.body["model"]) for r in stack.fake.requests} == {(API_KEY, MODEL)}
+    assert [len(r.images) for r in stack.fake.requests] == [0, 1, 0, 1]
 
-        def finished() -> dict[str, Any] | None:
-            body: dict[str, Any] = c.get(f"/api/sessions/{sid}").json()
-            return body if body["status"] in ("succeeded", "failed", "paused") else None
+    assert len(desktops) == 2, "the service did not start one desktop container per session"
+    for d in desktops.values():
+        assert d.attrs["HostConfig"]["NetworkMode"] == stack.network
+        assert set(d.attrs["NetworkSettings"]["Networks"]) == {stack.network}
+        assert d.attrs["HostConfig"]["CapDrop"] == ["ALL"] and d.attrs["HostConfig"]["ReadonlyRootfs"] is True
+        assert not d.attrs["HostConfig"]["PortBindings"]
+        assert API_KEY not in str(d.attrs["Config"]["Env"])
+    assert engine.containers.list(filters={"label": stack.desktop_labels}), "the second desktop is not running"
 
-        final = wait_for(finished, timeout=180)
-    assert final["status"] == "succeeded", final.get("error")
-    assert len(fake.requests[1].images) == 1  # the screenshot came from the desktop container
-    # The service started its desktops (the session's and the warm pool's) as uid 1000, hardened.
-    desktops = engine.containers.list(all=True, filters={"label": "deskpilot.managed=1"})
-    mine = [d for d in desktops if str(compose_project["run_dir"]) in str(d.attrs["Mounts"])]
-    assert mine, "no desktop container was started by the composed service"
-    for d in mine:
-        assert d.attrs["Config"]["User"] == "1000:1000" and d.attrs["HostConfig"]["CapDrop"] == ["ALL"]
-        assert "sk-test-compose" not in str(d.attrs["Config"]["Env"])
-
-    down = run("down", "-v", "--timeout", "20")
-    assert down.returncode == 0, down.stderr[-2000:]
-    for d in mine:
-        wait_for(lambda d=d: _gone(engine, d.id), timeout=30)
-
-
-def _healthz(url: str) -> dict[str, Any] | None:
-    try:
-        body: dict[str, Any] = httpx.get(url + "/healthz", timeout=2).json()
-    except httpx.HTTPError:
-        return None
-    return body if body.get("ok") else None
-
-
-def _gone(engine: Any, container_id: str) -> bool:
-    try:
-        engine.containers.get(container_id)
-    except Exception:
-        return True
-    return False
+    down = stack.run("down", "-v", "--timeout", "20")
+    assert down.returncode == 0, down.stderr[-3000:]
+    # Nothing left: the stack's containers, the desktop in use (the service removes it as it stops), the
+    # network, the volume, the desktop's socket directory.
+    assert engine.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={stack.project}"}) == []
+    assert engine.containers.list(all=True, filters={"label": stack.desktop_labels}) == []
+    for cid in desktops:
+        with pytest.raises(docker.errors.NotFound):
+            engine.containers.get(cid)
+    assert networks_named(engine, stack.network) == [] and volumes_named(engine, stack.volume) == []
+    assert list(stack.run_dir.iterdir()) == []

@@ -41,8 +41,10 @@ async def test_desktop_container_is_hardened(make_backend: MakeBackend, engine: 
     attrs = json.loads(docker_cli("inspect", cid))[0]
     config, host = attrs["Config"], attrs["HostConfig"]
 
-    assert config["User"] and config["User"].split(":")[0] not in ("0", "root")
-    assert host["CapDrop"] == ["ALL"] and not host["CapAdd"]
+    # Root only to become the run directory's owner, with just the capabilities to run the sandbox uid.
+    assert config["User"] == "0:0"
+    assert host["CapDrop"] == ["ALL"] and sorted(c.removeprefix("CAP_") for c in host["CapAdd"]) == [
+        "KILL", "SETGID", "SETUID"]
     assert "no-new-privileges:true" in host["SecurityOpt"]
     assert host["Privileged"] is False
     assert host["ReadonlyRootfs"] is True
@@ -56,19 +58,20 @@ async def test_desktop_container_is_hardened(make_backend: MakeBackend, engine: 
     env = "\n".join(config["Env"])
     assert "ANTHROPIC" not in env and CANARY not in env
 
-    # Inside: not root, no capabilities, no way up, nothing writable outside the tmpfs and the socket dir.
-    code, out = docker_exec(engine, cid, "id", "-u")
-    assert code == 0 and out.strip() == "1000"
-    code, out = docker_exec(engine, cid, "sh", "-c", "grep CapEff /proc/self/status")
-    assert out.split()[-1] == "0000000000000000"
-    code, out = docker_exec(engine, cid, "sh", "-c", "sudo -n true")
-    assert code != 0 and "not found" in out
-    code, out = docker_exec(engine, cid, "sh", "-c", "su -c true root </dev/null")
-    assert code != 0
+    # The daemon became the image's user (we are root), keeping only KILL, SETGID and SETUID (bits 5-7).
+    code, out = docker_exec(engine, cid, "sh", "-c", "grep -E '^(Uid|CapEff):' /proc/$(pgrep -o -f desktopd)/status")
+    assert code == 0 and out.split()[1] == "1000" and out.split()[-1] == "00000000000000e0", out
     code, out = docker_exec(engine, cid, "sh", "-c", "find / -xdev -perm -4000 -type f 2>/dev/null | wc -l")
     assert out.strip() == "0"
-    code, out = docker_exec(engine, cid, "touch", "/etc/deskpilot-write-test")
-    assert code != 0 and "Read-only file system" in out
+    # The model's shell: another uid, no capabilities, no way up, nothing writable outside the tmpfs.
+    shell = await handle.client.tool("bash", {"command": "id -u; grep CapEff /proc/self/status; sudo -n true; "
+                                                         "su -c 'echo BECAME-ROOT' root </dev/null; "
+                                                         "touch /etc/deskpilot-write-test"})
+    lines = shell.output.splitlines()
+    assert int(lines[0]) not in (0, 1000) and lines[1].split()[-1] == "0000000000000000", shell.output
+    assert "sudo: command not found" in shell.output and "Read-only file system" in shell.output
+    assert "BECAME-ROOT" not in shell.output
+    assert "[exit code" in shell.output
     # The agent's own shell runs in the desktop: the key is absent from every process it can see there.
     result = await handle.client.tool("bash", {"command": "echo seen: $(cat /proc/*/environ 2>/dev/null | tr '\\0' "
                                                           "'\\n' | grep -c ANTHROPIC) $(env | grep -c ANTHROPIC)"})
@@ -77,6 +80,40 @@ async def test_desktop_container_is_hardened(make_backend: MakeBackend, engine: 
 
     await backend.release(handle)
     assert _gone(engine, cid)
+
+
+
+async def test_the_model_cannot_reach_the_token_the_sockets_or_the_daemon(make_backend: MakeBackend,
+                                                                          engine: Any) -> None:
+    """Issue 11 (section 6, high) in the container: the model's shell runs as a uid that cannot open the run
+    directory (token, daemon socket), the daemon's environment or memory, or the VNC socket."""
+    backend = make_backend()
+    handle = await backend.acquire("sess-probe", 1024, 768)
+    cid = handle.extra["container"]
+    _, daemon = docker_exec(engine, cid, "pgrep", "-o", "-f", "deskpilot desktopd")
+    _, vnc = docker_exec(engine, cid, "sh", "-c", "tr '\\0' '\\n' < /proc/$(pgrep -o x11vnc)/cmdline | "
+                                                     "grep -A1 -x -- -unixsock | tail -1")
+    daemon, vnc = daemon.strip(), vnc.strip()
+    assert daemon.isdigit() and vnc.endswith("vnc.sock"), (daemon, vnc)
+    connect = "import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); print('CONNECTED')"
+
+    async def sh(command: str) -> str:
+        result = await handle.client.tool("bash", {"command": command})
+        assert not result.is_error, result.error
+        return result.output
+
+    # The probes work where access is allowed: the shell's own environment, a socket of its own.
+    assert "HOME=" in await sh("tr '\\0' '\\n' < /proc/$$/environ")
+    own = await sh("python3 -c \"import socket; l = socket.socket(socket.AF_UNIX); l.bind('/tmp/own.sock'); "
+                   "l.listen(); c = socket.socket(socket.AF_UNIX); c.connect('/tmp/own.sock'); print('CONNECTED')\"")
+    assert "CONNECTED" in own, own
+    out = await sh(f"cat /run/deskpilot/token; ls /run/deskpilot; cat /proc/{daemon}/environ; "
+                   f"head -c 16 /proc/{daemon}/mem; cat /proc/1/environ")
+    assert out.count("Permission denied") == 5 and "DESKPILOT_RUN_DIR" not in out, out
+    for sock in ("/run/deskpilot/daemon.sock", vnc):
+        out = await sh(f"python3 -c \"{connect}\" {sock}")
+        assert "CONNECTED" not in out and "PermissionError" in out, out
+    await backend.release(handle)
 
 
 async def test_click_reaches_the_containerized_browser_and_release_removes_it(

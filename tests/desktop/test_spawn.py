@@ -145,6 +145,9 @@ async def test_a_child_outlives_the_thread_that_asked_for_it_but_not_the_process
     finally:
         parent.kill()
         parent.wait()
+        for pipe in (parent.stdin, parent.stdout):
+            if pipe is not None:
+                pipe.close()
         if sleeper > 0:
             kill_leftovers({sleeper})
 

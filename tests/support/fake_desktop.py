@@ -252,7 +252,7 @@ class FakeBackend:
         self._ids = itertools.count(1)
 
     async def start(self) -> None:
-        """Nothing to warm up (the protocol's hook for orphan clean-up and a warm pool)."""
+        """Nothing to warm up (the runner starts every backend before the first session)."""
 
     async def acquire(self, session_id: str, width: int, height: int) -> DesktopHandle:
         if self.start_error is not None:

@@ -241,14 +241,23 @@ async def test_a_failed_upgrade_leaves_the_database_as_it_was(tmp_path: Path, db
     assert "browser_sessions" not in schema and await on_db(store.url, version_of) == ()
 
 
-async def test_a_database_with_only_some_release_tables_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("change", "says"), [
+    (lambda conn: conn.exec_driver_sql("CREATE TABLE tokens (id TEXT PRIMARY KEY)"),
+     "no approvals, events, sessions, usage"),
+    (lambda conn: (create_release_schema(conn), conn.exec_driver_sql("ALTER TABLE usage ADD COLUMN x INTEGER")),
+     "other columns in usage"),
+])
+async def test_tables_like_the_release_but_not_its_schema_are_refused(
+    tmp_path: Path, change: Callable[[Connection], Any], says: str
+) -> None:
     store = Store(tmp_path)
-    await on_db(store.url, lambda conn: conn.exec_driver_sql("CREATE TABLE tokens (id TEXT PRIMARY KEY)"))
+    await on_db(store.url, change)
     try:
-        with pytest.raises(ConfigError, match=r"differs in: approvals, events, sessions, usage\); refusing to guess"):
+        with pytest.raises(ConfigError, match=rf"not its schema \({says}\), and no alembic_version table"):
             await store.init()
     finally:
         await store.close()
+    assert await on_db(store.url, version_of) == ()
 
 
 def test_serve_and_token_say_why_they_refuse_a_newer_database(tmp_path: Path) -> None:

@@ -101,10 +101,14 @@ def _upgrade_on(conn: Connection) -> None:
             f"know (its newest is {script.get_current_head()}): a newer release has upgraded it. Run that "
             "release, or point DESKPILOT_DATABASE_URL / DESKPILOT_DATA_DIR at another database."
         )
-    if not current and _made_by_release(conn):
-        log.info("database made by deskpilot 0.1.0: recorded as schema revision %s", RELEASE_REVISION)
+    stamped = not current and _made_by_release(conn)
+    if stamped:
+        log.info("the database was made by deskpilot 0.1.0: recorded as schema revision %s", RELEASE_REVISION)
         command.stamp(config, RELEASE_REVISION)
     if set(current) != {script.get_current_head()}:
+        start = ", ".join(current) or (RELEASE_REVISION if stamped else "")
+        log.info("upgrading the database schema from %s to revision %s",
+                 f"revision {start}" if start else "an empty database", script.get_current_head())
         try:
             command.upgrade(config, "head")
         except SQLAlchemyError as exc:
@@ -123,10 +127,12 @@ def _made_by_release(conn: Connection) -> bool:
     found = {name: frozenset(c["name"] for c in inspector.get_columns(name)) for name in present}
     if found == RELEASE_COLUMNS:
         return True
-    odd = sorted(set(RELEASE_COLUMNS) - present) or sorted(n for n in present if found[n] != RELEASE_COLUMNS[n])
+    missing = sorted(RELEASE_COLUMNS.keys() - present)
+    what = f"no {', '.join(missing)}" if missing else "other columns in " + ", ".join(
+        sorted(name for name in present if found[name] != RELEASE_COLUMNS[name]))
     raise ConfigError(
-        "the database has some of deskpilot's tables but neither an alembic_version table nor deskpilot 0.1.0's "
-        f"schema (differs in: {', '.join(odd)}); refusing to guess how to upgrade it"
+        f"the database has tables named like deskpilot 0.1.0's but not its schema ({what}), and no "
+        "alembic_version table: refusing to guess how to upgrade it"
     )
 
 
