@@ -12,6 +12,8 @@ from desktop.browser_query import open_url, query_browser, set_download_dir
 from desktop.local import start_local_desktop
 from evaluation.pages import PageServer
 
+pytestmark = pytest.mark.desktop  # real desktops (Xvfb, Chromium) through the runner
+
 PAGES = Path(__file__).resolve().parents[2] / "evals" / "pages"
 
 

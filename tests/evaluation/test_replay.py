@@ -7,11 +7,14 @@ import re
 import zipfile
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from tests.support.fake_messages import FakeMessages, reply, text, thinking, tool_use
 from tests.web.conftest import start_service, stop_service, wait_for, wait_status
 from tests.web.test_browser import ARGS
+
+pytestmark = pytest.mark.desktop  # real desktops (Xvfb, Chromium) through the runner
 
 
 def test_a_finished_run_replays_after_a_restart(tmp_path: Path) -> None:

@@ -21,6 +21,8 @@ from evaluation.tasks import load_suite
 from tests.evaluation.oracle import ScriptedAgent
 from tests.support.fake_messages import FakeMessages
 
+pytestmark = pytest.mark.desktop  # real desktops (Xvfb, Chromium) through the runner
+
 ROOT = Path(__file__).resolve().parents[2]
 EVALS = ROOT / "evals"
 SCHEMA = json.loads((ROOT / "docs" / "trajectory.schema.json").read_text())

@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse
 from agent.approvals import Decision
 from deskpilot.errors import BadRequest, NotFound
 from web import audit
-from web.auth import CurrentPrincipal, Principal
+from web.auth import CurrentPrincipal, Principal, client_address
 from web.models import (
     ERRORS,
     Approval,
@@ -20,6 +20,8 @@ from web.models import (
     EventPage,
     HandbackIn,
     MessageIn,
+    NetworkAllowed,
+    NetworkAllowIn,
     Session,
     SessionCreate,
     SessionPage,
@@ -175,3 +177,12 @@ async def hand_back(
     note = body.note if body else None
     return await _control(request, who, session_id, lambda runner, row: runner.handback(row, note),
                           "session.handback", {"note": note})
+
+
+@router.post("/{session_id}/network/allow", operation_id="allow_host")
+async def allow_host(session_id: str, body: NetworkAllowIn, request: Request, who: CurrentPrincipal) -> NetworkAllowed:
+    """Let the running session's desktop reach ``domain`` from now on (a deny entry still wins: 409)."""
+    store, runner = _deps(request)
+    row = await store.get_session(session_id, who.owner)
+    host = await runner.allow_host(row, body.domain, by=who.owner, address=client_address(request))
+    return NetworkAllowed(host=host)
