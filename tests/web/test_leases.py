@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from deskpilot.errors import ConfigError
+from deskpilot.settings import Settings
 from tests.web.pg import PgCluster
+from web.app import create_app
 from web.leases import Leases
 from web.store import Store
 
@@ -55,3 +58,8 @@ async def test_one_holder_lapsed_leases_orphans_and_commands(tmp_path: Path, pg_
         assert await a.take_commands(leased.id) == []  # handed over once
     finally:
         await store.close()
+
+
+def test_replicas_on_sqlite_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="PostgreSQL"):
+        create_app(Settings(data_dir=tmp_path, cluster=True), first_token=False)
