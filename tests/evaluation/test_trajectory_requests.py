@@ -34,16 +34,16 @@ def pruning_service(tmp_path: Path) -> Iterator[Service]:
             stop_service(svc)
 
 
-def _inline(node: Any, files: dict[str, bytes]) -> Any:
+def inline_files(node: Any, files: dict[str, bytes]) -> Any:
     """An exported request with each image file put back as the base64 the API receives."""
     if isinstance(node, dict):
         src = node.get("source")
         if node.get("type") == "image" and isinstance(src, dict) and src.get("type") == "file":
             data = base64.b64encode(files[src["path"]]).decode()
             return {**node, "source": {"type": "base64", "media_type": src["media_type"], "data": data}}
-        return {k: _inline(v, files) for k, v in node.items()}
+        return {k: inline_files(v, files) for k, v in node.items()}
     if isinstance(node, list):
-        return [_inline(v, files) for v in node]
+        return [inline_files(v, files) for v in node]
     return node
 
 
@@ -74,9 +74,9 @@ def test_every_request_of_a_pruned_run_is_exported_as_sent(pruning_service: Serv
     # The run did prune: the last request carries 2 screenshots, the final history fewer than were ever sent.
     assert [len(r.images) for r in sent] == [0, 1, 2, 2, 2, 2, 2]
     for exported, received in zip(requests, sent, strict=True):
-        assert _inline(exported["messages"], files) == without_cache_control(received.body["messages"])
+        assert inline_files(exported["messages"], files) == without_cache_control(received.body["messages"])
     # The newest request is the final history up to its last message (messages.json keeps its meaning).
     assert json.loads(files["messages.json"])[: len(requests[-1]["messages"])] == requests[-1]["messages"]
     # An older request had a screenshot the final history has replaced by a placeholder.
-    early = _inline(requests[2]["messages"], files)
-    assert early != json.loads(json.dumps(_inline(json.loads(files["messages.json"]), files)))[: len(early)]
+    early = inline_files(requests[2]["messages"], files)
+    assert early != json.loads(json.dumps(inline_files(json.loads(files["messages.json"]), files)))[: len(early)]
