@@ -111,10 +111,13 @@ class RequestImage(TypedDict):
 
 class RequestManifest(TypedDict):
     """What the call sent, against the saved history (``agent.history.request_manifest``): the history up to
-    ``last_message``, with ``images`` in their screenshot slots (pruning later turns them into placeholders)."""
+    ``last_message``, with ``images`` in their screenshot slots (pruning later turns them into placeholders).
+    ``params``: the Messages API request's other parameters (model, system, tools, …; Anthropic only), present
+    on a run's first call and whenever they change."""
 
     last_message: int
     images: list[RequestImage]
+    params: NotRequired[dict[str, Any]]
 
 
 class UsageData(TypedDict):

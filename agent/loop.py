@@ -81,6 +81,7 @@ class AgentLoop:
         self._inflight: asyncio.Future[Any] | None = None
         self._price = price_for(config.model, config.prices)
         self._sent: dict[str, Any] = {}  # the last model request's manifest (agent.history.request_manifest)
+        self._params: dict[str, Any] | None = None  # the request params last put in a manifest
 
     # ---- control -------------------------------------------------------------------------------
     def pause(self) -> None:
@@ -227,6 +228,10 @@ class AgentLoop:
     async def _call_model(self) -> Reply:
         hist.prune_images(self.history, self.config.keep_screenshots, self.config.removal_chunk)
         self._sent = hist.request_manifest(self.history)  # goes out with the call's usage event
+        if self.client.provider == "anthropic":  # the rest of the request, fixed for a run: sent when it changes
+            params = {k: v for k, v in self.config.request_params([]).items() if k != "messages"}
+            if params != self._params:
+                self._sent["params"] = self._params = params
 
         async def on_retry(info: RetryInfo) -> None:
             await self.event("retrying", info.as_dict())

@@ -13,7 +13,8 @@ JSON Schema: ``docs/trajectory.schema.json``; prose: ``docs/evaluation.md``):
   the action (which is also what the model saw next), ``observation_file`` the frame the action was chosen on;
 - ``messages.json``: the conversation as last sent to the model, images pointing at their files;
 - ``requests.jsonl``: one line per model call, its messages exactly as sent (screenshots pruned since put back
-  from the manifest on the call's ``usage`` event), images pointing at their files;
+  from the manifest on the call's ``usage`` event), images pointing at their files, and the request's other
+  parameters (Anthropic only);
 - ``preview.gif``: the run with each action drawn on the screen it was planned on.
 """
 
@@ -203,15 +204,18 @@ def build_requests(history: list[dict[str, Any]], events: Sequence[EventRow],
     """The ``requests.jsonl`` lines: each model call's messages exactly as sent (before the provider's cache
     markers), rebuilt from the final history and the manifest on the call's ``usage`` event."""
     out: list[dict[str, Any]] = []
+    params: dict[str, Any] | None = None
     for ev in events:
         manifest = ev.data.get("request") if ev.type == "usage" else None
         if not isinstance(manifest, dict) or int(manifest.get("last_message", -1)) >= len(history):
             continue  # recorded before manifests existed, or the history was lost
+        if isinstance(manifest.get("params"), dict):
+            params = manifest["params"]  # recorded when they change only
         try:
             messages = hist.restore_request(history, manifest, _ref_block)
         except ValueError:
             continue  # a manifest that does not fit the saved history: left out rather than guessed
-        out.append({"model_step": int(ev.data.get("step", 0)), "ts": _ts(ev.created_at),
+        out.append({"model_step": int(ev.data.get("step", 0)), "ts": _ts(ev.created_at), "params": params,
                     "messages": _with_files(messages, refs)})
     return out
 

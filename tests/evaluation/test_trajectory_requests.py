@@ -75,6 +75,10 @@ def test_every_request_of_a_pruned_run_is_exported_as_sent(pruning_service: Serv
     assert [len(r.images) for r in sent] == [0, 1, 2, 2, 2, 2, 2]
     for exported, received in zip(requests, sent, strict=True):
         assert inline_files(exported["messages"], files) == without_cache_control(received.body["messages"])
+        # The other parameters as the API received them; the SDK sends ``betas`` as a header.
+        params = dict(exported["params"])
+        assert params.pop("betas") == received.headers["anthropic-beta"].split(",")
+        assert params == {k: v for k, v in received.body.items() if k not in ("messages", "stream")}
     # The newest request is the final history up to its last message (messages.json keeps its meaning).
     assert json.loads(files["messages.json"])[: len(requests[-1]["messages"])] == requests[-1]["messages"]
     # An older request had a screenshot the final history has replaced by a placeholder.
