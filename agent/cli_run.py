@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import click
@@ -91,7 +92,7 @@ class Terminal:
         answer = await asyncio.to_thread(click.prompt, "  your answer", err=True)
         self.loop.add_user_message(answer)
 
-    async def _approve(self, d: dict[str, Any]) -> None:
+    async def _approve(self, d: Mapping[str, Any]) -> None:
         assert self.loop is not None
         _say(f"approval needed: {d['tool']} {_short(d['input'], 300)}\n  why: {d['reason']}")
         for check in d.get("safety_checks") or []:  # a vendor's safety signal: never approved by --yes

@@ -1,65 +1,191 @@
-"""What the loop tells the outside world, one typed event at a time.
+"""What the loop tells the outside world, one typed event at a time — the one definition of event types,
+their payloads, and a session's states.
 
 The loop knows nothing of HTTP or terminals: it calls an async ``emit(event)`` callback; the web
 layer persists and broadcasts, the CLI prints. ``data`` is always JSON-able; a screenshot travels
 as bytes in ``image`` so the receiver can store it by hash instead of inlining base64.
-
-Event types and their ``data``:
-
-- ``status``: ``{"status": running|awaiting_approval|paused|succeeded|failed|cancelled, "reason": code,
-  "message": plain words}``; codes: ``""`` (running), ``approval``, ``user`` (paused/cancelled by the user),
-  ``model_unavailable`` (paused, resumable), ``end_turn``, ``max_steps``, ``max_cost``, ``auth``, ``refusal``,
-  ``desktop_lost``.
-- ``assistant_text``: ``{"text", "step"}`` — a finished text block of the model.
-- ``thinking``: ``{"text", "step"}`` — a finished thinking block (redacted ones carry ``"redacted": true``).
-- ``tool_call``: ``{"id", "tool", "input", "step"}`` — before the approval check.
-- ``tool_result``: ``{"id", "tool", "output", "error", "system", "is_error", "step", "meta"}`` + ``image``.
-- ``approval_requested``: ``{"approval_id", "tool_use_id", "tool", "input", "reason"}``.
-- ``approval_decided``: ``{"approval_id", "tool_use_id", "decision": allow|deny|approve|reject|edit,
-  "by": policy|user, "note", "input", "rule"}`` — every decision, the policy's own included.
-- ``usage``: ``{"step", "model", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
-  "cost_usd", "total": {...same keys..., "steps"}}``.
-- ``retrying``: ``{"attempt", "max_attempts", "delay_s", "retry_at" (unix time), "reason", "status_code"}``.
-- ``error``: ``{"message", "kind"}`` — something went wrong that the user should read.
-- ``user_message``: ``{"text"}`` — a message from the user, as it entered the history.
+``PAYLOADS`` maps each event type to the TypedDict of its ``data`` (the service publishes them as JSON
+Schema at ``/api/schema/events.json``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired
 
+# pydantic reads these payloads for the published schema, and needs this TypedDict before Python 3.12.
+from typing_extensions import TypedDict
+
+FinalStatus = Literal["succeeded", "failed", "cancelled"]
+RunStatus = Literal["running", "awaiting_approval", "paused", FinalStatus]  # what the loop itself reports
+# The service adds: waiting for a slot, starting the desktop, cut off by a restart, driven by a person.
+SessionStatus = Literal[RunStatus, "queued", "starting", "interrupted", "taken_over"]
+ToolOutcome = Literal["unknown", "not_run"]  # ``meta.outcome`` of a call answered without its real result
+
+
+class StatusData(TypedDict):
+    """``reason`` is a code: ``""`` (running), ``approval``, ``user`` (paused/cancelled/taken over by the user),
+    ``model_unavailable`` (paused, resumable), ``end_turn``, ``max_steps``, ``max_cost``, ``auth``, ``refusal``,
+    ``desktop_lost``, ``handback``, ``restart``, ``resume``, or an error class name (failed)."""
+
+    status: SessionStatus
+    reason: str
+    message: NotRequired[str]
+
+
+class TextData(TypedDict):
+    """A finished text block of the model."""
+
+    text: str
+    step: int
+
+
+class ThinkingData(TypedDict):
+    """A finished thinking block (a redacted one has empty ``text``)."""
+
+    text: str
+    step: int
+    redacted: NotRequired[bool]
+
+
+class ToolCallData(TypedDict):
+    """Sent before the approval check; ``input`` is whatever the model sent (normally an object)."""
+
+    id: str
+    tool: str
+    input: Any
+    step: int
+
+
+class ToolResultData(TypedDict):
+    """The call's outcome; its screenshot travels as the event's image. ``step`` is None when the service
+    answered the call after a restart."""
+
+    id: str
+    tool: str
+    output: str
+    error: str
+    system: str
+    is_error: bool
+    step: int | None
+    meta: dict[str, Any]
+
+
+class ApprovalRequestedData(TypedDict):
+    approval_id: str
+    tool_use_id: str
+    tool: str
+    input: dict[str, Any]
+    reason: str
+
+
+class ApprovalDecidedData(TypedDict):
+    """Every decision, the policy's own included (those have no ``approval_id``)."""
+
+    tool_use_id: str
+    decision: Literal["allow", "deny", "approve", "reject", "edit"]
+    by: Literal["policy", "user"]
+    reason: str
+    rule: dict[str, Any] | None
+    approval_id: NotRequired[str]
+    note: NotRequired[str]
+    input: NotRequired[dict[str, Any] | None]
+
+
+class UsageTotalData(TypedDict):
+    steps: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost_usd: float
+
+
+class UsageData(TypedDict):
+    step: int
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost_usd: float
+    total: UsageTotalData
+
+
+class RetryingData(TypedDict):
+    """``retry_at`` is unix time."""
+
+    attempt: int
+    max_attempts: int
+    delay_s: float
+    retry_at: float
+    reason: str
+    status_code: int | None
+
+
+class ErrorData(TypedDict):
+    """Something went wrong that the user should read."""
+
+    message: str
+    kind: str
+
+
+class UserMessageData(TypedDict):
+    """A message from the user as it entered the history (``handback``: the service's note on a handback)."""
+
+    text: str
+    handback: NotRequired[bool]
+
+
+PAYLOADS: dict[str, type] = {
+    "status": StatusData,
+    "assistant_text": TextData,
+    "thinking": ThinkingData,
+    "tool_call": ToolCallData,
+    "tool_result": ToolResultData,
+    "approval_requested": ApprovalRequestedData,
+    "approval_decided": ApprovalDecidedData,
+    "usage": UsageData,
+    "retrying": RetryingData,
+    "error": ErrorData,
+    "user_message": UserMessageData,
+}
 EventType = Literal[
-    "status",
-    "assistant_text",
-    "thinking",
-    "tool_call",
-    "tool_result",
-    "approval_requested",
-    "approval_decided",
-    "usage",
-    "retrying",
-    "error",
-    "user_message",
+    "status", "assistant_text", "thinking", "tool_call", "tool_result", "approval_requested",
+    "approval_decided", "usage", "retrying", "error", "user_message",
 ]
-
-RunStatus = Literal["running", "awaiting_approval", "paused", "succeeded", "failed", "cancelled"]
-TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
     type: EventType
-    data: dict[str, Any]
+    data: Mapping[str, Any]
     image: bytes | None = None
     image_media_type: str = "image/png"
     ts: float = field(default_factory=time.time)
 
-    def to_json(self) -> dict[str, Any]:
-        """The JSON form without the image bytes (receivers store those by hash)."""
-        return {"type": self.type, "data": self.data, "ts": self.ts, "has_image": self.image is not None}
+
+def tool_result(use_id: str, tool: str, *, output: str = "", error: str = "", system: str = "",
+                step: int | None, meta: dict[str, Any] | None = None, image: bytes | None = None,
+                image_media_type: str = "image/png") -> Event:
+    """The ``tool_result`` event of one call: ``is_error`` follows ``error``."""
+    data: ToolResultData = {"id": use_id, "tool": tool, "output": output, "error": error, "system": system,
+                            "is_error": bool(error), "step": step, "meta": meta or {}}
+    return Event("tool_result", data, image=image, image_media_type=image_media_type)
+
+
+def unanswered_result(use_id: str, tool: str, why: str, outcome: ToolOutcome, step: int | None) -> Event:
+    """A call answered with an error instead of its real result (interrupted, or cut off by a restart)."""
+    return tool_result(use_id, tool, error=why, step=step, meta={"outcome": outcome})
+
+
+def status(state: SessionStatus, reason: str = "", message: str | None = None) -> Event:
+    data: StatusData = {"status": state, "reason": reason}
+    if message is not None:
+        data["message"] = message
+    return Event("status", data)
 
 
 Emit = Callable[[Event], Awaitable[None]]

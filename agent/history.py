@@ -25,6 +25,7 @@ Thinking and redacted-thinking blocks are stored as received (signature included
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from typing import Any
 
 Message = dict[str, Any]
@@ -161,13 +162,13 @@ def error_result(tool_use_id: str, message: str) -> dict[str, Any]:
             "content": [{"type": "text", "text": message}]}
 
 
-def answer_pending(history: list[Message], message: str) -> list[str]:
-    """Answer every unanswered ``tool_use`` with an error result so the history stays valid."""
-    ids = []
-    for use in pending_tool_uses(history):
+def answer_pending(history: list[Message], message: str, keep: Collection[str] = ()) -> list[dict[str, Any]]:
+    """Answer every unanswered ``tool_use`` (but those whose id is in ``keep``) with an error result so the
+    history stays valid; the ``tool_use`` blocks answered, for their ``tool_result`` events."""
+    answered = [use for use in pending_tool_uses(history) if str(use["id"]) not in keep]
+    for use in answered:
         add_tool_result(history, error_result(str(use["id"]), message))
-        ids.append(str(use["id"]))
-    return ids
+    return answered
 
 
 def add_user_text(history: list[Message], text: str) -> None:
@@ -184,4 +185,4 @@ def add_user_text(history: list[Message], text: str) -> None:
 
 def repair(history: list[Message]) -> list[str]:
     """After a restart: answer tool calls whose outcome was never recorded instead of re-running them."""
-    return answer_pending(history, RESTART_UNKNOWN)
+    return [str(use["id"]) for use in answer_pending(history, RESTART_UNKNOWN)]

@@ -10,8 +10,7 @@ DeskpilotError
  │    └── DesktopLostError  a component (Xvfb, browser, daemon, container) died
  ├── AgentError             the model loop
  │    ├── ModelAuthError    the API rejected the key or the request (400/401/403): do not retry
- │    ├── ModelUnavailable  retries ran out: the session pauses, it is not failed
- │    └── BudgetExceeded    max_steps or max_cost_usd reached
+ │    └── ModelUnavailable  retries ran out: the session pauses, it is not failed
  └── ServiceError           the web service; ``status`` is the HTTP code it maps to
       ├── NotFound (404), Conflict (409), Unauthorized (401), Forbidden (403), BadRequest (400)
       └── PayloadTooLarge (413), TooManyRequests (429), ServiceUnavailable (503)
@@ -68,10 +67,6 @@ class ModelAuthError(AgentError):
 
 
 class ModelUnavailable(AgentError):
-    pass
-
-
-class BudgetExceeded(AgentError):
     pass
 
 

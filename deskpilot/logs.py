@@ -19,13 +19,6 @@ def bind_log_context(**values: Any) -> None:
     structlog.contextvars.bind_contextvars(**values)
 
 
-def clear_log_context(*keys: str) -> None:
-    if keys:
-        structlog.contextvars.unbind_contextvars(*keys)
-    else:
-        structlog.contextvars.clear_contextvars()
-
-
 def configure_logging(fmt: Literal["auto", "json", "console"] = "auto", level: int | str = logging.INFO) -> None:
     """Install one handler on the root logger. ``auto`` means JSON unless stderr is a terminal."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())

@@ -42,11 +42,6 @@ class Viewer:
         self.frame = jpeg  # only the newest frame matters; an unsent older one is simply replaced
         self._wake.set()
 
-    def close(self) -> None:
-        self.dropped = True
-        self.gone.set()
-        self._wake.set()
-
     async def next(self) -> dict[str, Any] | bytes | None:
         """The next thing to send — events before frames — or None once dropped."""
         while True:
@@ -65,7 +60,6 @@ class Bus:
     def __init__(self, viewer_queue_size: int) -> None:
         self.viewer_queue_size = viewer_queue_size
         self._viewers: dict[str, set[Viewer]] = {}
-        self._watched: dict[str, asyncio.Event] = {}
         self.on_watch: Callable[[str], None] | None = None  # called when a session gains its first viewer
 
     def subscribe(self, session_id: str) -> Viewer:
@@ -73,7 +67,6 @@ class Bus:
         viewers = self._viewers.setdefault(session_id, set())
         viewers.add(viewer)
         VIEWERS.inc()
-        self.watched(session_id).set()
         if len(viewers) == 1 and self.on_watch is not None:
             self.on_watch(session_id)
         return viewer
@@ -86,11 +79,6 @@ class Bus:
         VIEWERS.dec()
         if not viewers:
             del self._viewers[viewer.session_id]
-            self.watched(viewer.session_id).clear()
-
-    def watched(self, session_id: str) -> asyncio.Event:
-        """Set while at least one viewer watches: the frame pump sleeps on it."""
-        return self._watched.setdefault(session_id, asyncio.Event())
 
     def viewer_count(self, session_id: str) -> int:
         return len(self._viewers.get(session_id, ()))
@@ -105,8 +93,3 @@ class Bus:
             viewer.offer_frame(jpeg)
         if viewers:
             FRAMES_SENT.inc()
-
-    def forget(self, session_id: str) -> None:
-        for viewer in list(self._viewers.get(session_id, ())):
-            viewer.close()
-        self._watched.pop(session_id, None)

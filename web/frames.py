@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
 
+from desktop.client import DesktopClient
 from web.bus import Bus
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ ACTING_FPS = 2.0
 
 
 class FramePumps:
-    def __init__(self, bus: Bus, fps: float, client_of: Callable[[str], Any],
+    def __init__(self, bus: Bus, fps: float, client_of: Callable[[str], DesktopClient | None],
                  acting: Callable[[str], bool] = lambda _sid: False) -> None:
         self.bus = bus
         self.interval = 1.0 / fps

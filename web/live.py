@@ -1,7 +1,7 @@
-"""The in-memory side of one running session: who holds control, and the gate every action passes.
+"""The gate every agent action passes, and who holds control of a running session's desktop.
 
-The agent reaches its desktop only through ``GatedDesktop``; pause and takeover close the gate, so the
-agent stops *between* actions, never in the middle of one.
+The agent reaches its desktop only through ``GatedDesktop``; takeover closes the gate, so the agent stops
+*between* actions, never in the middle of one.
 """
 
 from __future__ import annotations
@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
+from desktop.client import DesktopClient
 from desktop.tools.base import ToolResult
+
+Hold = Literal["takeover"]
 
 
 @dataclass
@@ -23,25 +26,16 @@ class Handover:
     note: str | None
 
 
-@dataclass
-class Live:
-    session_id: str
-    owner: str
-    task: asyncio.Task[None] | None = None
-    handle: Any = None  # desktop backend handle (``.client``, ``.id``, ``.vnc_available``)
-    hold: str | None = None  # "pause" | "takeover" | None
-    took_over_at: float = 0.0
-    handover: Handover | None = None
-    cancelled: bool = False
-    actions_started: int = 0
-    messages: list[str] = field(default_factory=list)
-    vnc_kicks: set[asyncio.Event] = field(default_factory=set)  # input-capable VNC connections, closed on handback
-    loop: Any = None  # agent.loop.AgentLoop once built
-    gated: GatedDesktop | None = None
-    _open: asyncio.Event = field(default_factory=asyncio.Event)
-    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+class Gate:
+    """Open unless someone holds control; counts and times the actions that pass it."""
 
-    def __post_init__(self) -> None:
+    def __init__(self) -> None:
+        self.hold: Hold | None = None
+        self.actions_started = 0
+        self._took_over_at = 0.0
+        self._handover: Handover | None = None
+        self._open = asyncio.Event()
+        self._idle = asyncio.Event()
         self._open.set()
         self._idle.set()
 
@@ -50,19 +44,14 @@ class Live:
         """An action is running on the desktop."""
         return not self._idle.is_set()
 
-    @property
-    def client(self) -> Any:
-        return self.handle.client if self.handle is not None else None
-
-    def close_gate(self, reason: str) -> None:
+    def close(self, reason: Hold) -> None:
         self.hold = reason
         self._open.clear()
-        if reason == "takeover":
-            self.took_over_at = time.monotonic()
+        self._took_over_at = time.monotonic()
 
-    def open_gate(self, note: str | None = None) -> None:
+    def open(self, note: str | None = None) -> None:
         if self.hold == "takeover":
-            self.handover = Handover(time.monotonic() - self.took_over_at, note)
+            self._handover = Handover(time.monotonic() - self._took_over_at, note)
         self.hold = None
         self._open.set()
 
@@ -74,11 +63,19 @@ class Live:
             return False
         return True
 
-    async def pass_gate(self) -> Handover | None:
+    async def passing(self) -> Handover | None:
+        """Wait until the gate is open; what the user did meanwhile, if they held control."""
         while not self._open.is_set():
             await self._open.wait()
-        handover, self.handover = self.handover, None
+        handover, self._handover = self._handover, None
         return handover
+
+    def started(self) -> None:
+        self._idle.clear()
+        self.actions_started += 1
+
+    def finished(self) -> None:
+        self._idle.set()
 
 
 class GatedDesktop:
@@ -88,14 +85,16 @@ class GatedDesktop:
     was planned for is gone. The model gets a fresh screenshot and what the user noted instead.
     """
 
-    def __init__(self, live: Live, on_handback: Callable[[Handover], Awaitable[None]] | None = None) -> None:
-        self.live = live
+    def __init__(self, gate: Gate, client: DesktopClient,
+                 on_handback: Callable[[Handover], Awaitable[None]] | None = None) -> None:
+        self.gate = gate
+        self.client = client
         self.on_handback = on_handback
 
     async def tool(self, name: str, input: dict[str, Any], *, version: str = "computer_20250124") -> ToolResult:
-        handover = await self.live.pass_gate()
+        handover = await self.gate.passing()
         if handover is not None:
-            shot = await self.live.client.screenshot()
+            shot = await self.client.screenshot()
             if self.on_handback is not None:
                 await self.on_handback(handover)
             note = f" Their note: {handover.note}" if handover.note else ""
@@ -104,17 +103,15 @@ class GatedDesktop:
                        f"has handed it back.{note} The screen may have changed; this is the current screen."),
                 image=shot.image, image_media_type=shot.image_media_type,
             )
-        self.live._idle.clear()
-        self.live.actions_started += 1
+        self.gate.started()
         try:
-            result: ToolResult = await self.live.client.tool(name, input, version=version)
-            return result
+            return await self.client.tool(name, input, version=version)
         finally:
-            self.live._idle.set()
+            self.gate.finished()
 
     async def screenshot(self) -> ToolResult:
-        result: ToolResult = await self.live.client.screenshot()
-        return result
+        return await self.client.screenshot()
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.live.client, name)
+    async def active_window_title(self) -> str | None:
+        """For the approval policy's window rules: read-only, so it does not wait at the gate."""
+        return await self.client.active_window_title()

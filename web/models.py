@@ -5,16 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-SessionStatus = Literal[
-    "queued", "starting", "running", "awaiting_approval", "paused", "taken_over",
-    "succeeded", "failed", "cancelled", "interrupted",
-]
-EventType = Literal[
-    "status", "assistant_text", "thinking", "tool_call", "tool_result", "approval_requested",
-    "approval_decided", "usage", "retrying", "error", "user_message",
-]
+from agent.events import PAYLOADS, EventType
+from web.states import SessionStatus
+
+MAX_STEPS_LIMIT = 1000  # the most a request may ask for
 
 
 class Strict(BaseModel):
@@ -32,7 +28,7 @@ class SessionCreate(Strict):
     policy: dict[str, Any] | None = Field(
         default=None, description="Approval policy for this session (see the agent's policy); default: the service's."
     )
-    max_steps: int | None = Field(default=None, ge=1, le=1000)
+    max_steps: int | None = Field(default=None, ge=1, le=MAX_STEPS_LIMIT)
     max_cost_usd: float | None = Field(default=None, gt=0, le=10_000)
     screen: Screen | None = None
 
@@ -125,6 +121,27 @@ class Health(BaseModel):
     reason: str | None
 
 
+class SessionDefaults(BaseModel):
+    """What a new session gets for every field a request leaves out."""
+
+    model: str
+    preset: str
+    max_steps: int
+    max_cost_usd: float | None
+    screen: Screen
+
+
+class ServiceConfig(BaseModel):
+    """What the browser UI needs to know instead of hard-coding it."""
+
+    states: list[SessionStatus] = Field(description="Every session state")
+    final_states: list[SessionStatus] = Field(description="States a session never leaves")
+    active_states: list[SessionStatus] = Field(description="States of a session holding a desktop")
+    presets: list[str] = Field(description="Approval policy presets")
+    defaults: SessionDefaults
+    max_steps_limit: int
+
+
 class ErrorBody(BaseModel):
     ok: Literal[False] = False
     error: str
@@ -142,6 +159,17 @@ class StreamEvent(Event):
     """Every event on the stream socket, replayed then live, in ``seq`` order without gaps."""
 
     kind: Literal["event"] = "event"
+
+
+def _typed(kind: str, payload: type) -> type[StreamEvent]:
+    name = "".join(part.title() for part in kind.split("_")) + "Event"
+    literal: Any = Literal[kind]
+    model: type[StreamEvent] = create_model(name, __base__=StreamEvent, type=(literal, ...), data=(payload, ...))
+    return model
+
+
+# The stream's events, one model per type with its typed ``data``: what /api/schema/events.json publishes.
+TYPED_STREAM_EVENTS: tuple[type[StreamEvent], ...] = tuple(_typed(k, p) for k, p in PAYLOADS.items())
 
 
 class StreamDropped(BaseModel):

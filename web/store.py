@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 
 from deskpilot.errors import Conflict, NotFound
 from web import migrations
+from web.states import ACTIVE_STATES, FINAL_STATES
 from web.tables import (
     ApprovalRow,
     AuditRow,
@@ -50,9 +51,6 @@ __all__ = [
     "database_url",
     "utcnow",
 ]
-
-ACTIVE_STATES = ("starting", "running", "awaiting_approval", "paused", "taken_over")
-FINAL_STATES = ("succeeded", "failed", "cancelled")
 
 
 def database_url(data_dir: Path, url: str | None) -> str:

@@ -29,6 +29,10 @@ class DesktopHandle:
 
 @runtime_checkable
 class DesktopBackend(Protocol):
+    async def start(self) -> None:
+        """Get ready before the first session asks (orphan clean-up, a warm pool). Raises ``DeskpilotError``."""
+        ...
+
     async def acquire(self, session_id: str, width: int, height: int) -> DesktopHandle:
         """Start (or take from a pool) a desktop of ``width × height`` for ``session_id``; ready when returned.
 
@@ -38,5 +42,9 @@ class DesktopBackend(Protocol):
 
     async def release(self, handle: DesktopHandle) -> None:
         """Stop the desktop and free everything it held. Idempotent; never raises for a dead desktop."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release every desktop still held (service shutdown)."""
         ...
 

@@ -21,6 +21,9 @@ class LocalBackend:
         self._live: dict[str, LocalDesktop] = {}
         self._ids = itertools.count(1)
 
+    async def start(self) -> None:
+        """Nothing to prepare: each desktop starts when a session asks for it."""
+
     async def acquire(self, session_id: str, width: int, height: int) -> DesktopHandle:
         desktop = LocalDesktop(width, height, start_url=self.settings.browser_start_url,
                                data_dir=self.settings.data_dir, kiosk=self.kiosk, settings=self.settings)

@@ -1,13 +1,16 @@
-"""Health, Prometheus metrics, the browser login and the JSON Schema of stream messages."""
+"""Health, Prometheus metrics, the browser login, the service's configuration for the UI, and the JSON Schema
+of stream messages."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Union
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import TypeAdapter
 
+from agent.policy import PRESETS
+from deskpilot.settings import Settings
 from web.auth import (
     COOKIE_NAME,
     CurrentPrincipal,
@@ -17,8 +20,21 @@ from web.auth import (
     start_browser_session,
     verify_token,
 )
-from web.models import ERRORS, Health, LoginIn, Ok, StreamDropped, StreamEvent, StreamHello
+from web.models import (
+    ERRORS,
+    MAX_STEPS_LIMIT,
+    TYPED_STREAM_EVENTS,
+    Health,
+    LoginIn,
+    Ok,
+    Screen,
+    ServiceConfig,
+    SessionDefaults,
+    StreamDropped,
+    StreamHello,
+)
 from web.runner import Runner
+from web.states import ACTIVE_STATES, FINAL_STATES, SESSION_STATES
 
 router = APIRouter(tags=["service"])
 
@@ -69,8 +85,23 @@ async def whoami(who: CurrentPrincipal) -> dict[str, str]:
     return {"owner": who.owner}
 
 
+@router.get("/api/config", operation_id="service_config", responses=ERRORS)
+async def service_config(request: Request, who: CurrentPrincipal) -> ServiceConfig:
+    settings: Settings = request.app.state.settings
+    return ServiceConfig(
+        states=list(SESSION_STATES), final_states=list(FINAL_STATES), active_states=list(ACTIVE_STATES),
+        presets=list(PRESETS),
+        defaults=SessionDefaults(
+            model=settings.model, preset=settings.approval_policy, max_steps=settings.max_steps,
+            max_cost_usd=settings.max_cost_usd or None,
+            screen=Screen(width=settings.screen_width, height=settings.screen_height)),
+        max_steps_limit=MAX_STEPS_LIMIT,
+    )
+
+
 def stream_schema() -> dict[str, Any]:
-    adapter: TypeAdapter[Any] = TypeAdapter(StreamHello | StreamEvent | StreamDropped)
+    message: Any = Union[(StreamHello, *TYPED_STREAM_EVENTS, StreamDropped)]
+    adapter: TypeAdapter[Any] = TypeAdapter(message)
     schema = adapter.json_schema()
     schema["$id"] = "/api/schema/events.json"
     schema["title"] = "deskpilot stream message"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import FileResponse
 
-from deskpilot.errors import NotFound
+from agent.approvals import Decision
+from deskpilot.errors import BadRequest, NotFound
 from web.auth import CurrentPrincipal
 from web.models import (
     ERRORS,
@@ -20,9 +22,9 @@ from web.models import (
     Session,
     SessionCreate,
     SessionPage,
-    SessionStatus,
 )
 from web.runner import Runner
+from web.states import SessionStatus
 from web.store import ApprovalRow, EventRow, SessionRow, Store
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"], responses=ERRORS)
@@ -56,10 +58,20 @@ def _deps(request: Request) -> tuple[Store, Runner]:
     return request.app.state.store, request.app.state.runner
 
 
+async def _control(request: Request, owner: str, session_id: str,
+                   action: Callable[[Runner, SessionRow], Awaitable[None]]) -> Session:
+    """Apply ``action`` to the caller's session; answer with the session as it is now."""
+    store, runner = _deps(request)
+    await action(runner, await store.get_session(session_id, owner))
+    return await session_out(store, await store.get_session(session_id))
+
+
 @router.post("", status_code=status.HTTP_201_CREATED, operation_id="create_session")
 async def create_session(body: SessionCreate, request: Request, who: CurrentPrincipal) -> Session:
     store, runner = _deps(request)
-    row = await runner.create(who.owner, body)
+    screen = (body.screen.width, body.screen.height) if body.screen else None
+    row = await runner.create(who.owner, body.task, model=body.model, policy=body.policy, max_steps=body.max_steps,
+                              max_cost_usd=body.max_cost_usd, screen=screen)
     return await session_out(store, row)
 
 
@@ -111,30 +123,22 @@ async def get_screenshot(session_id: str, ref: str, request: Request, who: Curre
 
 @router.post("/{session_id}/messages", operation_id="send_message")
 async def send_message(session_id: str, body: MessageIn, request: Request, who: CurrentPrincipal) -> Session:
-    store, runner = _deps(request)
-    await runner.message(await store.get_session(session_id, who.owner), body.text)
-    return await session_out(store, await store.get_session(session_id))
+    return await _control(request, who.owner, session_id, lambda runner, row: runner.message(row, body.text))
 
 
 @router.post("/{session_id}/pause", operation_id="pause_session")
 async def pause_session(session_id: str, request: Request, who: CurrentPrincipal) -> Session:
-    store, runner = _deps(request)
-    await runner.pause(await store.get_session(session_id, who.owner))
-    return await session_out(store, await store.get_session(session_id))
+    return await _control(request, who.owner, session_id, Runner.pause)
 
 
 @router.post("/{session_id}/resume", operation_id="resume_session")
 async def resume_session(session_id: str, request: Request, who: CurrentPrincipal) -> Session:
-    store, runner = _deps(request)
-    await runner.resume(await store.get_session(session_id, who.owner))
-    return await session_out(store, await store.get_session(session_id))
+    return await _control(request, who.owner, session_id, Runner.resume)
 
 
 @router.post("/{session_id}/cancel", operation_id="cancel_session")
 async def cancel_session(session_id: str, request: Request, who: CurrentPrincipal) -> Session:
-    store, runner = _deps(request)
-    await runner.cancel(await store.get_session(session_id, who.owner))
-    return await session_out(store, await store.get_session(session_id))
+    return await _control(request, who.owner, session_id, Runner.cancel)
 
 
 @router.post("/{session_id}/approvals/{approval_id}", operation_id="decide_approval")
@@ -142,21 +146,22 @@ async def decide_approval(
     session_id: str, approval_id: str, body: ApprovalDecision, request: Request, who: CurrentPrincipal
 ) -> Approval:
     store, runner = _deps(request)
-    row = await runner.decide(await store.get_session(session_id, who.owner), approval_id, body)
+    if body.decision == "edit" and body.input is None:
+        raise BadRequest("decision 'edit' needs the edited 'input'")
+    decision = Decision(body.decision, body.note or "", body.input if body.decision == "edit" else None,
+                        always=body.always_allow and body.decision == "approve")
+    row = await runner.decide(await store.get_session(session_id, who.owner), approval_id, decision)
     return approval_out(row)
 
 
 @router.post("/{session_id}/takeover", operation_id="take_over")
 async def take_over(session_id: str, request: Request, who: CurrentPrincipal) -> Session:
-    store, runner = _deps(request)
-    await runner.takeover(await store.get_session(session_id, who.owner))
-    return await session_out(store, await store.get_session(session_id))
+    return await _control(request, who.owner, session_id, Runner.takeover)
 
 
 @router.post("/{session_id}/handback", operation_id="hand_back")
 async def hand_back(
     session_id: str, request: Request, who: CurrentPrincipal, body: HandbackIn | None = None
 ) -> Session:
-    store, runner = _deps(request)
-    await runner.handback(await store.get_session(session_id, who.owner), body.note if body else None)
-    return await session_out(store, await store.get_session(session_id))
+    note = body.note if body else None
+    return await _control(request, who.owner, session_id, lambda runner, row: runner.handback(row, note))

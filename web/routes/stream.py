@@ -16,9 +16,9 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from web.bus import Bus, Viewer
+from web.recorder import stream_message
 from web.routes.sessions import session_out
 from web.routes.wsguard import guard
-from web.runner import stream_message
 from web.store import Store
 
 router = APIRouter()

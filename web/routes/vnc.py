@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
+from websockets.asyncio.client import ClientConnection
 
 from web.routes.wsguard import deny, guard
 from web.runner import Runner
@@ -30,7 +30,8 @@ async def vnc(websocket: WebSocket, session_id: str) -> None:
     _, row = checked
     runner: Runner = websocket.app.state.runner
     live = runner.live.get(session_id)
-    if live is None or live.handle is None or not getattr(live.handle, "vnc_available", True):
+    client = live.client if live is not None else None
+    if live is None or client is None or live.handle is None or not live.handle.vnc_available:
         await deny(websocket, 409, f"no live desktop: the session is {row.status}")
         return
     view_only = not (row.control == "user" and live.hold == "takeover")
@@ -40,7 +41,7 @@ async def vnc(websocket: WebSocket, session_id: str) -> None:
     if not view_only:
         live.vnc_kicks.add(kicked)
     try:
-        async with live.client.vnc_connect(view_only=view_only) as upstream:
+        async with client.vnc_connect(view_only=view_only) as upstream:
             tasks = [asyncio.create_task(_up(websocket, upstream)), asyncio.create_task(_down(websocket, upstream)),
                      asyncio.create_task(kicked.wait())]
             try:
@@ -57,7 +58,7 @@ async def vnc(websocket: WebSocket, session_id: str) -> None:
                                    2)
 
 
-async def _up(websocket: WebSocket, upstream: Any) -> None:
+async def _up(websocket: WebSocket, upstream: ClientConnection) -> None:
     with contextlib.suppress(WebSocketDisconnect):
         while True:
             message = await websocket.receive()
@@ -70,6 +71,6 @@ async def _up(websocket: WebSocket, upstream: Any) -> None:
                 await upstream.send(data)
 
 
-async def _down(websocket: WebSocket, upstream: Any) -> None:
+async def _down(websocket: WebSocket, upstream: ClientConnection) -> None:
     async for data in upstream:
         await websocket.send_bytes(data if isinstance(data, bytes) else data.encode())

@@ -5,7 +5,7 @@ import { renderApproval } from "./approval.js";
 import { eventItem } from "./timeline.js";
 
 const $ = (id) => document.getElementById(id);
-const FINAL = new Set(["succeeded", "failed", "cancelled"]);
+let FINAL = new Set(), ACTIVE = new Set();  // session states, from the server's /api/config
 let current = null;        // the open session's id
 let session = null;        // its latest state
 let socket = null, lastSeq = 0, frameUrl = null, rfb = null, retry = null;
@@ -14,6 +14,7 @@ async function boot() {
   try {
     const me = await api("GET", "/api/me");
     $("who").textContent = me.owner;
+    applyConfig(await api("GET", "/api/config"));
     $("login").hidden = true; $("app").hidden = false;
     await refreshList();
     setInterval(refreshList, 4000);
@@ -22,6 +23,15 @@ async function boot() {
   } catch (e) {
     $("app").hidden = true; $("login").hidden = false;
   }
+}
+
+// States, presets and defaults come from the server, so the form offers what the service would do anyway.
+function applyConfig(cfg) {
+  FINAL = new Set(cfg.final_states); ACTIVE = new Set(cfg.active_states);
+  $("preset").replaceChildren(...cfg.presets.map((p) => el("option", { value: p }, p)));
+  $("preset").value = cfg.defaults.preset;
+  $("max-steps").max = cfg.max_steps_limit;
+  $("max-steps").value = cfg.defaults.max_steps;
 }
 
 $("login-form").addEventListener("submit", async (ev) => {
@@ -110,7 +120,7 @@ function showSession(s) {
   $("s-meter").textContent = `${u.input_tokens.toLocaleString()} in · ${u.output_tokens.toLocaleString()} out · $${u.cost_usd.toFixed(4)}`;
   $("s-result").hidden = !(s.result || s.error);
   $("s-result").textContent = s.error ? `${s.status}: ${s.error}` : s.result || "";
-  const live = !FINAL.has(s.status) && s.status !== "queued" && s.status !== "interrupted";
+  const live = ACTIVE.has(s.status);
   $("b-pause").disabled = !live || s.status === "paused" || s.control === "user";
   $("b-resume").disabled = !(s.status === "paused" || s.status === "interrupted");
   $("b-takeover").disabled = !live || s.control === "user";
