@@ -1,10 +1,70 @@
-"""Suite-wide hooks."""
+"""Suite-wide hooks: the test tiers, and failures reported even through a CPython AST bug.
+
+The tiers. ``desktop``: needs a real Xvfb / Chromium; ``docker``: a Docker engine and the desktop image;
+``postgres``: the throwaway PostgreSQL cluster. The fast tier is ``scripts/test-fast``
+(``-m "not desktop and not docker and not postgres"``).
+
+Marks follow from the fixtures a test uses, so a new test cannot forget them; a test that starts a desktop
+by itself carries ``pytest.mark.desktop``, one that reaches the cluster dynamically (``getfixturevalue``) a
+``postgres`` mark on its parameter. One that forgets fails loudly instead of slowing the fast tier down: an
+unmarked test finds an ``Xvfb`` on its PATH that refuses to start (as do the processes it spawns), and a
+cluster that refuses to create its database.
+"""
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Generator
+from pathlib import Path
 
 import pytest
+
+from tests.web.pg import PgCluster
+
+MARKED_BY_FIXTURE = {
+    "desktop": frozenset({"make_desktop", "bare_display", "agent_service"}),
+    "docker": frozenset({"engine"}),
+    "postgres": frozenset({"pg_cluster"}),
+}
+REFUSING_XVFB = """#!/bin/sh
+echo "deskpilot tests: a test not marked 'desktop' tried to start Xvfb; mark it (pytest.mark.desktop) \
+or use a desktop fixture, so that the fast tier stays fast" >&2
+exit 97
+"""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for marker, fixtures in MARKED_BY_FIXTURE.items():
+            if used & fixtures and item.get_closest_marker(marker) is None:
+                item.add_marker(marker)
+
+
+@pytest.fixture(scope="session")
+def refusing_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("refusing-bin")
+    xvfb = path / "Xvfb"
+    xvfb.write_text(REFUSING_XVFB)
+    xvfb.chmod(xvfb.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _tiers_are_honest(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if request.node.get_closest_marker("postgres") is None:
+        monkeypatch.setattr(PgCluster, "create_database", _refuse_database)
+    if request.node.get_closest_marker("desktop") or request.node.get_closest_marker("docker"):
+        return
+    refusing: Path = request.getfixturevalue("refusing_bin")
+    monkeypatch.setenv("PATH", f"{refusing}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
+def _refuse_database(self: PgCluster) -> str:
+    raise RuntimeError("deskpilot tests: a test not marked 'postgres' asked for a PostgreSQL database; mark it "
+                       "(pytest.mark.postgres, or on its parameter), so that the fast tier stays fast")
+
 
 # CPython before 3.11.8 / 3.12.1 (gh-106905) can raise "SystemError: AST constructor recursion depth
 # mismatch" from ast.parse after an error during an earlier AST conversion. pytest calls ast.parse to

@@ -13,6 +13,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,6 +28,9 @@ from web.limits import LoginThrottle, RateLimiter
 from web.middleware import BodySizeLimit, SecurityHeaders, error_response
 from web.runner import Runner
 from web.store import Store
+
+if TYPE_CHECKING:  # the backend's module pulls in the desktop client (httpx): not needed to serve
+    from desktop.backends.base import DesktopBackend
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
@@ -46,10 +50,11 @@ async def ensure_first_token(store: Store) -> str | None:
     return token
 
 
-def create_app(settings: Settings, *, first_token: bool = True) -> FastAPI:
+def create_app(settings: Settings, *, first_token: bool = True, backend: DesktopBackend | None = None) -> FastAPI:
+    """``backend`` supplies the desktops (default: the one the settings name); the app closes it on shutdown."""
     store = Store(settings.data_dir, settings.database_url)
     bus = Bus(settings.viewer_queue_size)
-    runner = Runner(settings, store, bus)
+    runner = Runner(settings, store, bus, backend)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

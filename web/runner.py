@@ -41,6 +41,7 @@ SESSIONS_LIVE = Gauge("deskpilot_sessions_live", "Sessions holding a desktop rig
 
 class Runner:
     def __init__(self, settings: Settings, store: Store, bus: Bus, backend: DesktopBackend | None = None) -> None:
+        """``backend``: where desktops come from; by default the one ``DESKPILOT_DESKTOP_BACKEND`` names."""
         self.settings = settings
         self.store = store
         self.bus = bus

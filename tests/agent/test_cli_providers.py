@@ -63,6 +63,7 @@ CASES: dict[str, tuple[type[ScriptedServer], Any, str, dict[str, str]]] = {
 }
 
 
+@pytest.mark.desktop
 @pytest.mark.parametrize("provider", list(CASES))
 def test_run_completes_the_task_with_each_provider(provider: str, tmp_path: Path) -> None:
     fake_class, turn, model, keys = CASES[provider]

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support.fake_messages import ErrorReply, FakeMessages, Reply, Request, reply, text, tool_use
 
 
@@ -38,6 +40,7 @@ def test_without_an_api_key_it_says_what_to_set(tmp_path: Path) -> None:
                                    "a proxy or gateway), e.g. `export ANTHROPIC_API_KEY=sk-ant-...`")
 
 
+@pytest.mark.desktop
 def test_a_run_prints_progress_and_the_answer(fake_messages: FakeMessages, tmp_path: Path) -> None:
     def answer(request: Request) -> Reply | ErrorReply:
         result = request.body["messages"][-1]["content"][0]

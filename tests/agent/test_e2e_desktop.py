@@ -12,6 +12,7 @@ import io
 from pathlib import Path
 
 import anthropic
+import pytest
 from PIL import Image
 
 from agent.loop import AgentLoop
@@ -31,6 +32,8 @@ from tests.support.fake_messages import (
     tool_use,
 )
 from tests.support.testpage import BIG_BUTTON, BIG_BUTTON_RGB, TestPageServer
+
+pytestmark = pytest.mark.desktop
 
 
 def click_the_button(request: Request) -> Reply | ErrorReply:

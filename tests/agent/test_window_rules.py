@@ -107,6 +107,7 @@ async def run_once(fake: FakeMessages, client: DesktopClient, policy: ApprovalPo
     return events
 
 
+@pytest.mark.desktop
 async def test_a_window_title_rule_asks_only_while_the_title_matches(fake_messages: FakeMessages,
                                                                      titles: TitleServer, tmp_path: Path) -> None:
     rule = Rule("ask", window=r"(?i)\bbank\b", reason="the active window looks like a bank")

@@ -142,6 +142,7 @@ print("ok")
 """
 
 
+@pytest.mark.desktop
 def test_without_xfixes_pixels_work_and_there_is_no_pointer(xvfb_without_xfixes: str) -> None:
     # In a child process: python-xlib keeps extension event codes in a process-wide table, and a server with
     # other codes (no XFixes shifts them) would break later connections of this test process.

@@ -47,6 +47,7 @@ async def info_json(desk: LocalDesktop) -> dict[str, object]:
     return data
 
 
+@pytest.mark.desktop
 async def test_requests_without_or_with_a_wrong_token_get_401(bare: LocalDesktop) -> None:
     async with raw_http(bare) as http:
         assert (await http.get("/healthz")).json() == {"ok": True}  # the one open route
@@ -65,6 +66,7 @@ async def test_requests_without_or_with_a_wrong_token_get_401(bare: LocalDesktop
     await wrong.aclose()
 
 
+@pytest.mark.desktop
 async def test_info_and_tool_dispatch(bare: LocalDesktop) -> None:
     info = await bare.client.info()
     assert info.display == bare.display and info.display.startswith(":")
@@ -90,6 +92,7 @@ async def test_info_and_tool_dispatch(bare: LocalDesktop) -> None:
     assert bad_version.is_error and "unknown computer tool version" in bad_version.error
 
 
+@pytest.mark.desktop
 async def test_malformed_bodies_are_400_and_oversized_413(bare: LocalDesktop) -> None:
     token = (bare.dir / "token").read_text() if bare.dir else ""
     auth = {"Authorization": f"Bearer {token}"}
@@ -105,6 +108,7 @@ async def test_malformed_bodies_are_400_and_oversized_413(bare: LocalDesktop) ->
         assert response.status_code == 413
 
 
+@pytest.mark.desktop
 async def test_frame_etag_and_304(bare: LocalDesktop, monkeypatch: pytest.MonkeyPatch) -> None:
     first = await bare.client.frame(max_width=320)
     assert first is not None
@@ -134,6 +138,7 @@ async def test_frame_etag_and_304(bare: LocalDesktop, monkeypatch: pytest.Monkey
     assert changed is not None and changed[1] != etag
 
 
+@pytest.mark.desktop
 async def test_dead_browser_is_restarted_by_the_daemon(tmp_path: Path) -> None:
     async with start_local_desktop(640, 480, data_dir=tmp_path, kiosk=True) as desk:
         before = await info_json(desk)
@@ -150,6 +155,7 @@ async def test_dead_browser_is_restarted_by_the_daemon(tmp_path: Path) -> None:
         assert await desk.client.healthz()
 
 
+@pytest.mark.desktop
 async def test_dead_xvfb_is_503_and_a_clear_error_without_hanging(bare: LocalDesktop) -> None:
     pids = (await info_json(bare))["pids"]
     assert isinstance(pids, dict)
@@ -181,6 +187,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.desktop
 async def test_tcp_loopback_mode_and_token_from_env(tmp_path: Path) -> None:
     port = free_port()
     token = "env-token-0123456789"
@@ -218,6 +225,7 @@ def test_refuses_to_start_without_a_token(tmp_path: Path) -> None:
     assert proc.returncode != 0 and "loopback" in proc.stderr
 
 
+@pytest.mark.desktop
 async def test_computer_tool_round_trip_through_the_client(bare: LocalDesktop) -> None:
     shot = await bare.client.screenshot()
     assert not shot.is_error and shot.image is not None
@@ -242,6 +250,7 @@ async def test_computer_tool_round_trip_through_the_client(bare: LocalDesktop) -
     assert await bare.client.healthz()
 
 
+@pytest.mark.desktop
 async def test_dead_window_manager_and_vnc_server_are_restarted(bare: LocalDesktop) -> None:
     before = await info_json(bare)
     pids = before["pids"]
@@ -258,6 +267,7 @@ async def test_dead_window_manager_and_vnc_server_are_restarted(bare: LocalDeskt
             assert await ws.recv() == b"RFB 003.008\n"
 
 
+@pytest.mark.desktop
 def test_the_x_server_admits_only_holders_of_the_cookie(bare: LocalDesktop, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     assert bare.xauthority is not None and stat.S_IMODE(bare.xauthority.stat().st_mode) == 0o600

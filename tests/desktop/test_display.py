@@ -37,6 +37,7 @@ def processes_mentioning(marker: str) -> list[int]:
     return found
 
 
+@pytest.mark.desktop
 def test_full_desktop_starts_probes_and_stops_cleanly() -> None:
     desktop = Desktop(800, 600, start_url="about:blank", kiosk=False, vnc=True)
     with desktop:
@@ -113,6 +114,7 @@ def test_dead_xvfb_means_desktop_lost(make_desktop: MakeDesktop) -> None:
     assert not x_socket.exists() or probes.x_connects(display)
 
 
+@pytest.mark.desktop
 def test_component_that_dies_on_start_is_a_clear_error() -> None:
     desktop = Desktop(640, 480, wm=False, vnc=False)
     desktop.browser_binary = "/bin/false"

@@ -27,6 +27,7 @@ def pid_gone(pid: int) -> bool:
     return "State:\tZ" in status
 
 
+@pytest.mark.desktop
 async def test_two_local_desktops_side_by_side_are_private_and_cleaned_up(tmp_path: Path) -> None:
     first = LocalDesktop(640, 480, data_dir=tmp_path, browser=False)
     second = LocalDesktop(640, 480, data_dir=tmp_path, browser=False)
@@ -66,6 +67,7 @@ async def test_a_desktop_that_cannot_start_is_a_clear_error(tmp_path: Path) -> N
     assert list((tmp_path / "desktops").iterdir()) == []
 
 
+@pytest.mark.desktop
 async def test_a_deep_data_dir_falls_back_to_a_short_socket_path(tmp_path: Path) -> None:
     deep = tmp_path / ("x" * 60) / ("y" * 60)
     async with start_local_desktop(640, 480, data_dir=deep, browser=False) as desk:
@@ -73,6 +75,7 @@ async def test_a_deep_data_dir_falls_back_to_a_short_socket_path(tmp_path: Path)
         assert await desk.client.healthz()
 
 
+@pytest.mark.desktop
 async def test_local_backend_acquire_and_release(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, desktop_backend="local")
     backend = get_backend(settings)
@@ -114,6 +117,7 @@ time.sleep(600)
 """
 
 
+@pytest.mark.desktop
 async def test_a_daemon_whose_parent_dies_stops_its_desktop(tmp_path: Path) -> None:
     sock = tmp_path / "d.sock"
     token = "parent-test-token-0123"

@@ -100,6 +100,7 @@ def vnc_socket_of(desk: LocalDesktop, vnc_pid: int) -> str:
     return args[args.index("-unixsock") + 1]
 
 
+@pytest.mark.desktop
 @needs_root
 async def test_the_shell_and_the_editor_reach_no_secret(desks: tuple[LocalDesktop, LocalDesktop], data_dir: Path,
                                                         public_dir: Path) -> None:
@@ -184,6 +185,7 @@ async def test_the_shell_and_the_editor_reach_no_secret(desks: tuple[LocalDeskto
     assert Path(note).read_text() == "one\n"
 
 
+@pytest.mark.desktop
 @needs_root
 async def test_the_browser_cannot_open_the_data_directory(desks: tuple[LocalDesktop, LocalDesktop],
                                                           data_dir: Path) -> None:
@@ -265,6 +267,7 @@ def _alive(pid: str) -> bool:
         return False
 
 
+@pytest.mark.desktop
 async def test_sandbox_off_runs_as_the_service_user_with_an_allow_listed_environment(
         data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The explicit opt-out (a developer without root): no uid switch, but neither the shell nor the daemon

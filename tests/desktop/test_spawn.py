@@ -79,6 +79,7 @@ def remove_dead_x_files(display: str) -> None:
     Path(f"/tmp/.X{num}-lock").unlink(missing_ok=True)
 
 
+@pytest.mark.desktop
 async def test_a_sigkilled_daemon_takes_every_component_with_it(tmp_path: Path) -> None:
     async with start_local_desktop(640, 480, data_dir=tmp_path) as desk:
         assert desk.pid is not None
@@ -129,6 +130,7 @@ sys.stdin.read()
 """
 
 
+@pytest.mark.desktop
 async def test_a_child_outlives_the_thread_that_asked_for_it_but_not_the_process() -> None:
     parent = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     sleeper = -1

@@ -127,6 +127,7 @@ def pointer_position(display: str) -> tuple[int, int]:
         disp.close()
 
 
+@pytest.mark.desktop
 async def test_view_only_drops_pointer_and_full_control_moves_it(desk: LocalDesktop,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XAUTHORITY", str(desk.xauthority))  # XQueryPointer from outside needs the cookie

@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import httpx
+import pytest
 from Xlib import X, Xatom, Xutil
 from Xlib import display as xdisplay
 from Xlib.protocol import event
@@ -47,6 +48,7 @@ def activate(disp: xdisplay.Display, window: Window) -> None:
     disp.flush()
 
 
+@pytest.mark.desktop
 async def test_the_pages_unicode_title_comes_back_through_the_client(tmp_path: Path) -> None:
     async with start_local_desktop(800, 600, start_url=data_url(PAGE_TITLE), kiosk=True, data_dir=tmp_path) as desk:
         loop = asyncio.get_running_loop()

@@ -149,7 +149,9 @@ class FakeMessages:
         self.api_key, self.model = api_key, model
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-messages", daemon=True)
+        # serve_forever's poll interval is how long close() waits for it (0.5 s by default, in every test).
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-messages",
+                                        daemon=True)
         self._thread.start()
 
     @property

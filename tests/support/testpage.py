@@ -63,7 +63,7 @@ class TestPageServer:
         self._page = PAGE_PATH.read_bytes()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="testpage", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="testpage", daemon=True)
         self._thread.start()
 
     @property

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.web.conftest import free_port
+from tests.web.conftest import TLS, free_port
 
 
 class ServerProcess:
@@ -37,7 +37,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
+                if httpx.get(self.url + "/healthz", timeout=2, verify=TLS).status_code == 200:
                     return self
             time.sleep(0.1)
         raise RuntimeError("server did not come up")

@@ -14,6 +14,8 @@ from tests.support.fake_messages import FakeMessages, reply, text, tool_use
 from tests.support.testpage import TestPageServer
 from tests.web.conftest import Service, start_service, stop_service
 
+pytestmark = pytest.mark.desktop  # real Chromium, and the service's real desktops
+
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--no-first-run", "--disable-sync"]
 

@@ -1,14 +1,23 @@
-"""Whole runs through the service: real SDK → fake Messages API, real local desktops, real SQLite."""
+"""Whole runs through the service: real SDK → fake Messages API, real SQLite; on the fake desktop and on
+real local desktops."""
 
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from tests.support.fake_messages import FakeMessages, reply, text, tool_use
 from tests.web.conftest import Service, events, wait_status
 
 
-def test_a_task_runs_to_the_end_with_events_screenshots_and_usage(agent_service: Service) -> None:
+@pytest.fixture(params=["fake_service", pytest.param("agent_service", marks=pytest.mark.desktop)])
+def any_service(request: pytest.FixtureRequest) -> Service:
+    svc: Service = request.getfixturevalue(request.param)
+    return svc
+
+
+def test_a_task_runs_to_the_end_with_events_screenshots_and_usage(any_service: Service) -> None:
+    agent_service = any_service
     fake: FakeMessages = agent_service.extra["fake"]
     fake.script(
         reply(text("Let me look at the screen."), tool_use("computer", {"action": "screenshot"})),

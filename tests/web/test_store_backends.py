@@ -225,12 +225,14 @@ def test_the_approval_race_through_the_service_on_postgresql(
     assert rows_in(pg_cluster, pg_db, "approvals") == 1 and rows_in(pg_cluster, pg_db, "events") > 3
 
 
+@pytest.mark.desktop  # a real `deskpilot serve`, SIGKILLed, with real desktops
 def test_restart_recovery_on_postgresql(pg_cluster: PgCluster, pg_db: str, tmp_path: Path) -> None:
     test_restart.test_restart_mid_step_and_during_a_pending_approval(tmp_path)
     assert rows_in(pg_cluster, pg_db, "sessions") == 2
     assert not (tmp_path / "data" / "deskpilot.db").exists()  # nothing went to a SQLite file instead
 
 
+@pytest.mark.desktop  # a real `deskpilot serve`, SIGKILLed, with real desktops
 def test_resume_after_a_restart_on_postgresql(pg_cluster: PgCluster, pg_db: str, tmp_path: Path) -> None:
     test_restart.test_after_a_restart_resume_waits_for_the_pending_decision(tmp_path)
     assert rows_in(pg_cluster, pg_db, "approvals") == 1

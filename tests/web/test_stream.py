@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from agent.events import Event
-from tests.web.conftest import Service, wait_for
+from tests.web.conftest import Service, start_service, stop_service, wait_for
 
 
 def bare_session(svc: Service, owner: str = "alice") -> str:
@@ -87,22 +88,26 @@ def test_reconnect_with_after_misses_nothing(service: Service) -> None:
         assert read_events(conn, 60) == list(range(56, 61))
 
 
-def test_a_viewer_that_never_reads_is_dropped_and_the_agent_goes_on(service: Service) -> None:
-    sid = bare_session(service)
-    bus = service.app.state.bus
-    stuck = ws(service, sid, max_queue=1, legacy=True)  # the client stops reading its socket once one message waits
-    stuck.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    with ws(service, sid) as good:
-        good.recv(timeout=10)
-        wait_for(lambda: bus.viewer_count(sid) == 2, 10)
-        emit(service, sid, 1500, size=4000)  # ~6 MB: far beyond the stuck viewer's buffers and queue
-        assert read_events(good, 1500) == list(range(1, 1501))
-        wait_for(lambda: bus.viewer_count(sid) == 1, 30)  # the stuck one is gone, the good one stays
-    stuck.close_socket()
-    deadline = time.monotonic() + 10
-    while bus.viewer_count(sid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert bus.viewer_count(sid) == 0
+def test_a_viewer_that_never_reads_is_dropped_and_the_agent_goes_on(tmp_path: Path) -> None:
+    # A short queue and large events: the stuck viewer overflows after a few hundred events instead of
+    # thousands, and the good one is read after every batch, so it is never a queue behind.
+    svc = start_service(tmp_path / "data", viewer_queue_size=64)
+    try:
+        sid = bare_session(svc)
+        bus = svc.app.state.bus
+        stuck = ws(svc, sid, max_queue=1, legacy=True)  # the client stops reading its socket once one message waits
+        stuck.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        with ws(svc, sid) as good:
+            good.recv(timeout=10)
+            wait_for(lambda: bus.viewer_count(sid) == 2, 10)
+            for batch in range(10):  # 320 events of 32 KB: ~10 MB, far beyond the stuck viewer's buffers and queue
+                emit(svc, sid, 32, size=32_000)
+                assert read_events(good, 32 * (batch + 1)) == list(range(32 * batch + 1, 32 * (batch + 1) + 1))
+            wait_for(lambda: bus.viewer_count(sid) == 1, 30)  # the stuck one is gone, the good one stays
+        stuck.close_socket()
+        wait_for(lambda: bus.viewer_count(sid) == 0, 10)
+    finally:
+        stop_service(svc)
 
 
 def test_event_schema_is_published(service: Service) -> None:
@@ -116,8 +121,6 @@ def test_event_schema_is_published(service: Service) -> None:
 
 def test_oversized_websocket_messages_end_the_connection(tmp_path: Any) -> None:
     from websockets.exceptions import ConnectionClosed
-
-    from tests.web.conftest import start_service, stop_service
 
     svc = start_service(tmp_path / "d", ws_max_message_bytes=4096)
     try:
@@ -133,17 +136,17 @@ def test_oversized_websocket_messages_end_the_connection(tmp_path: Any) -> None:
         stop_service(svc)
 
 
-def test_frames_flow_only_while_someone_watches(agent_service: Service) -> None:
+def test_frames_flow_only_while_someone_watches(fake_service: Service) -> None:
     from tests.support.fake_messages import FakeMessages, reply, tool_use
 
-    fake: FakeMessages = agent_service.extra["fake"]
+    fake: FakeMessages = fake_service.extra["fake"]
     fake.script(reply(tool_use("bash", {"command": "true"})))
-    with agent_service.client("alice") as c:
+    with fake_service.client("alice") as c:
         sid = c.post("/api/sessions", json={"task": "wait", "policy": {"preset": "strict"}}).json()["id"]
-    runner = agent_service.app.state.runner
-    wait_for(lambda: agent_service.call(_status(agent_service, sid)) == "awaiting_approval", 60)
+    runner = fake_service.app.state.runner
+    wait_for(lambda: fake_service.call(_status(fake_service, sid)) == "awaiting_approval", 60)
     assert runner.frames.all_tasks() == []  # nobody watches: the desktop is not polled
-    with ws(agent_service, sid) as conn:
+    with ws(fake_service, sid) as conn:
         frames = 0
         deadline = time.monotonic() + 30
         while frames == 0 and time.monotonic() < deadline:
@@ -154,7 +157,7 @@ def test_frames_flow_only_while_someone_watches(agent_service: Service) -> None:
         assert frames == 1
         assert len(runner.frames.all_tasks()) == 1
     wait_for(lambda: runner.frames.all_tasks() == [], 10)
-    with agent_service.client("alice") as c:
+    with fake_service.client("alice") as c:
         c.post(f"/api/sessions/{sid}/cancel")
 
 
