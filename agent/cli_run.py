@@ -181,6 +181,9 @@ def run_command(task: str, preset: str | None, auto_approve: bool, model: str | 
     base = get_settings()
     updates = {k: v for k, v in {"model": model, "max_steps": max_steps, "max_cost_usd": max_cost}.items()
                if v is not None}
+    if base_url and (model or base.model).startswith("openai-compatible/"):
+        # The operator's own endpoint: it gets DESKPILOT_OPENAI_COMPAT_API_KEY like the configured one would.
+        updates["openai_compat_base_url"], base_url = base_url, None
     settings = base.model_copy(update=updates)
     try:
         client = ModelClients(settings).for_model(settings.model, base_url)
