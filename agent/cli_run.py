@@ -24,7 +24,7 @@ from agent.events import Event
 from agent.loop import AgentLoop, RunResult
 from agent.policy import PRESETS, ApprovalPolicy
 from agent.prompts import DesktopFacts
-from agent.providers.base import ModelClient
+from agent.providers.client import ModelClient
 from agent.providers.registry import ModelClients
 from deskpilot.errors import ConfigError, DeskpilotError
 from deskpilot.settings import Settings, get_settings

@@ -63,8 +63,9 @@ def create_app(settings: Settings, *, first_token: bool = True, backend: Desktop
         if first_token:
             await ensure_first_token(store)
         await runner.start()
-        if runner.unavailable_reason:
-            log.warning("tasks cannot run: %s", runner.unavailable_reason)
+        reason = runner.unavailable()
+        if reason:
+            log.warning("the service runs, but %s", reason)
         try:
             yield
         finally:

@@ -31,6 +31,7 @@ from web.tables import (
     AuditRow,
     BrowserSessionRow,
     EventRow,
+    SessionEndpointRow,
     SessionRow,
     TokenRow,
     UsageRow,
@@ -120,11 +121,20 @@ class Store:
         return int(getattr(res, "rowcount", 0) or 0)
 
     # --- sessions ---
-    async def create_session(self, **fields: Any) -> SessionRow:
+    async def create_session(self, base_url: str | None = None, **fields: Any) -> SessionRow:
         row = SessionRow(id=str(uuid.uuid4()), **fields)
         async with self.sessionmaker.begin() as db:
             db.add(row)
+            if base_url:
+                await db.flush()  # the session row first: the endpoint refers to it
+                db.add(SessionEndpointRow(session_id=row.id, base_url=base_url))
         return row
+
+    async def session_endpoint(self, session_id: str) -> str | None:
+        """The session's own model endpoint, if it was created with one."""
+        async with self.sessionmaker() as db:
+            row = await db.get(SessionEndpointRow, session_id)
+        return row.base_url if row is not None else None
 
     async def get_session(self, session_id: str, owner: str | None = None) -> SessionRow:
         """The session, or NotFound — also when it belongs to someone else, so ids don't leak."""
@@ -240,6 +250,19 @@ class Store:
         if row is None:
             raise NotFound(f"approval {approval_id} not found")
         return row
+
+    async def approval_checks(self, session_id: str, approval_id: str) -> list[dict[str, Any]]:
+        """The vendor safety checks the approval was asked with, as its ``approval_requested`` event logged them."""
+        async with self.sessionmaker() as db:
+            asks = await db.scalars(
+                select(EventRow.data)
+                .where(EventRow.session_id == session_id, EventRow.type == "approval_requested")
+                .order_by(EventRow.seq.desc())
+            )
+            for data in asks:
+                if data.get("approval_id") == approval_id:
+                    return [c for c in data.get("safety_checks") or [] if isinstance(c, dict)]
+        return []
 
     async def pending_approval(self, session_id: str) -> ApprovalRow | None:
         async with self.sessionmaker() as db:

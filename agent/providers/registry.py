@@ -1,6 +1,6 @@
 """Which adapter answers a model string, and the clients a process keeps (one per provider and endpoint).
 
-Adding a provider: one module with a class satisfying ``base.ModelClient`` and a ``_need_*``/``_make_*`` row in
+Adding a provider: one module with a class satisfying ``client.ModelClient`` and a ``_need_*``/``_make_*`` row in
 ``_PROVIDERS`` (plus its prices in ``agent.usage.PRICES``); see docs/providers.md.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from agent.providers.base import ModelClient
+from agent.providers.client import ModelClient
 from agent.providers.names import split_model
 from deskpilot.errors import ConfigError
 from deskpilot.settings import Settings
