@@ -133,3 +133,52 @@ def test_openai_safety_checks_wait_for_a_person(providers: Service) -> None:
     assert [e["data"]["decision"] for e in evs if e["type"] == "approval_decided"] == ["approve", "reject"]
     assert {"status", "user_message", "usage", "tool_call", "tool_result", "assistant_text"} <= set(types(providers,
                                                                                                           sid))
+
+
+def test_gemini_require_confirmation_waits_for_a_person(providers: Service) -> None:
+    fake: fg.FakeGemini = providers.extra["gemini"]
+    fake.script(fg.candidate(fg.call("click_at", x=100, y=100, confirm="Accepting cookies on a banking site.")),
+                fg.candidate(fg.call("click_at", x=500, y=500, confirm="Submitting a payment.")),
+                fg.candidate(fg.text("I did not submit the payment.")))
+    sid = create(providers, GEMINI)
+    desktop = providers.extra["desktops"]
+
+    card = next_card(providers, sid, set())
+    assert [(c["code"], c["message"]) for c in card["safety_checks"]] == [
+        ("require_confirmation", "Accepting cookies on a banking site.")]
+    assert desktop.desktop(sid).clicks == []
+    decide(providers, sid, card["id"], "approve")
+    card2 = next_card(providers, sid, {card["id"]})
+    assert card2["safety_checks"][0]["message"] == "Submitting a payment."
+    screen = desktop.desktop(sid)
+    assert screen.clicks == [(round(100 * screen.width / 1000), round(100 * screen.height / 1000))]
+    decide(providers, sid, card2["id"], "reject")
+    assert wait_status(providers, sid, "succeeded", "failed")["status"] == "succeeded"
+    assert len(screen.clicks) == 1  # the rejected payment never ran
+    approved = fg.function_responses(fake.requests[1])[0]["response"]
+    rejected = fg.function_responses(fake.requests[2])[0]["response"]
+    assert approved["safety_acknowledgement"] == "true" and "safety_acknowledgement" not in rejected
+    assert [e["data"]["decision"] for e in events(providers, sid) if e["type"] == "approval_decided"] == [
+        "approve", "reject"]
+
+
+def test_uitars_on_a_session_endpoint_asks_the_user_and_gets_no_service_key(providers: Service) -> None:
+    fake: fc.FakeCompat = providers.extra["compat"]
+    fake.script(fc.say("Thought: I need the password\nAction: call_user()"),
+                fc.say("Thought: typing it\nAction: type(content='hunter2')"),
+                fc.say("Thought: done\nAction: finished(content='logged in')"))
+    sid = create(providers, UITARS, base_url=fake.url + "/v1")
+    paused = wait_status(providers, sid, "paused")
+    assert paused["base_url"] == fake.url + "/v1"
+    asked = [e["data"] for e in events(providers, sid) if e["type"] == "status"][-1]
+    assert asked["reason"] == "question"
+    assert [e["data"]["text"] for e in events(providers, sid) if e["type"] == "assistant_text"][-1] == \
+        "I need the password"
+    with providers.client("alice") as c:
+        assert c.post(f"/api/sessions/{sid}/messages", json={"text": "it is hunter2"}).status_code == 200
+    done = wait_status(providers, sid, "succeeded", "failed")
+    assert done["status"] == "succeeded" and done["result"] == "logged in"
+    assert providers.extra["desktops"].desktop(sid).typed == "hunter2"
+    assert "it is hunter2" in fc.last_user_texts(fake.requests[1])
+    # The service's compat key belongs to its configured endpoint, never to one a session names.
+    assert {r.headers["authorization"] for r in fake.requests} == {"Bearer none"}
