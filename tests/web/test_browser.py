@@ -11,6 +11,7 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
 from tests.support.fake_messages import FakeMessages, reply, text, tool_use
+from tests.support.shared_dir import desktop_writable_dir
 from tests.support.testpage import TestPageServer
 from tests.web.conftest import Service, start_service, stop_service
 
@@ -37,10 +38,17 @@ def ui(tmp_path: Path) -> Iterator[tuple[Service, FakeMessages, TestPageServer, 
             stop_service(svc)
 
 
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    """Where the model's shell may write: it runs as the desktop's sandbox uid, which cannot enter tmp_path."""
+    with desktop_writable_dir() as path:
+        yield path
+
+
 def test_login_run_approve_take_over_type_hand_back_finish(ui: tuple[Service, FakeMessages, TestPageServer, Page],
-                                                           tmp_path: Path) -> None:
+                                                           shared: Path) -> None:
     svc, fake, testpage, page = ui
-    first, second = tmp_path / "first.txt", tmp_path / "second.txt"
+    first, second = shared / "first.txt", shared / "second.txt"
     fake.script(reply(text("Step one."), tool_use("bash", {"command": f"echo one >> {first}"})),
                 reply(tool_use("bash", {"command": f"echo two >> {second}"})),
                 reply(text("Run finished.")))
