@@ -14,7 +14,6 @@ from typing import Any
 
 from tests.support.fake_desktop import FakeBackend
 from tests.support.fake_messages import FakeMessages, reply, text, tool_use
-from tests.support.shared_dir import desktop_writable_dir
 from tests.web.conftest import Service, events, wait_for, wait_status
 
 
@@ -30,12 +29,8 @@ def ask(svc: Service, task: str, command: str, final_words: str) -> tuple[str, d
     return sid, wait_status(svc, sid, "awaiting_approval")["pending_approval"]
 
 
-def test_two_concurrent_decisions_one_wins_and_the_action_runs_once(agent_service: Service) -> None:
-    with desktop_writable_dir() as shared:  # the model's shell runs as the desktop's sandbox uid
-        decide_twice(agent_service, shared / "ran.txt")
-
-
-def decide_twice(agent_service: Service, marker: Path) -> None:
+def test_two_concurrent_decisions_one_wins_and_the_action_runs_once(agent_service: Service, shared: Path) -> None:
+    marker = shared / "ran.txt"
     sid, card = ask(agent_service, "write the marker", f"echo ran >> {marker}", "Wrote it.")
     assert card["status"] == "pending" and card["tool"] == "bash" and str(marker) in card["input"]["command"]
     url = f"/api/sessions/{sid}/approvals/{card['id']}"

@@ -238,9 +238,9 @@ def gated_run(tmp_path: Path, command: str, final_words: str) -> Iterator[GatedR
 
 
 @pytest.mark.desktop
-def test_restart_mid_step_and_during_a_pending_approval(tmp_path: Path) -> None:
+def test_restart_mid_step_and_during_a_pending_approval(tmp_path: Path, shared: Path) -> None:
     data = tmp_path / "data"
-    slow_marker, approved_marker = tmp_path / "slow.txt", tmp_path / "approved.txt"
+    slow_marker, approved_marker = shared / "slow.txt", shared / "approved.txt"
     token = make_tokens(data, ["alice"])["alice"]
 
     def model(req: Request) -> Reply:
@@ -307,8 +307,8 @@ def test_restart_mid_step_and_during_a_pending_approval(tmp_path: Path) -> None:
 
 
 @pytest.mark.desktop
-def test_after_a_restart_resume_waits_for_the_pending_decision(tmp_path: Path) -> None:
-    marker = tmp_path / "ran.txt"
+def test_after_a_restart_resume_waits_for_the_pending_decision(tmp_path: Path, shared: Path) -> None:
+    marker = shared / "ran.txt"
     with gated_run(tmp_path, f"echo ran >> {marker}", "done after the restart") as run:
         run.restart()
         server, token, sid = run.server, run.token, run.sid
