@@ -1,8 +1,10 @@
 """The project's floors, checked from the source: web → agent → desktop → deskpilot, nothing imports upward,
 and no two modules import each other, directly or round a longer cycle.
 
-Every module under the four packages is parsed (never imported), and every import counts: module level,
-inside functions, and under ``TYPE_CHECKING`` — a lazy import that dodges a cycle at run time is still one.
+Every module under the four packages is parsed (never imported). Every import that runs counts, module level
+or inside a function: a lazy import that dodges a cycle at run time is still one. Imports under
+``if TYPE_CHECKING:`` never run: they count for the floors (a type may not come from a higher floor) but not
+for cycles (a protocol may name the types of the modules that implement it).
 """
 
 from __future__ import annotations
@@ -36,10 +38,25 @@ def resolve(name: str, modules: dict[str, Path]) -> str | None:
     return None
 
 
-def imports_of(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
+def type_only_nodes(tree: ast.Module) -> set[ast.AST]:
+    """Every node under an ``if TYPE_CHECKING:`` (or ``typing.TYPE_CHECKING``) block."""
+    found: set[ast.AST] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+            for child in node.body:
+                found.update(ast.walk(child))
+    return found
+
+
+def imports_of(module: str, path: Path, modules: dict[str, Path], *, type_only: bool = True) -> set[str]:
+    """The project modules ``module`` imports; without ``type_only``, only the imports that run."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    skip = set() if type_only else type_only_nodes(tree)
+    for node in ast.walk(tree):
+        if node in skip:
+            continue
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
@@ -77,9 +94,9 @@ def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
     return seen
 
 
-def import_graph() -> dict[str, set[str]]:
+def import_graph(*, type_only: bool = True) -> dict[str, set[str]]:
     modules = project_modules()
-    return {name: imports_of(name, path, modules) for name, path in modules.items()}
+    return {name: imports_of(name, path, modules, type_only=type_only) for name, path in modules.items()}
 
 
 def floor_of(module: str) -> int:
@@ -143,13 +160,13 @@ def test_no_module_imports_a_higher_floor() -> None:
 
 
 def test_no_import_cycles() -> None:
-    assert cycles(import_graph()) == []
+    assert cycles(import_graph(type_only=False)) == []
 
 
 def test_the_session_runtime_knows_no_http() -> None:
     """``deskpilot run`` and an evaluation harness drive the runner without the web app."""
     modules = project_modules()
-    runtime = reachable(import_graph(), "web.runner")
+    runtime = reachable(import_graph(type_only=False), "web.runner")
     assert "web.session_run" in runtime
     assert not {m for m in runtime if m.startswith(("web.routes", "web.app", "web.auth", "web.models"))}
     http = {"fastapi", "starlette", "uvicorn"}
@@ -161,7 +178,7 @@ def test_the_session_runtime_knows_no_http() -> None:
 def test_a_function_level_import_counts(tmp_path: Path) -> None:
     (tmp_path / "m.py").write_text("def f():\n    from web.runner import Runner\n")
     modules = {"desktop.m": tmp_path / "m.py", "web.runner": tmp_path / "r.py"}
-    assert imports_of("desktop.m", tmp_path / "m.py", modules) == {"web.runner"}
+    assert imports_of("desktop.m", tmp_path / "m.py", modules, type_only=False) == {"web.runner"}
     assert upward_imports({"desktop.m": {"web.runner"}, "web.runner": set()}) == ["desktop.m → web.runner"]
 
 
@@ -180,3 +197,11 @@ def test_relative_imports_resolve(tmp_path: Path) -> None:
     (pkg / "a.py").write_text("from . import b\nfrom .b import thing\n")
     modules = {"web.pkg.a": pkg / "a.py", "web.pkg.b": pkg / "b.py", "web.pkg": pkg / "__init__.py"}
     assert imports_of("web.pkg.a", pkg / "a.py", modules) == {"web.pkg.b", "web.pkg"}
+
+
+def test_type_only_imports_count_for_floors_not_cycles(tmp_path: Path) -> None:
+    source = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from web.runner import R\n"
+    (tmp_path / "m.py").write_text(source)
+    modules = {"desktop.m": tmp_path / "m.py", "web.runner": tmp_path / "r.py"}
+    assert imports_of("desktop.m", tmp_path / "m.py", modules) == {"web.runner"}
+    assert imports_of("desktop.m", tmp_path / "m.py", modules, type_only=False) == set()

@@ -238,6 +238,9 @@ class FakeBackend:
         self._live: dict[str, FakeDesktop] = {}
         self._ids = itertools.count(1)
 
+    async def start(self) -> None:
+        """Nothing to warm up (the runner starts every backend before the first session)."""
+
     async def acquire(self, session_id: str, width: int, height: int) -> DesktopHandle:
         if self.start_error is not None:
             raise self.start_error

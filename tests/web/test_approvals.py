@@ -14,6 +14,7 @@ from typing import Any
 
 from tests.support.fake_desktop import FakeBackend
 from tests.support.fake_messages import FakeMessages, reply, text, tool_use
+from tests.support.shared_dir import desktop_writable_dir
 from tests.web.conftest import Service, events, wait_for, wait_status
 
 
@@ -29,29 +30,30 @@ def ask(svc: Service, task: str, command: str, final_words: str) -> tuple[str, d
     return sid, wait_status(svc, sid, "awaiting_approval")["pending_approval"]
 
 
-def test_two_concurrent_decisions_one_wins_and_the_action_runs_once(agent_service: Service, shared: Path) -> None:
-    marker = shared / "ran.txt"
-    sid, card = ask(agent_service, "write the marker", f"echo ran >> {marker}", "Wrote it.")
-    assert card["status"] == "pending" and card["tool"] == "bash" and str(marker) in card["input"]["command"]
-    url = f"/api/sessions/{sid}/approvals/{card['id']}"
+def test_two_concurrent_decisions_one_wins_and_the_action_runs_once(agent_service: Service, tmp_path: Path) -> None:
+    with desktop_writable_dir() as shared:  # the desktop's shell runs as its sandbox uid
+        marker = shared / "ran.txt"
+        sid, card = ask(agent_service, "write the marker", f"echo ran >> {marker}", "Wrote it.")
+        assert card["status"] == "pending" and card["tool"] == "bash" and str(marker) in card["input"]["command"]
+        url = f"/api/sessions/{sid}/approvals/{card['id']}"
 
-    def decide(decision: str) -> int:
+        def decide(decision: str) -> int:
+            with agent_service.client("alice") as c:
+                return c.post(url, json={"decision": decision, "note": "racing"}).status_code
+
+        with ThreadPoolExecutor(2) as pool:
+            codes = sorted(pool.map(decide, ["approve", "approve"]))
+        assert codes == [200, 409]
+        final = wait_status(agent_service, sid, "succeeded", "failed")
+        assert final["status"] == "succeeded" and final["pending_approval"] is None
+        assert marker.read_text() == "ran\n"  # executed exactly once
+        evs = events(agent_service, sid)
+        by_user = [e for e in evs if e["type"] == "approval_decided" and e["data"]["by"] == "user"]
+        assert len(by_user) == 1 and by_user[0]["data"]["approval_id"] == card["id"]
+        assert len([e for e in evs if e["type"] == "tool_result"]) == 1
         with agent_service.client("alice") as c:
-            return c.post(url, json={"decision": decision, "note": "racing"}).status_code
-
-    with ThreadPoolExecutor(2) as pool:
-        codes = sorted(pool.map(decide, ["approve", "approve"]))
-    assert codes == [200, 409]
-    final = wait_status(agent_service, sid, "succeeded", "failed")
-    assert final["status"] == "succeeded" and final["pending_approval"] is None
-    assert marker.read_text() == "ran\n"  # executed exactly once
-    evs = events(agent_service, sid)
-    by_user = [e for e in evs if e["type"] == "approval_decided" and e["data"]["by"] == "user"]
-    assert len(by_user) == 1 and by_user[0]["data"]["approval_id"] == card["id"]
-    assert len([e for e in evs if e["type"] == "tool_result"]) == 1
-    with agent_service.client("alice") as c:
-        again = c.post(url, json={"decision": "reject"})
-        assert again.status_code == 409 and "already decided" in again.json()["error"]
+            again = c.post(url, json={"decision": "reject"})
+            assert again.status_code == 409 and "already decided" in again.json()["error"]
 
 
 def session(svc: Service, sid: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import pytest
 from agent.history import RESTART_UNKNOWN
 from tests.support.fake_desktop import FakeBackend, Match
 from tests.support.fake_messages import FakeMessages, Reply, Request, reply, text, tool_use
+from tests.support.shared_dir import desktop_writable_dir
 from tests.web.conftest import TLS, Service, crash_and_restart, events, make_tokens, wait_for, wait_status
 from tests.web.procs import ServerProcess
 
@@ -238,84 +239,87 @@ def gated_run(tmp_path: Path, command: str, final_words: str) -> Iterator[GatedR
 
 
 @pytest.mark.desktop
-def test_restart_mid_step_and_during_a_pending_approval(tmp_path: Path, shared: Path) -> None:
+def test_restart_mid_step_and_during_a_pending_approval(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    slow_marker, approved_marker = shared / "slow.txt", shared / "approved.txt"
-    token = make_tokens(data, ["alice"])["alice"]
+    with desktop_writable_dir() as shared:  # the desktop's shell runs as its sandbox uid
+        slow_marker, approved_marker = shared / "slow.txt", shared / "approved.txt"
+        token = make_tokens(data, ["alice"])["alice"]
 
-    def model(req: Request) -> Reply:
-        msgs = req.body["messages"]
-        first, answered = json.dumps(msgs[0]), sum(1 for m in msgs if m["role"] == "assistant")
-        if "TASK-SLOW" in first:
+        def model(req: Request) -> Reply:
+            msgs = req.body["messages"]
+            first, answered = json.dumps(msgs[0]), sum(1 for m in msgs if m["role"] == "assistant")
+            if "TASK-SLOW" in first:
+                if answered == 0:
+                    return reply(text("Looking first."), tool_use("computer", {"action": "screenshot"}))
+                if answered == 1:
+                    return reply(text("Running a slow command."),
+                                 tool_use("bash", {"command": f"sleep 60; echo slow >> {slow_marker}"}))
+                return reply(text("The slow command's outcome is unknown; I will not repeat it."))
             if answered == 0:
-                return reply(text("Looking first."), tool_use("computer", {"action": "screenshot"}))
-            if answered == 1:
-                return reply(text("Running a slow command."),
-                             tool_use("bash", {"command": f"sleep 60; echo slow >> {slow_marker}"}))
-            return reply(text("The slow command's outcome is unknown; I will not repeat it."))
-        if answered == 0:
-            return reply(tool_use("bash", {"command": f"echo approved >> {approved_marker}"}))
-        return reply(text("Approved step done."))
+                return reply(tool_use("bash", {"command": f"echo approved >> {approved_marker}"}))
+            return reply(text("Approved step done."))
 
-    with FakeMessages() as fake:
-        fake.script(*([model] * 8))
-        env = model_env(fake, DESKPILOT_MAX_SESSIONS="2")
-        server = ServerProcess(data, env).start()
-        try:
-            slow = post(server, token, "/api/sessions", {"task": "TASK-SLOW", "policy": {"preset": "autonomous"}})
-            gated = post(server, token, "/api/sessions", {"task": "TASK-GATED", "policy": {"preset": "strict"}})
-            slow_id, gated_id = slow.json()["id"], gated.json()["id"]
-            card = wait_session(server, token, gated_id, "awaiting_approval")["pending_approval"]
-            # mid-step: the slow command has started and has no result yet
-            wait_for(lambda: [e["type"] for e in get(
-                server, token, f"/api/sessions/{slow_id}/events")["items"]].count("tool_call") == 2, 120)
-            before = {sid: get(server, token, f"/api/sessions/{sid}/events")["items"] for sid in (slow_id, gated_id)}
-            shot_ref = next(e["image"] for e in before[slow_id] if e["type"] == "tool_result")
-            shot = httpx.get(f"{server.url}/api/sessions/{slow_id}/screenshots/{shot_ref}",
-                             headers={"Authorization": f"Bearer {token}"}).content
-            assert shot.startswith(b"\x89PNG")
+        with FakeMessages() as fake:
+            fake.script(*([model] * 8))
+            env = model_env(fake, DESKPILOT_MAX_SESSIONS="2")
+            server = ServerProcess(data, env).start()
+            try:
+                slow = post(server, token, "/api/sessions", {"task": "TASK-SLOW", "policy": {"preset": "autonomous"}})
+                gated = post(server, token, "/api/sessions", {"task": "TASK-GATED", "policy": {"preset": "strict"}})
+                slow_id, gated_id = slow.json()["id"], gated.json()["id"]
+                card = wait_session(server, token, gated_id, "awaiting_approval")["pending_approval"]
+                # mid-step: the slow command has started and has no result yet
+                wait_for(lambda: [e["type"] for e in get(
+                    server, token, f"/api/sessions/{slow_id}/events")["items"]].count("tool_call") == 2, 120)
+                before = {sid: get(server, token, f"/api/sessions/{sid}/events")["items"]
+                          for sid in (slow_id, gated_id)}
+                shot_ref = next(e["image"] for e in before[slow_id] if e["type"] == "tool_result")
+                shot = httpx.get(f"{server.url}/api/sessions/{slow_id}/screenshots/{shot_ref}",
+                                 headers={"Authorization": f"Bearer {token}"}).content
+                assert shot.startswith(b"\x89PNG")
 
-            server = restarted(server, env)
-            for sid in (slow_id, gated_id):
-                after = get(server, token, f"/api/sessions/{sid}/events")["items"]
-                assert after[: len(before[sid])] == before[sid]  # nothing lost or rewritten
-                assert get(server, token, f"/api/sessions/{sid}")["status"] == "interrupted"
-            again = httpx.get(f"{server.url}/api/sessions/{slow_id}/screenshots/{shot_ref}",
-                              headers={"Authorization": f"Bearer {token}"})
-            assert again.status_code == 200 and again.content == shot  # screenshots intact
-            results = [e for e in get(server, token, f"/api/sessions/{slow_id}/events")["items"]
-                       if e["type"] == "tool_result"]
-            assert len(results) == 2 and "outcome unknown" in results[1]["data"]["error"]
-            still = get(server, token, f"/api/sessions/{gated_id}")["pending_approval"]
-            assert still is not None and still["id"] == card["id"] and still["status"] == "pending"
-            assert not approved_marker.exists()  # never auto-approved
+                server = restarted(server, env)
+                for sid in (slow_id, gated_id):
+                    after = get(server, token, f"/api/sessions/{sid}/events")["items"]
+                    assert after[: len(before[sid])] == before[sid]  # nothing lost or rewritten
+                    assert get(server, token, f"/api/sessions/{sid}")["status"] == "interrupted"
+                again = httpx.get(f"{server.url}/api/sessions/{slow_id}/screenshots/{shot_ref}",
+                                  headers={"Authorization": f"Bearer {token}"})
+                assert again.status_code == 200 and again.content == shot  # screenshots intact
+                results = [e for e in get(server, token, f"/api/sessions/{slow_id}/events")["items"]
+                           if e["type"] == "tool_result"]
+                assert len(results) == 2 and "outcome unknown" in results[1]["data"]["error"]
+                still = get(server, token, f"/api/sessions/{gated_id}")["pending_approval"]
+                assert still is not None and still["id"] == card["id"] and still["status"] == "pending"
+                assert not approved_marker.exists()  # never auto-approved
 
-            assert post(server, token, f"/api/sessions/{gated_id}/approvals/{card['id']}",
-                        {"decision": "approve"}).status_code == 200
-            done = wait_session(server, token, gated_id, "succeeded", "failed")
-            assert done["status"] == "succeeded" and done["result"] == "Approved step done."
-            assert approved_marker.read_text() == "approved\n"
+                assert post(server, token, f"/api/sessions/{gated_id}/approvals/{card['id']}",
+                            {"decision": "approve"}).status_code == 200
+                done = wait_session(server, token, gated_id, "succeeded", "failed")
+                assert done["status"] == "succeeded" and done["result"] == "Approved step done."
+                assert approved_marker.read_text() == "approved\n"
 
-            assert post(server, token, f"/api/sessions/{slow_id}/resume").status_code == 200
-            done = wait_session(server, token, slow_id, "succeeded", "failed")
-            assert done["status"] == "succeeded"
-            assert not slow_marker.exists()  # the cut-off command was never run again
-            slow_calls = [r for r in fake.requests if "TASK-SLOW" in json.dumps(r.body["messages"][0])]
-            assert len(slow_calls) == 3 and "outcome unknown" in json.dumps(slow_calls[2].body["messages"][-1])
-        finally:
-            server.stop()
+                assert post(server, token, f"/api/sessions/{slow_id}/resume").status_code == 200
+                done = wait_session(server, token, slow_id, "succeeded", "failed")
+                assert done["status"] == "succeeded"
+                assert not slow_marker.exists()  # the cut-off command was never run again
+                slow_calls = [r for r in fake.requests if "TASK-SLOW" in json.dumps(r.body["messages"][0])]
+                assert len(slow_calls) == 3 and "outcome unknown" in json.dumps(slow_calls[2].body["messages"][-1])
+            finally:
+                server.stop()
 
 
 @pytest.mark.desktop
-def test_after_a_restart_resume_waits_for_the_pending_decision(tmp_path: Path, shared: Path) -> None:
-    marker = shared / "ran.txt"
-    with gated_run(tmp_path, f"echo ran >> {marker}", "done after the restart") as run:
-        run.restart()
-        server, token, sid = run.server, run.token, run.sid
-        assert post(server, token, f"/api/sessions/{sid}/resume").status_code == 200
-        waiting = wait_session(server, token, sid, "awaiting_approval")  # a fresh desktop, the same question
-        assert waiting["pending_approval"]["id"] == run.card["id"] and not marker.exists()
-        assert post(server, token, f"/api/sessions/{sid}/approvals/{run.card['id']}",
-                    {"decision": "approve"}).status_code == 200
-        assert wait_session(server, token, sid, "succeeded", "failed")["result"] == "done after the restart"
-        assert marker.read_text() == "ran\n"
+def test_after_a_restart_resume_waits_for_the_pending_decision(tmp_path: Path) -> None:
+    with desktop_writable_dir() as shared:  # the desktop's shell runs as its sandbox uid
+        marker = shared / "ran.txt"
+        with gated_run(tmp_path, f"echo ran >> {marker}", "done after the restart") as run:
+            run.restart()
+            server, token, sid = run.server, run.token, run.sid
+            assert post(server, token, f"/api/sessions/{sid}/resume").status_code == 200
+            waiting = wait_session(server, token, sid, "awaiting_approval")  # a fresh desktop, the same question
+            assert waiting["pending_approval"]["id"] == run.card["id"] and not marker.exists()
+            assert post(server, token, f"/api/sessions/{sid}/approvals/{run.card['id']}",
+                        {"decision": "approve"}).status_code == 200
+            assert wait_session(server, token, sid, "succeeded", "failed")["result"] == "done after the restart"
+            assert marker.read_text() == "ran\n"
