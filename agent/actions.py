@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar
 
 from agent import history as hist
 from agent.approvals import Approvals
-from agent.events import EventType, RunStatus
+from agent.events import Event, EventType, RunStatus, ToolOutcome, tool_result, unanswered_result
 from agent.models import DESKTOP_TOOL
 from agent.policy import ApprovalPolicy, Rule, ToolCall
 from agent.providers.base import ACKNOWLEDGED, SafetyCheck
@@ -66,6 +66,8 @@ class RunControl(Protocol):
 
     async def event(self, kind: EventType, data: dict[str, Any], *, image: bytes | None = None,
                     media_type: str = "image/png") -> None: ...
+
+    async def emit(self, event: Event) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +158,8 @@ class ToolRunner:
             result = await self.run.interruptible(self.desktop.tool(tool, given, version=self._version_for(tool)))
         except Interrupted as exc:
             # The history and the timeline both get the call's outcome, once (run() answers only the rest).
-            why, outcome = (INTERRUPTED_RUNNING, "unknown") if exc.started else (INTERRUPTED_PENDING, "not_run")
+            outcome: ToolOutcome = "unknown" if exc.started else "not_run"
+            why = INTERRUPTED_RUNNING if exc.started else INTERRUPTED_PENDING
             hist.add_tool_result(self.run.history, hist.error_result(use_id, why))
             await self.interrupted_result(use_id, name, why, outcome)
             raise
@@ -219,11 +222,9 @@ class ToolRunner:
         block: dict[str, Any] = {"type": "tool_result", "tool_use_id": use_id, "content": content}
         if result.is_error:
             block["is_error"] = True
-        await self.run.event("tool_result", {"id": use_id, "tool": name, "output": result.output,
-                                             "error": result.error, "system": result.system,
-                                             "is_error": result.is_error, "step": self.run.step,
-                                             "meta": result.meta}, image=result.image,
-                             media_type=result.image_media_type)
+        await self.run.emit(tool_result(use_id, name, output=result.output, error=result.error,
+                                        system=result.system, step=self.run.step, meta=result.meta,
+                                        image=result.image, image_media_type=result.image_media_type))
         return block
 
     async def not_run(self, use: dict[str, Any], why: str) -> dict[str, Any]:
@@ -234,14 +235,10 @@ class ToolRunner:
         await self.interrupted_result(use_id, str(use.get("name", "")), why, "not_run")
         return hist.error_result(use_id, why)
 
-    async def answer_pending(self, why: str, outcome: str, keep: set[str] | None = None) -> None:
+    async def answer_pending(self, why: str, outcome: ToolOutcome, keep: set[str] | None = None) -> None:
         """Answer every unanswered ``tool_use`` (but ``keep``) with an error, in the history and as an event."""
-        for use in hist.pending_tool_uses(self.run.history):
-            use_id = str(use["id"])
-            if use_id not in (keep or set()):
-                hist.add_tool_result(self.run.history, hist.error_result(use_id, why))
-                await self.interrupted_result(use_id, str(use.get("name", "")), why, outcome)
+        for use in hist.answer_pending(self.run.history, why, keep or ()):
+            await self.interrupted_result(str(use["id"]), str(use.get("name", "")), why, outcome)
 
-    async def interrupted_result(self, use_id: str, name: str, why: str, outcome: str) -> None:
-        await self.run.event("tool_result", {"id": use_id, "tool": name, "output": "", "error": why, "system": "",
-                                             "is_error": True, "step": self.run.step, "meta": {"outcome": outcome}})
+    async def interrupted_result(self, use_id: str, name: str, why: str, outcome: ToolOutcome) -> None:
+        await self.run.emit(unanswered_result(use_id, name, why, outcome, self.run.step))

@@ -150,6 +150,25 @@ class UserMessageData(TypedDict):
     handback: NotRequired[bool]
 
 
+class EgressBlockedData(TypedDict):
+    """The desktop's egress proxy refused a connection (at most one event per host per interval). ``url`` is
+    known for plain HTTP only (HTTPS and WebSockets go as CONNECT ``host:port``); ``reason`` is ``deny`` (a deny
+    entry matched: allowing the host will not help) or ``not_allowed`` (not on the allow list)."""
+
+    host: str
+    port: int
+    method: str
+    url: str | None
+    reason: Literal["deny", "not_allowed"]
+
+
+class EgressAllowedData(TypedDict):
+    """A person allowed ``host`` for the rest of this session (``by``: the token name)."""
+
+    host: str
+    by: str
+
+
 PAYLOADS: dict[str, type] = {
     "status": StatusData,
     "assistant_text": TextData,
@@ -162,10 +181,12 @@ PAYLOADS: dict[str, type] = {
     "retrying": RetryingData,
     "error": ErrorData,
     "user_message": UserMessageData,
+    "egress_blocked": EgressBlockedData,
+    "egress_allowed": EgressAllowedData,
 }
 EventType = Literal[
     "status", "assistant_text", "thinking", "tool_call", "tool_result", "approval_requested",
-    "approval_decided", "usage", "retrying", "error", "user_message",
+    "approval_decided", "usage", "retrying", "error", "user_message", "egress_blocked", "egress_allowed",
 ]
 
 

@@ -316,3 +316,6 @@ class AgentLoop:
     async def event(self, kind: EventType, data: dict[str, Any], *, image: bytes | None = None,
                      media_type: str = "image/png") -> None:
         await self._emit(Event(kind, data, image=image, image_media_type=media_type))
+
+    async def emit(self, event: Event) -> None:
+        await self._emit(event)

@@ -12,6 +12,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("web.cli:serve_command", "Run the web service (REST, live viewer, approvals, takeover)."),
     "token": ("web.cli:token_group", "Create, list and revoke API tokens."),
     "run": ("agent.cli_run:run_command", "Run one task on a local desktop, with progress in the terminal."),
+    "export": ("web.export_cli:export_command", "Export a session's trajectory bundle (steps, screenshots, messages)."),
+    "eval": ("evaluation.cli:eval_command", "Run a task suite and score it (deskpilot eval compare A B: two runs)."),
     "desktopd": ("desktop.daemon:desktopd_command", "Start a desktop and serve its tools (the desktop daemon)."),
 }
 

@@ -54,10 +54,25 @@ class Settings(BaseSettings):
         default="uid", description="uid: the model's shell, editor and browser run as a separate per-desktop uid "
         "(needs root or CAP_SETUID; the docker backend always has it). off: as the daemon's own user, which lets "
         "the model read everything that user can (docs/security.md).")
+    # Egress (desktop/egress_*.py, docs/security.md): each desktop's traffic goes through its session's proxy.
+    egress_allow: list[str] = Field(default_factory=lambda: ["*"], description="Default policy.network.allow: "
+                                    "host names, *.suffix wildcards, CIDRs, or * for everything.")
+    egress_deny: list[str] = Field(default_factory=lambda: ["169.254.0.0/16", "fe80::/10"],
+                                   description="Default policy.network.deny (block wins over allow); the default "
+                                   "keeps cloud metadata and link-local addresses out of reach.")
+    egress_hosts: dict[str, str] = Field(default_factory=dict, description="Name -> address map the egress "
+                                         "proxy uses instead of DNS when set (tests; pinned hosts). Empty: DNS.")
+    egress_shell: Literal["proxy", "none"] = Field(
+        default="proxy", description="Local backend: the model's shell goes through the egress proxy (proxy; a "
+        "program ignoring proxy variables is not held) or has no network at all (none: its own empty network "
+        "namespace, needs unprivileged user namespaces). The docker backend's desktops have no network anyway.")
+    egress_report_interval_s: float = Field(default=10.0, ge=0, description="At most one egress_blocked event "
+                                            "per host in this many seconds (every refusal is still refused).")
     # Docker backend (desktop/backends/docker.py): one hardened container per session.
     docker_image: str = "deskpilot-desktop:latest"
-    docker_network: str = Field(default="bridge", description="Desktop containers' network: bridge (default, "
-                                "internet only), none (offline), host (shares host loopback: tests only), or a name.")
+    docker_network: str = Field(default="none", description="Desktop containers' network: none (default: no "
+                                "interface but loopback; the egress proxy's socket is the only way out), bridge "
+                                "(the proxy is then bypassable), host (shares host loopback: tests only), or a name.")
     docker_warm_pool: int = Field(default=1, ge=0, description="Desktops kept started ahead of sessions.")
     docker_run_dir: Path | None = Field(default=None, description="Host dir of per-desktop socket dirs (same path "
                                         "inside the service container); default <data_dir>/desktops.")

@@ -35,7 +35,9 @@ from starlette.websockets import WebSocket
 
 from deskpilot.errors import DeskpilotError, DesktopLostError
 from deskpilot.settings import Settings, get_settings
+from desktop import browser_query
 from desktop.display import Desktop
+from desktop.egress_relay import EgressRelay
 from desktop.sandbox import Sandbox, become_owner_of, make_non_dumpable
 from desktop.tool_host import ToolHost
 from desktop.vnc_bridge import bridge
@@ -252,6 +254,7 @@ def create_app(desktop: Desktop, token: str, sandbox: Sandbox, settings: Setting
     app = Starlette(routes=[
         Route("/healthz", healthz), Route("/info", info), Route("/tools/{name}", tool, methods=["POST"]),
         Route("/frame", frame), Route("/window", window), WebSocketRoute("/vnc", vnc),
+        *browser_query.routes(desktop),  # evaluation's reads of the browser (desktop/browser_query.py)
     ], lifespan=lifespan)
     return BearerAuth(app, token)
 
@@ -341,11 +344,18 @@ def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
 @click.option("--as-owner-of", type=click.Path(exists=True, file_okay=False, readable=False, path_type=Path),
               default=None,
               help="When root: become this directory's owner, keeping only CAP_SETUID/CAP_SETGID (the container).")
+@click.option("--proxy", default=None, metavar="HOST:PORT",
+              help="The desktop's egress proxy: the browser and the model's shell go through it (docs/security.md).")
+@click.option("--proxy-uds", type=click.Path(dir_okay=False), default=None,
+              help="The egress proxy as a unix socket (a desktop without a network): relayed to a loopback port.")
+@click.option("--shell-network", type=click.Choice(["proxy", "none"]), default=None,
+              help="The model's shell through the egress proxy, or with no network (default: DESKPILOT_EGRESS_SHELL).")
 @click.option("--sandbox", "sandbox_mode", type=click.Choice(["uid", "off"]), default=None,
               help="Who runs the model's programs (default: DESKPILOT_DESKTOP_SANDBOX; docs/security.md).")
 def desktopd_command(width: int | None, height: int | None, uds: str | None, host: str, port: int | None,
                      private_network: bool, token_file: str | None, start_url: str | None, kiosk: bool,
                      browser: bool, exit_with_parent: bool, xauth_file: str | None, as_owner_of: Path | None,
+                     proxy: str | None, proxy_uds: str | None, shell_network: str | None,
                      sandbox_mode: str | None) -> None:
     """Start a desktop and serve its tools (the desktop daemon)."""
     import uvicorn
@@ -374,6 +384,9 @@ def desktopd_command(width: int | None, height: int | None, uds: str | None, hos
     os.environ["XAUTHORITY"] = str(xauthority)
     try:
         sandbox = Sandbox.create(sandbox_mode or settings.desktop_sandbox)
+        relay = EgressRelay(proxy_uds).start() if proxy_uds else None
+        sandbox.proxy = relay.address if relay is not None else proxy
+        sandbox.shell_network = shell_network or settings.egress_shell
     except DeskpilotError as exc:
         raise click.ClickException(str(exc)) from exc
     desktop = Desktop(width, height, start_url=start_url, kiosk=kiosk, browser=browser, xauthority=xauthority,
@@ -395,6 +408,8 @@ def desktopd_command(width: int | None, height: int | None, uds: str | None, hos
     finally:
         desktop.stop()
         sandbox.close()
+        if relay is not None:
+            relay.stop()
         if uds:
             Path(uds).unlink(missing_ok=True)
         xauthority.unlink(missing_ok=True)

@@ -30,6 +30,7 @@ from typing import IO
 from deskpilot.errors import DesktopError, DesktopLostError, DesktopStartError
 from deskpilot.settings import Settings, get_settings
 from desktop import browser_signal, probes
+from desktop.egress_proxy import browser_proxy_args
 from desktop.sandbox import Sandbox
 from desktop.spawn import popen_dying_with_us
 
@@ -339,6 +340,8 @@ class Desktop:
             args.append("--disable-dev-shm-usage")
         if self.kiosk:
             args.append("--kiosk")
+        if self._sandbox.proxy is not None:
+            args.extend(browser_proxy_args(self._sandbox.proxy))
         args.append(self.start_url)
         return args
 

@@ -56,7 +56,8 @@ class LocalDesktop:
 
     def __init__(self, width: int | None = None, height: int | None = None, *, start_url: str | None = None,
                  data_dir: str | Path | None = None, kiosk: bool = False, browser: bool = True,
-                 start_timeout_s: float | None = None, settings: Settings | None = None) -> None:
+                 start_timeout_s: float | None = None, settings: Settings | None = None,
+                 proxy: str | None = None) -> None:
         settings = settings or get_settings()
         self.settings = settings
         self.width = width or settings.screen_width
@@ -64,6 +65,7 @@ class LocalDesktop:
         self.start_url = start_url if start_url is not None else settings.browser_start_url
         self.kiosk = kiosk
         self.browser = browser
+        self.proxy = proxy  # host:port of its egress proxy, or None (no proxy: tests of the desktop itself)
         self.start_timeout_s = start_timeout_s or settings.desktop_start_timeout_s * 2
         self._data_dir = Path(data_dir) if data_dir is not None else settings.data_dir
         self._sandboxed = settings.desktop_sandbox != "off"
@@ -120,6 +122,9 @@ class LocalDesktop:
                 "--browser" if self.browser else "--no-browser", "--exit-with-parent",
                 "--sandbox", self.settings.desktop_sandbox,
                 "--xauth-file", str(self.dir / "Xauthority")]
+        if self.proxy is not None:
+            args += ["--proxy", self.proxy]
+        args += ["--shell-network", self.settings.egress_shell]
         env = daemon_env()
         log_fd = os.open(self.dir / "daemon.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:

@@ -84,6 +84,16 @@ def _pick_uid() -> int:
     raise DesktopStartError("no free sandbox uid")  # 64 collisions in 16M: something is very wrong
 
 
+def proxy_env(proxy: str) -> dict[str, str]:
+    """Proxy variables for the model's programs: everything through the egress proxy, loopback included
+    (``no_proxy`` empty); programs that ignore them are not held by them (docs/security.md). Defined here,
+    not in ``desktop/egress_proxy.py``: this module stays standard-library only (the editor worker imports
+    it as the sandbox uid, with a bare Python)."""
+    url = f"http://{proxy}"
+    return {"http_proxy": url, "https_proxy": url, "HTTP_PROXY": url, "HTTPS_PROXY": url, "all_proxy": url,
+            "ALL_PROXY": url, "no_proxy": "", "NO_PROXY": ""}
+
+
 class Sandbox:
     """One desktop's model-facing identity: ``uid``/``gid`` (None when mode is ``off``) and ``home``."""
 
@@ -92,6 +102,8 @@ class Sandbox:
         self.gid = gid
         self.home = home
         self.xauthority: Path | None = None
+        self.proxy: str | None = None  # host:port of the desktop's egress proxy (desktop/egress_proxy.py)
+        self.shell_network = "proxy"  # or "none": the shell in an empty network namespace (egress_shell)
 
     @classmethod
     def create(cls, mode: str, parent: str | Path | None = None) -> Sandbox:
@@ -127,6 +139,8 @@ class Sandbox:
             env["DISPLAY"] = display
         if self.xauthority is not None:
             env["XAUTHORITY"] = str(self.xauthority)
+        if self.proxy is not None:
+            env.update(proxy_env(self.proxy))
         env.update(extra or {})
         return env
 

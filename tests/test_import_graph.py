@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FLOORS = ("deskpilot", "desktop", "agent", "web")  # lowest first: each may import only its own floor or below
+# lowest first: each may import only its own floor or below
+FLOORS = ("deskpilot", "desktop", "agent", "web", "evaluation")
 
 
 def module_name(path: Path) -> str:

@@ -141,6 +141,14 @@ class ApprovalDecision(Strict):
     always_allow: bool = Field(default=False, description="Allow actions like this for the rest of the session")
 
 
+class NetworkAllowIn(Strict):
+    domain: str = Field(min_length=1, max_length=253, description="A host name as the egress_blocked event gave it")
+
+
+class NetworkAllowed(BaseModel):
+    host: str = Field(description="The host now allowed for the rest of this session (normalized)")
+
+
 class HandbackIn(Strict):
     note: str | None = Field(default=None, max_length=5_000)
 

@@ -29,6 +29,7 @@ from desktop.client import DesktopClient
 from web.bus import Bus
 from web.checkpoints import load_history, save_history
 from web.desktops import make_backend
+from web.egress import network_policy, with_allowed
 from web.frames import FramePumps
 from web.recorder import Recorder
 from web.session_run import SessionRun, make_policy
@@ -193,7 +194,8 @@ class Runner:
         missing = self.unavailable(model, base_url)
         if missing:
             raise ServiceUnavailable(missing)
-        make_policy(self.settings.approval_policy, policy or {})  # a bad policy is a 400 now, not a failed run
+        make_policy(self.settings.approval_policy, policy or {})  # a bad policy is a 422 now, not a failed run
+        network_policy(self.settings, policy or {})
         row = await self.store.create_session(
             owner=owner, task=task, model=model, base_url=base_url, policy=policy or {},
             max_steps=max_steps or self.settings.max_steps,
@@ -241,6 +243,7 @@ class Runner:
         SESSIONS_LIVE.set(len(self.live))
         self.frames.stop(run.session_id)
         run.kick_vnc()
+        run.egress.detach()
         handle, run.handle = run.handle, None
         if handle is not None:
             try:
@@ -325,3 +328,15 @@ class Runner:
         if run is None or run.hold != "takeover":
             raise Conflict("nobody has taken over this session")
         await run.handback(note)
+
+    async def allow_host(self, row: SessionRow, host: str, *, by: str, address: str) -> str:
+        """Allow ``host`` for the rest of the running session (the user's one click on an egress_blocked card)."""
+        run = self.live.get(row.id)
+        if run is None or run.handle is None:
+            raise Conflict(f"cannot change the network policy: the session is {row.status}")
+        name = await run.egress.allow(host, by)
+        row = await self.store.get_session(row.id)
+        await self.store.update_session(row.id, policy=with_allowed(dict(row.policy or {}), self.settings, name))
+        await self.store.append_audit(row.owner, by, "egress.allow", {"host": name}, session_id=row.id,
+                                      address=address)
+        return name

@@ -29,6 +29,7 @@ from deskpilot.settings import Settings
 from desktop.backends.base import DesktopBackend, DesktopHandle
 from desktop.client import DesktopClient
 from web.checkpoints import history_path, load_history, save_history
+from web.egress import EgressWatch, approval_spec, network_policy
 from web.live import Gate, GatedDesktop, Handover, Hold
 from web.recorder import Recorder
 from web.states import FINAL_STATES
@@ -58,7 +59,7 @@ class Outcome:
 
 
 def make_policy(settings_preset: str, spec: dict[str, Any]) -> ApprovalPolicy:
-    return ApprovalPolicy.from_spec(spec, settings_preset)  # PolicyError → 422 (web/app.py)
+    return ApprovalPolicy.from_spec(approval_spec(spec), settings_preset)  # PolicyError → 422 (web/app.py)
 
 
 def decision_for(approval: ApprovalRow) -> Decision:
@@ -72,6 +73,7 @@ class SessionRun:
         self.gate = Gate()
         self.task: asyncio.Task[None] | None = None
         self.handle: DesktopHandle | None = None
+        self.egress = EgressWatch(None, self.emit)
         self.loop: AgentLoop | None = None
         self.cancelled = False
         self.vnc_kicks: set[asyncio.Event] = set()  # input-capable VNC connections, closed on handback
@@ -120,6 +122,8 @@ class SessionRun:
             await self.set_status("starting")
             row = await store.get_session(sid)
             self.handle = await self.host.backend().acquire(sid, row.width, row.height)
+            self.egress = EgressWatch(self.handle.egress, self.emit)
+            self.egress.attach(network_policy(self.host.settings, row.policy))
             self.host.desktop_ready(sid)
             outcome = await self._drive(row, self.handle.client, resume=history_path(store, sid).is_file())
             await store.update_session(sid, result=outcome.result, error=outcome.error)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from desktop.client import DesktopClient
+from desktop.egress_proxy import EgressProxy
 
 
 @dataclass(eq=False)
@@ -17,6 +18,7 @@ class DesktopHandle:
     """One acquired desktop. ``client`` talks to its daemon; ``id`` is unique within the backend.
 
     ``vnc_available`` says whether ``client.vnc_connect`` can work (the daemon runs x11vnc).
+    ``egress`` is its egress proxy, whose policy the session sets and widens (None: the backend has none).
     ``extra`` holds backend-private state (a process, a container) the backend needs to release it.
     """
 
@@ -24,6 +26,7 @@ class DesktopHandle:
     client: DesktopClient
     vnc_available: bool = True
     session_id: str = ""
+    egress: EgressProxy | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

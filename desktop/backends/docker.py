@@ -10,9 +10,10 @@ uid (SETUID, SETGID, KILL); the container starts as root only so that ``deskpilo
 can become the run directory's owner (our uid, or the image's user when we are root) keeping just those;
 the model's shell, editor and browser run as a per-desktop sandbox uid with no capabilities, which cannot
 enter ``/run/deskpilot`` (docs/security.md). ``no-new-privileges``, pids/memory/CPU limits,
-read-only root with tmpfs for ``/tmp`` and the home directory. The network is a setting: ``bridge``
-(the engine's NAT, internet only) by default; ``host`` only where the browser must reach pages on the
-host's loopback (tests), since it also exposes every loopback service to the desktop.
+read-only root with tmpfs for ``/tmp`` and the home directory. The network is a setting: ``none`` by
+default, so the desktop's only way out is its session's egress proxy, a unix socket in its run directory
+(``desktop/egress_proxy.py``, relayed inside by the daemon); ``bridge`` gives it a route that programs
+ignoring the proxy can use; ``host`` only for tests, since it exposes every loopback service to the desktop.
 
 Containers carry the labels ``deskpilot.managed=1`` and ``deskpilot.instance`` (which run directory
 they belong to), so a restarted service removes its orphans before it starts new desktops.
@@ -42,6 +43,7 @@ from deskpilot.errors import ConfigError, DeskpilotError, DesktopLostError, Desk
 from deskpilot.settings import Settings, get_settings
 from desktop.backends.base import DesktopHandle
 from desktop.client import DesktopClient
+from desktop.egress_proxy import EgressProxy, start_proxy
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ LABEL_INSTANCE = "deskpilot.instance"
 LABEL_DESKTOP = "deskpilot.desktop"
 LABEL_SESSION = "deskpilot.session"
 CONTAINER_RUN_DIR = "/run/deskpilot"
+EGRESS_SOCKET = "egress.sock"  # the desktop's only way out: its egress proxy, in the bind-mounted run dir
 IMAGE_UID = 1000  # the desktop image's user, used when the service itself runs as root
 # What the daemon keeps after becoming the run directory's owner: start and signal the sandbox's processes.
 DAEMON_CAPS = ["SETUID", "SETGID", "KILL"]
@@ -113,6 +116,7 @@ class _Desktop:
     width: int
     height: int
     session_id: str = ""
+    egress: EgressProxy | None = None
 
 
 class DockerBackend:
@@ -148,7 +152,7 @@ class DockerBackend:
         self._refill()
         log.info("desktop %s (container %s) serves session %s", desktop.key, desktop.container_id[:12], session_id)
         return DesktopHandle(id=desktop.key, client=desktop.client, vnc_available=True, session_id=session_id,
-                             extra={"container": desktop.container_id})
+                             egress=desktop.egress, extra={"container": desktop.container_id})
 
     async def release(self, handle: DesktopHandle) -> None:
         desktop = self._live.pop(handle.id, None)
@@ -308,7 +312,8 @@ class DockerBackend:
 
     def _container_args(self, key: str, run_dir: Path, width: int, height: int, session_id: str) -> dict[str, Any]:
         s = self.settings
-        command = ["--width", str(width), "--height", str(height), "--start-url", self.start_url]
+        command = ["--width", str(width), "--height", str(height), "--start-url", self.start_url,
+                   "--proxy-uds", f"{CONTAINER_RUN_DIR}/{EGRESS_SOCKET}"]
         if self.kiosk:
             command.append("--kiosk")
         return {
@@ -345,18 +350,21 @@ class DockerBackend:
         key = secrets.token_hex(6)
         run_dir, token = await asyncio.to_thread(self._prepare_dir, key)
         args = self._container_args(key, run_dir, width, height, session_id)
+        egress = await self._start_egress(run_dir)
         try:
             container = await asyncio.to_thread(self.engine().containers.run, **args)
         except docker.errors.ImageNotFound as exc:
+            await egress.aclose()
             shutil.rmtree(run_dir, ignore_errors=True)
             raise ConfigError(f"desktop image {self.settings.docker_image!r} not found: build it with "
                               "`docker build --target desktop -t deskpilot-desktop .`") from exc
         except docker.errors.DockerException as exc:
+            await egress.aclose()
             shutil.rmtree(run_dir, ignore_errors=True)
             raise DesktopStartError(f"could not start a desktop container: {exc}") from exc
         client = ContainerClient(uds=str(run_dir / "daemon.sock"), token=token, container=container,
                                  timeout_s=self.settings.bash_timeout_s + 30)  # a bash call may take all of it
-        desktop = _Desktop(key, container.id, run_dir, client, width, height, session_id)
+        desktop = _Desktop(key, container.id, run_dir, client, width, height, session_id, egress)
         try:
             await self._wait_ready(desktop, container)
         except BaseException:
@@ -379,9 +387,25 @@ class DockerBackend:
                 raise DesktopStartError("desktop container did not become healthy in time")
             await asyncio.sleep(_POLL_S)
 
+    async def _start_egress(self, run_dir: Path) -> EgressProxy:
+        """The desktop's egress proxy on a socket in its run directory, for the daemon alone (0600, its uid)."""
+        path = run_dir / EGRESS_SOCKET
+        proxy = await start_proxy(self.settings, listen_uds=str(path)).start()
+        uid, gid = self._user()
+        try:
+            await asyncio.to_thread(os.chmod, path, 0o600)
+            if os.getuid() == 0:
+                await asyncio.to_thread(os.chown, path, uid, gid)
+        except OSError:
+            await proxy.aclose()
+            raise
+        return proxy
+
     async def _destroy(self, desktop: _Desktop) -> None:
         with contextlib.suppress(Exception):
             await desktop.client.aclose()
+        if desktop.egress is not None:
+            await desktop.egress.aclose()
 
         def remove() -> None:
             with contextlib.suppress(docker.errors.NotFound):

@@ -148,8 +148,12 @@ class BashTool:
             self._closing = False
 
     async def _start(self) -> None:
+        argv = ["/bin/bash", "--noprofile", "--norc"]
+        if self._sandbox.shell_network == "none":
+            # A user + network namespace of its own: only a loopback, down; nothing of the host's network.
+            argv = ["unshare", "--map-current-user", "--net", "--", *argv]
         self._proc = await asyncio.create_subprocess_exec(
-            "/bin/bash", "--noprofile", "--norc",
+            *argv,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             env=self._env, start_new_session=True, **self._sandbox.popen_kwargs(),  # own group: kill it whole
         )

@@ -1,6 +1,6 @@
 """``docker-compose up -d`` for real (``tests/container/stack.py``: the repository's compose file, unchanged):
 the service container (non-root, read-only, no capabilities) on the stack's own bridge network, its port
-published on 127.0.0.1, starts a desktop container per session on that network and reaches it over the
+published on 127.0.0.1, starts a desktop container per session with no network and reaches it over the
 same-path socket directory, runs tasks against the fake Messages API, and ``down -v`` leaves nothing behind:
 no container (the desktops included), no network, no volume, no desktop directory.
 """
@@ -88,8 +88,9 @@ def test_compose_up_runs_a_task_in_a_desktop_on_the_stacks_network_and_down_leav
 
     assert len(desktops) == 2, "the service did not start one desktop container per session"
     for d in desktops.values():
-        assert d.attrs["HostConfig"]["NetworkMode"] == stack.network
-        assert set(d.attrs["NetworkSettings"]["Networks"]) == {stack.network}
+        # No network at all: the session's egress proxy socket in the run directory is the only way out.
+        assert d.attrs["HostConfig"]["NetworkMode"] == "none"
+        assert set(d.attrs["NetworkSettings"]["Networks"]) <= {"none"}
         assert d.attrs["HostConfig"]["CapDrop"] == ["ALL"] and d.attrs["HostConfig"]["ReadonlyRootfs"] is True
         assert not d.attrs["HostConfig"]["PortBindings"]
         assert API_KEY not in str(d.attrs["Config"]["Env"])

@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse
 
 from agent.approvals import Decision
 from deskpilot.errors import BadRequest, NotFound
-from web.auth import CurrentPrincipal
+from web.auth import CurrentPrincipal, client_address
 from web.models import (
     ERRORS,
     Approval,
@@ -19,6 +19,8 @@ from web.models import (
     EventPage,
     HandbackIn,
     MessageIn,
+    NetworkAllowed,
+    NetworkAllowIn,
     Session,
     SessionCreate,
     SessionPage,
@@ -167,3 +169,12 @@ async def hand_back(
 ) -> Session:
     note = body.note if body else None
     return await _control(request, who.owner, session_id, lambda runner, row: runner.handback(row, note))
+
+
+@router.post("/{session_id}/network/allow", operation_id="allow_host")
+async def allow_host(session_id: str, body: NetworkAllowIn, request: Request, who: CurrentPrincipal) -> NetworkAllowed:
+    """Let the running session's desktop reach ``domain`` from now on (a deny entry still wins: 409)."""
+    store, runner = _deps(request)
+    row = await store.get_session(session_id, who.owner)
+    host = await runner.allow_host(row, body.domain, by=who.owner, address=client_address(request))
+    return NetworkAllowed(host=host)

@@ -120,6 +120,7 @@ function showSession(s) {
   session = s;
   $("s-status").textContent = s.status; $("s-status").className = `pill ${s.status}`;
   $("s-task").textContent = s.task;
+  $("s-replay").href = `/static/replay.html?session=${encodeURIComponent(s.id)}`;
   const u = s.usage;
   $("s-meter").textContent = `${u.input_tokens.toLocaleString()} in · ${u.output_tokens.toLocaleString()} out · $${u.cost_usd.toFixed(4)}`;
   $("s-result").hidden = !(s.result || s.error);

@@ -1,7 +1,7 @@
 // The approval card: the proposed action drawn on the screenshot it was planned on.
 import { api, el, shotUrl } from "./api.js";
 
-function draw(canvas, img, input) {
+export function draw(canvas, img, input) {
   const w = img.naturalWidth, h = img.naturalHeight;
   canvas.width = w; canvas.height = h;
   const g = canvas.getContext("2d");

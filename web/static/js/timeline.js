@@ -1,5 +1,25 @@
 // One list item per event: text, collapsible thinking, each action with its screenshot.
-import { el, shotUrl } from "./api.js";
+import { api, el, shotUrl } from "./api.js";
+
+// A refused connection, with one click to allow its host for the rest of the session (not for a deny entry:
+// block wins, so allowing would change nothing).
+function egressCard(sid, d) {
+  const what = d.url || `${d.method} ${d.host}:${d.port}`;
+  const card = el("div", { class: "egress-card" }, el("strong", {}, `network blocked: ${d.host}`), ` ${what}`,
+    d.reason === "deny" ? " (on the deny list)" : "");
+  if (d.reason === "deny") return card;
+  const note = el("span", { class: "egress-note" });
+  const button = el("button", { type: "button", class: "egress-allow" }, `Allow ${d.host} for this session`);
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      const res = await api("POST", `/api/sessions/${sid}/network/allow`, { domain: d.host });
+      note.textContent = ` allowed ${res.host}`;
+    } catch (e) { note.textContent = ` ${e.message}`; button.disabled = false; }
+  });
+  card.append(" ", button, note);
+  return card;
+}
 
 export function eventItem(sid, ev) {
   const d = ev.data || {};
@@ -25,6 +45,8 @@ export function eventItem(sid, ev) {
     case "usage": return null;  // shown in the meter
     case "retrying": li.append(`retrying (${d.reason}), attempt ${d.attempt}`); break;
     case "error": li.append(`error: ${d.message}`); break;
+    case "egress_blocked": li.append(egressCard(sid, d)); break;
+    case "egress_allowed": li.append(`${d.by} allowed ${d.host} for this session`); break;
     default: li.append(`${ev.type} ${JSON.stringify(d)}`);
   }
   return li;

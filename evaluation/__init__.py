@@ -1,0 +1,1 @@
+"""Evaluation: task suites with checkers run through the session runner (the floor above ``web``)."""
