@@ -23,10 +23,12 @@ from typing import Any, Protocol, TypeVar
 
 from agent import history as hist
 from agent.approvals import Approvals
+from agent.classifier import StepClassifier, StepContext, classify, recent_text, task_of
 from agent.events import Event, EventType, RunStatus, ToolOutcome, tool_result, unanswered_result
 from agent.models import DESKTOP_TOOL
-from agent.policy import ApprovalPolicy, Rule, ToolCall
+from agent.policy import ApprovalPolicy, PolicyDecision, Rule, ToolCall
 from agent.providers.base import ACKNOWLEDGED, SafetyCheck
+from agent.untrusted import UNTRUSTED_TOOLS, mark
 from deskpilot.errors import DesktopLostError, ToolError
 from desktop.tools.base import ToolResult
 
@@ -85,8 +87,9 @@ def _safety_reason(checks: list[SafetyCheck]) -> str:
 
 class ToolRunner:
     def __init__(self, run: RunControl, desktop: Desktop, policy: ApprovalPolicy,
-                 version_for: Callable[[str], str]) -> None:
+                 version_for: Callable[[str], str], classifier: StepClassifier | None = None) -> None:
         self.run, self.desktop, self.policy, self._version_for = run, desktop, policy, version_for
+        self.classifier = classifier
         self.approvals = Approvals()
         self.decisions: list[dict[str, Any]] = []
         self.restored: dict[str, tuple[str, str]] = {}  # tool_use_id -> (approval_id, reason)
@@ -103,6 +106,8 @@ class ToolRunner:
             return Outcome(await self.result(use_id, name, ToolResult(error=why)))
         call = ToolCall(tool, given)
         verdict = await self.policy.check(call)
+        if verdict.effect == "allow" and self.classifier is not None:
+            verdict = await self._second_opinion(call, verdict)
         record: dict[str, Any] = {"tool_use_id": use_id, "by": "policy", "reason": verdict.reason,
                                   "rule": verdict.rule.to_dict() if verdict.rule else None}
         if verdict.effect == "deny":
@@ -120,6 +125,17 @@ class ToolRunner:
             data["safety_checks"] = [c.as_dict() for c in safety]
         await self.run.event("approval_requested", data)
         return await self.after_ask(use_id, name, tool, given, approval_id, reason, safety, final=final)
+
+    async def _second_opinion(self, call: ToolCall, verdict: PolicyDecision) -> PolicyDecision:
+        """The step classifier may turn the policy's allow into an ask (never the other way)."""
+        assert self.classifier is not None
+        title, url = await self.policy.where()
+        history = self.run.history
+        flagged = await classify(self.classifier, StepContext(call.tool, call.input, task_of(history),
+                                                              recent_text(history), url, title))
+        if flagged.effect == "ask":
+            return PolicyDecision("ask", f"the step classifier flagged this action: {flagged.reason or 'no reason'}")
+        return verdict
 
     async def after_ask(self, use_id: str, name: str, tool: str, given: dict[str, Any], approval_id: str,
                         reason: str, safety: list[SafetyCheck] | None = None, *,
@@ -213,8 +229,12 @@ class ToolRunner:
                      show_image: bool = True) -> dict[str, Any]:
         """The ``tool_result`` block for the history, and its event (which always keeps the screenshot)."""
         omitted = BATCH_OMITTED if result.image is not None and not show_image else ""
+        said = result.error or result.output
+        tool = DESKTOP_TOOL.get(name, name)
+        if tool in UNTRUSTED_TOOLS and not result.error:  # a program's output, a file's text: data, not orders
+            said = mark(said, tool)
         text = "\n".join(p for p in (note, f"<system>{result.system}</system>" if result.system else "",
-                                     result.error or result.output, omitted) if p)
+                                     said, omitted) if p)
         content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
         if result.image is not None and show_image:
             content.append({"type": "image", "source": {"type": "base64", "media_type": result.image_media_type,

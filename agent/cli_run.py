@@ -26,6 +26,7 @@ from agent.policy import PRESETS, ApprovalPolicy
 from agent.prompts import DesktopFacts
 from agent.providers.client import ModelClient
 from agent.providers.registry import ModelClients
+from agent.watchdog import TRIP_REASONS
 from deskpilot.errors import ConfigError, DeskpilotError
 from deskpilot.settings import Settings, get_settings
 
@@ -50,6 +51,7 @@ class Terminal:
         self.loop: AgentLoop | None = None
         self.unavailable = ""
         self.question = ""
+        self.stuck = ""  # the watchdog's reason, when the run stopped on it
 
     async def __call__(self, event: Event) -> None:
         d = event.data
@@ -81,6 +83,27 @@ class Terminal:
                 self.loop.cancel()  # a terminal run does not wait: say so and exit
         elif event.type == "status" and d["status"] == "paused" and d["reason"] == "question":
             await self._answer()
+        elif event.type == "status" and d["status"] == "paused" and d["reason"] in TRIP_REASONS:
+            await self._unstick(d.get("message") or d["reason"])
+
+    async def _unstick(self, why: str) -> None:
+        """The watchdog paused the run: a hint goes on with it, an empty answer resumes, ``q`` stops."""
+        assert self.loop is not None
+        _say(f"paused by the watchdog: {why}")
+        if not self.interactive:
+            self.stuck = why
+            _say("  (stdin is not a terminal: stopping here)")
+            self.loop.cancel()
+            return
+        hint = await asyncio.to_thread(click.prompt, "  a hint for the agent (empty: go on, q: stop)", default="",
+                                       show_default=False, err=True)
+        if hint.strip().lower() == "q":
+            self.stuck = why
+            self.loop.cancel()
+        elif hint.strip():
+            self.loop.add_user_message(hint)
+        else:
+            self.loop.resume()
 
     async def _answer(self) -> None:
         assert self.loop is not None
@@ -215,8 +238,8 @@ def run_command(task: str, preset: str | None, auto_approve: bool, model: str | 
     if term.unavailable:
         click.echo(f"Error: {term.unavailable}", err=True)
         sys.exit(EXIT_UNAVAILABLE)
-    if term.question:
-        click.echo(f"Error: {term.question}", err=True)
+    if term.question or term.stuck:
+        click.echo(f"Error: {term.question or 'paused by the watchdog: ' + term.stuck}", err=True)
         sys.exit(EXIT_FAILED)
     click.echo(f"Error: run {result.status}: {result.message}", err=True)
     sys.exit(EXIT_INTERRUPTED if result.status == "cancelled" else EXIT_FAILED)

@@ -6,10 +6,12 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.classifier import StepClassifier, load_classifier
 from agent.models import ToolSet, thinking_param, tool_params, toolset_for
 from agent.prompts import DesktopFacts, system_prompt
 from agent.providers.names import split_model
 from agent.retry import RetryConfig
+from agent.watchdog import WatchdogConfig
 from deskpilot.settings import Settings, default_of
 
 
@@ -28,6 +30,8 @@ class LoopConfig:
     max_cost_usd: float = default_of("max_cost_usd", float)
     prices: dict[str, list[float]] = field(default_factory=dict)
     retry: RetryConfig = field(default_factory=RetryConfig)
+    watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
+    step_classifier: StepClassifier | None = None  # agent.classifier: may flag a step for approval
     stream: bool = True  # SSE: how an overloaded_error inside a 200 reaches us
 
     @classmethod
@@ -47,6 +51,8 @@ class LoopConfig:
             max_cost_usd=settings.max_cost_usd,
             prices=dict(settings.model_prices),
             retry=RetryConfig.from_settings(settings),
+            watchdog=WatchdogConfig.from_settings(settings),
+            step_classifier=load_classifier(settings.step_classifier) if settings.step_classifier else None,
         )
         overrides = {k: v for k, v in overrides.items() if v is not None}  # None = "use the setting"
         base.update(overrides)

@@ -27,7 +27,8 @@ ToolOutcome = Literal["unknown", "not_run"]  # ``meta.outcome`` of a call answer
 
 class StatusData(TypedDict):
     """``reason`` is a code: ``""`` (running), ``approval``, ``user`` (paused/cancelled/taken over by the user),
-    ``model_unavailable`` (paused, resumable), ``end_turn``, ``max_steps``, ``max_cost``, ``auth``, ``refusal``,
+    ``model_unavailable`` (paused, resumable), a watchdog's ``stuck_repeat``/``no_progress``/``rereading``/
+    ``runaway_rate`` (paused, resumable), ``end_turn``, ``max_steps``, ``max_cost``, ``auth``, ``refusal``,
     ``desktop_lost``, ``handback``, ``restart``, ``resume``, or an error class name (failed)."""
 
     status: SessionStatus
@@ -150,6 +151,29 @@ class UserMessageData(TypedDict):
     handback: NotRequired[bool]
 
 
+class WatchdogData(TypedDict):
+    """The run paused itself (``agent.watchdog``): ``reason`` is ``stuck_repeat``, ``no_progress``, ``rereading``
+    or ``runaway_rate``; ``count`` crossed ``limit``. Resume, send a hint (a message) or cancel."""
+
+    reason: str
+    message: str
+    count: float
+    limit: float
+    step: int
+
+
+class AuditData(TypedDict):
+    """A person acted on the session (a decision, a takeover, …): who (their token's name), from which address,
+    when (ISO 8601, UTC) and what exactly. The same entry is listed at ``GET /api/audit``."""
+
+    audit_id: int
+    actor: str
+    address: str
+    action: str
+    detail: dict[str, Any]
+    at: str
+
+
 class EgressBlockedData(TypedDict):
     """The desktop's egress proxy refused a connection (at most one event per host per interval). ``url`` is
     known for plain HTTP only (HTTPS and WebSockets go as CONNECT ``host:port``); ``reason`` is ``deny`` (a deny
@@ -181,12 +205,15 @@ PAYLOADS: dict[str, type] = {
     "retrying": RetryingData,
     "error": ErrorData,
     "user_message": UserMessageData,
+    "watchdog": WatchdogData,
+    "audit": AuditData,
     "egress_blocked": EgressBlockedData,
     "egress_allowed": EgressAllowedData,
 }
 EventType = Literal[
     "status", "assistant_text", "thinking", "tool_call", "tool_result", "approval_requested",
-    "approval_decided", "usage", "retrying", "error", "user_message", "egress_blocked", "egress_allowed",
+    "approval_decided", "usage", "retrying", "error", "user_message", "watchdog", "audit", "egress_blocked",
+    "egress_allowed",
 ]
 
 

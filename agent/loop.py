@@ -37,6 +37,7 @@ from agent.providers.base import Reply
 from agent.providers.client import ModelClient
 from agent.retry import RetryInfo, with_retries
 from agent.usage import CallUsage, UsageTotals, budget_exceeded, price_for
+from agent.watchdog import Watchdog
 from deskpilot.errors import Conflict, ModelAuthError, ModelUnavailable
 
 __all__ = ["INTERRUPTED_PENDING", "INTERRUPTED_RUNNING", "AgentLoop", "Desktop", "RunResult"]
@@ -70,7 +71,8 @@ class AgentLoop:
         self._emit, self._on_history = emit, on_history
         self.history: list[dict[str, Any]] = history if history is not None else []
         self.usage = usage or UsageTotals()
-        self.tools = ToolRunner(self, desktop, policy, config.version_for)
+        self.tools = ToolRunner(self, desktop, policy, config.version_for, config.step_classifier)
+        self.watchdog = Watchdog(config.watchdog)
         self.status: RunStatus | None = None  # None until the first run starts
         self._announced: tuple[str, str] | None = None
         self._running = False
@@ -158,6 +160,8 @@ class AgentLoop:
             if over is not None:
                 await self.event("error", {"message": over[1], "kind": over[0]})
                 return await self._finish("failed", over[0], over[1])
+            await self._watch()  # after the budgets: a spent budget ends the run, a watchdog only pauses it
+            await self._take_inbox()  # a hint sent while paused
             if not self.history or self.history[-1].get("role") != "user":
                 return await self._finish("succeeded", "end_turn", "done")  # nothing new to answer
             try:
@@ -208,13 +212,27 @@ class AgentLoop:
             await self.checkpoint()
         return True
 
+    async def _watch(self) -> None:
+        """Before the next model call: if the watchdog tripped, pause with its reason until the user resumes or
+        sends a hint (which goes in with the next call), or cancels."""
+        trip = self.watchdog.take()
+        if trip is None:
+            return
+        await self.event("watchdog", {**trip.as_dict(), "step": self.step})
+        await self._wait_for_user(trip.reason, trip.message)
+
     async def _await_answer(self) -> None:
         """The model asked the user something: paused until a message (or resume/cancel) arrives."""
+        await self._wait_for_user("question", "the model asked a question: answer with a message")
+
+    async def _wait_for_user(self, reason: str, message: str) -> None:
+        """Paused with ``reason`` until a message arrives, or resume, or cancel."""
+        # Cleared before the status goes out: whoever it reaches may answer, resume or cancel at once.
         self._answered.clear()
-        await self.set_status("paused", "question", "the model asked a question: answer with a message")
+        self._resume.clear()
+        await self.set_status("paused", reason, message)
         waiter = asyncio.ensure_future(self._answered.wait())
         resumed = asyncio.ensure_future(self._resume.wait())
-        self._resume.clear()
         try:
             await asyncio.wait({waiter, resumed}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -315,7 +333,8 @@ class AgentLoop:
 
     async def event(self, kind: EventType, data: dict[str, Any], *, image: bytes | None = None,
                      media_type: str = "image/png") -> None:
-        await self._emit(Event(kind, data, image=image, image_media_type=media_type))
+        await self.emit(Event(kind, data, image=image, image_media_type=media_type))
 
     async def emit(self, event: Event) -> None:
+        self.watchdog.observe(event)
         await self._emit(event)

@@ -245,6 +245,10 @@ class ApprovalPolicy:
     def add_rule(self, rule: Rule) -> None:
         self.rules.append(rule)
 
+    async def where(self) -> tuple[str | None, str | None]:
+        """The active window's title and tab URL now (None when unknown), for whoever judges a step."""
+        return await _observe(self._window_title), await _observe(self._tab_url)
+
     async def check(self, call: ToolCall) -> PolicyDecision:
         rules = list(self.rules)
         title = await _observe(self._window_title) if any(r.window is not None for r in rules) else None

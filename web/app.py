@@ -119,13 +119,14 @@ def create_app(settings: Settings, *, first_token: bool = True, backend: Desktop
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal error")
 
-    from web.routes import docs, meta, sessions, stream, trajectory, ui, vnc
+    from web.routes import audit, docs, meta, sessions, stream, trajectory, ui, vnc
 
     app.include_router(meta.router)
     app.include_router(docs.router)
     app.include_router(ui.router)
     app.include_router(sessions.router)
     app.include_router(trajectory.router)
+    app.include_router(audit.router)
     app.include_router(stream.router)
     app.include_router(vnc.router)
     ui.mount_static(app, STATIC_DIR)

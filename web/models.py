@@ -130,6 +130,23 @@ class EventPage(BaseModel):
     last_seq: int
 
 
+class AuditEntry(BaseModel):
+    """Something a person did: ``actor`` is their token's name, ``address`` where they came from."""
+
+    id: int
+    session_id: str | None
+    at: datetime
+    actor: str
+    address: str
+    action: str = Field(description="login, logout, approval.decide, session.takeover, session.handback, "
+                        "session.pause, session.resume, session.cancel, session.message")
+    detail: dict[str, Any]
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntry]
+
+
 class MessageIn(Strict):
     text: str = Field(min_length=1, max_length=20_000)
 

@@ -366,16 +366,21 @@ class Store:
         return row
 
     async def list_audit(
-        self, owner: str, *, session_id: str | None = None, before_id: int | None = None, limit: int = 100
+        self, owner: str, *, session_id: str | None = None, before_id: int | None = None,
+        after_id: int | None = None, limit: int = 100
     ) -> Sequence[AuditRow]:
-        """``owner``'s entries, newest first; pass the last id seen as ``before_id`` for the next page."""
+        """``owner``'s entries, newest first; pass the last id seen as ``before_id`` for the next page. With
+        ``after_id``: the entries after it, oldest first (to follow the log)."""
         query = select(AuditRow).where(AuditRow.owner == owner)
         if session_id is not None:
             query = query.where(AuditRow.session_id == session_id)
         if before_id is not None:
             query = query.where(AuditRow.id < before_id)
+        if after_id is not None:
+            query = query.where(AuditRow.id > after_id)
+        order = AuditRow.id.asc() if after_id is not None else AuditRow.id.desc()
         async with self.sessionmaker() as db:
-            return (await db.scalars(query.order_by(AuditRow.id.desc()).limit(limit))).all()
+            return (await db.scalars(query.order_by(order).limit(limit))).all()
 
     # --- screenshots ---
     def save_image(self, data: bytes, media_type: str = "image/png") -> str:

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from agent.history import PLACEHOLDER
+from agent.watchdog import WatchdogConfig
 from tests.agent.conftest import LoopFactory, RecordingDesktop, png
 from tests.support.fake_messages import FakeMessages, reply, text, thinking, tool_use
 from tests.support.fake_messages import without_cache_control as strip_cache
@@ -28,7 +29,7 @@ async def test_multi_step_run_sends_documented_images_breakpoints_and_stable_pre
         fake_messages.script(reply(thoughts[i], text(f"step {i}"), tool_use("computer", {"action": "screenshot"})))
     fake_messages.script(reply(thinking("all done", signature="sig-end"), text("done")))
     desktop = RecordingDesktop()
-    loop, events = make_loop(desktop)
+    loop, events = make_loop(desktop, watchdog=WatchdogConfig(reread_limit=0))  # eight looks in a row, on purpose
 
     result = await loop.run("look at the screen 8 times")
 

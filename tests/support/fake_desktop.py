@@ -9,6 +9,8 @@ which answers like ``desktop.client.DesktopClient`` (``tool``, ``screenshot``, `
     app = create_app(settings, backend=desktops)
     held = desktops.block(Match("bash", "sleep"))     # matching actions wait until held.release()
     desktops.fail(ToolError("boom"), Match("bash"))    # ...or raise (DesktopLostError: the desktop is gone)
+    desktops.still(Match("computer", "left_click"))    # ...or change nothing on the screen (meta.changed False)
+    desktops.answer(Match("bash", "curl"), ToolResult(output="<html>…"))  # ...or give this result
     desktops.lose(session_id)                          # every later call raises DesktopLostError
     desktops.commands(session_id)                      # the bash commands that started, in order
 
@@ -37,6 +39,7 @@ from desktop.backends.base import DesktopHandle
 from desktop.client import DesktopInfo
 from desktop.tools.base import ToolResult
 
+LOOKS = {"screenshot", "zoom", "cursor_position"}
 POINTER_ACTIONS = {"mouse_move", "left_click", "right_click", "middle_click", "double_click", "triple_click",
                    "left_click_drag", "left_mouse_down", "left_mouse_up"}
 
@@ -182,6 +185,13 @@ class FakeDesktop:
             raise DesktopLostError(self.lost)
 
     def _run(self, call: Call) -> ToolResult:
+        for match, canned in self.backend.answers:
+            if match(call):
+                return canned
+        acts = call.tool == "computer" and call.input.get("action") not in LOOKS
+        if acts and any(match(call) for match in self.backend.still_matches):
+            # The app ignored it: the screen stays as it was, and the result says so, as settle's does.
+            return ToolResult(image=self._png(), meta={"changed": False})
         self.actions += 1
         if call.tool == "bash":
             if call.input.get("restart"):
@@ -203,7 +213,8 @@ class FakeDesktop:
         elif action not in ("screenshot", "key", "scroll", "wait", "cursor_position", "hold_key", "zoom"):
             return ToolResult(error=f"Invalid action: {action}")
         output = f"X={self.pointer[0]},Y={self.pointer[1]}" if action == "cursor_position" else ""
-        return ToolResult(output=output, image=self._png())
+        # Like the real computer tool: an action's result says whether the screen changed (a look's does not).
+        return ToolResult(output=output, image=self._png(), meta={"changed": True} if acts else {})
 
     def _state(self) -> tuple[Any, ...]:
         return self.pointer, tuple(self.clicks), self.typed, self.actions
@@ -235,6 +246,8 @@ class FakeBackend:
         self.released: list[str] = []  # handle ids, in order
         self.start_error: Exception | None = None
         self._rules: list[Block | Failure] = []
+        self.still_matches: list[Match] = []  # computer actions that change nothing on the screen
+        self.answers: list[tuple[Match, ToolResult]] = []  # canned results (a page's text from curl, say)
         self._live: dict[str, FakeDesktop] = {}
         self._ids = itertools.count(1)
 
@@ -270,6 +283,14 @@ class FakeBackend:
         rule = Block(match or Match())
         self._rules.append(rule)
         return rule
+
+    def answer(self, match: Match, result: ToolResult) -> None:
+        """Matching calls return ``result`` (e.g. the text of a page that ``curl`` fetched)."""
+        self.answers.append((match, result))
+
+    def still(self, match: Match) -> None:
+        """Matching computer actions leave the screen as it was (``meta.changed`` False), like a dead button."""
+        self.still_matches.append(match)
 
     def fail(self, error: Exception, match: Match | None = None, times: int | None = None) -> None:
         self._rules.append(Failure(match or Match(), error, times))

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import FileResponse
 
 from agent.approvals import Decision
 from deskpilot.errors import BadRequest, NotFound
-from web.auth import CurrentPrincipal, client_address
+from web import audit
+from web.auth import CurrentPrincipal, Principal, client_address
 from web.models import (
     ERRORS,
     Approval,
@@ -62,11 +63,14 @@ def _deps(request: Request) -> tuple[Store, Runner]:
     return request.app.state.store, request.app.state.runner
 
 
-async def _control(request: Request, owner: str, session_id: str,
-                   action: Callable[[Runner, SessionRow], Awaitable[None]]) -> Session:
-    """Apply ``action`` to the caller's session; answer with the session as it is now."""
+async def _control(request: Request, who: Principal, session_id: str,
+                   action: Callable[[Runner, SessionRow], Awaitable[None]], audited: str,
+                   detail: dict[str, Any] | None = None) -> Session:
+    """Apply ``action`` to the caller's session, record it in the audit trail as ``audited``; answer with the
+    session as it is now."""
     store, runner = _deps(request)
-    await action(runner, await store.get_session(session_id, owner))
+    await action(runner, await store.get_session(session_id, who.owner))
+    await audit.record(request, who, session_id, audited, detail or {})
     return await session_out(store, await store.get_session(session_id))
 
 
@@ -127,22 +131,23 @@ async def get_screenshot(session_id: str, ref: str, request: Request, who: Curre
 
 @router.post("/{session_id}/messages", operation_id="send_message")
 async def send_message(session_id: str, body: MessageIn, request: Request, who: CurrentPrincipal) -> Session:
-    return await _control(request, who.owner, session_id, lambda runner, row: runner.message(row, body.text))
+    return await _control(request, who, session_id, lambda runner, row: runner.message(row, body.text),
+                          "session.message", {"text": body.text})
 
 
 @router.post("/{session_id}/pause", operation_id="pause_session")
 async def pause_session(session_id: str, request: Request, who: CurrentPrincipal) -> Session:
-    return await _control(request, who.owner, session_id, Runner.pause)
+    return await _control(request, who, session_id, Runner.pause, "session.pause")
 
 
 @router.post("/{session_id}/resume", operation_id="resume_session")
 async def resume_session(session_id: str, request: Request, who: CurrentPrincipal) -> Session:
-    return await _control(request, who.owner, session_id, Runner.resume)
+    return await _control(request, who, session_id, Runner.resume, "session.resume")
 
 
 @router.post("/{session_id}/cancel", operation_id="cancel_session")
 async def cancel_session(session_id: str, request: Request, who: CurrentPrincipal) -> Session:
-    return await _control(request, who.owner, session_id, Runner.cancel)
+    return await _control(request, who, session_id, Runner.cancel, "session.cancel")
 
 
 @router.post("/{session_id}/approvals/{approval_id}", operation_id="decide_approval")
@@ -155,12 +160,16 @@ async def decide_approval(
     decision = Decision(body.decision, body.note or "", body.input if body.decision == "edit" else None,
                         always=body.always_allow and body.decision == "approve")
     row = await runner.decide(await store.get_session(session_id, who.owner), approval_id, decision)
+    await audit.record(request, who, session_id, "approval.decide", {
+        "approval_id": approval_id, "decision": decision.kind, "always_allow": decision.always,
+        "note": decision.note, "tool": row.tool, "input": row.input, "edited_input": decision.input,
+        "reason": row.reason})
     return await approval_out(store, row)
 
 
 @router.post("/{session_id}/takeover", operation_id="take_over")
 async def take_over(session_id: str, request: Request, who: CurrentPrincipal) -> Session:
-    return await _control(request, who.owner, session_id, Runner.takeover)
+    return await _control(request, who, session_id, Runner.takeover, "session.takeover")
 
 
 @router.post("/{session_id}/handback", operation_id="hand_back")
@@ -168,7 +177,8 @@ async def hand_back(
     session_id: str, request: Request, who: CurrentPrincipal, body: HandbackIn | None = None
 ) -> Session:
     note = body.note if body else None
-    return await _control(request, who.owner, session_id, lambda runner, row: runner.handback(row, note))
+    return await _control(request, who, session_id, lambda runner, row: runner.handback(row, note),
+                          "session.handback", {"note": note})
 
 
 @router.post("/{session_id}/network/allow", operation_id="allow_host")

@@ -45,6 +45,13 @@ export function eventItem(sid, ev) {
     case "usage": return null;  // shown in the meter
     case "retrying": li.append(`retrying (${d.reason}), attempt ${d.attempt}`); break;
     case "error": li.append(`error: ${d.message}`); break;
+    case "watchdog":
+      li.classList.add("err");
+      li.append(`paused by the watchdog (${d.reason}): ${d.message} — resume, send a hint, or cancel`); break;
+    case "audit": {
+      const what = d.detail && d.detail.decision ? ` ${d.detail.decision}${d.detail.always_allow ? " (always)" : ""}` : "";
+      li.append(`${d.actor} from ${d.address}: ${d.action}${what} at ${d.at}`); break;
+    }
     case "egress_blocked": li.append(egressCard(sid, d)); break;
     case "egress_allowed": li.append(`${d.by} allowed ${d.host} for this session`); break;
     default: li.append(`${ev.type} ${JSON.stringify(d)}`);
