@@ -115,7 +115,26 @@ class UsageTotalData(TypedDict):
     cost_usd: float
 
 
+class RequestImage(TypedDict):
+    slot: int
+    sha256: str
+    media_type: str
+
+
+class RequestManifest(TypedDict):
+    """What the call sent, against the saved history (``agent.history.request_manifest``): the history up to
+    ``last_message``, with ``images`` in their screenshot slots (pruning later turns them into placeholders).
+    ``params``: the Messages API request's other parameters (model, system, tools, …; Anthropic only), present
+    on a run's first call and whenever they change."""
+
+    last_message: int
+    images: list[RequestImage]
+    params: NotRequired[dict[str, Any]]
+
+
 class UsageData(TypedDict):
+    """One model call. ``request`` is absent in events written before it was recorded."""
+
     step: int
     model: str
     input_tokens: int
@@ -124,6 +143,7 @@ class UsageData(TypedDict):
     cache_write_tokens: int
     cost_usd: float
     total: UsageTotalData
+    request: NotRequired[RequestManifest]
 
 
 class RetryingData(TypedDict):

@@ -24,8 +24,11 @@ Thinking and redacted-thinking blocks are stored as received (signature included
 
 from __future__ import annotations
 
+import base64
+import copy
+import hashlib
 import math
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 Message = dict[str, Any]
@@ -87,6 +90,38 @@ def prune_images(history: list[Message], keep: int, chunk: int) -> int:
                 new.append(block)
         result["content"] = new
     return done
+
+
+def _slots(history: list[Message]) -> list[tuple[dict[str, Any], int]]:
+    """Every screenshot slot (an image, or the placeholder that replaced one) as ``(tool_result, index)``."""
+    return [(result, i) for result in _tool_results(history) if isinstance(result.get("content"), list)
+            for i, b in enumerate(result["content"]) if _is_image(b) or _is_placeholder(b)]
+
+
+def request_manifest(history: list[Message]) -> dict[str, Any]:
+    """What a request carried beyond the saved history, which later loses its screenshots to pruning: the index
+    of its last message and, per screenshot still sent, its slot (``_slots`` order), sha256 and media type.
+    Text never changes once written, so this plus the final history rebuilds the request (``restore_request``)."""
+    images = [{"slot": n, "sha256": hashlib.sha256(base64.b64decode(b["source"]["data"])).hexdigest(),
+               "media_type": b["source"].get("media_type", "image/png")}
+              for n, (result, i) in enumerate(_slots(history)) for b in [result["content"][i]]
+              if _is_image(b) and b.get("source", {}).get("type") == "base64"]
+    return {"last_message": len(history) - 1, "images": images}
+
+
+def restore_request(history: list[Message], manifest: dict[str, Any],
+                    image: Callable[[str, str], dict[str, Any]]) -> list[Message]:
+    """The messages of the request ``manifest`` describes, from a later ``history``: its prefix, with each
+    recorded slot holding ``image(sha256, media_type)`` (an image block) again. ``history`` is not changed."""
+    prefix = copy.deepcopy(history[: int(manifest["last_message"]) + 1])
+    slots = _slots(prefix)
+    for entry in manifest["images"]:
+        slot = int(entry["slot"])
+        if slot >= len(slots):
+            raise ValueError(f"request manifest names screenshot slot {slot}, the history has {len(slots)}")
+        result, i = slots[slot]
+        result["content"][i] = image(str(entry["sha256"]), str(entry["media_type"]))
+    return prefix
 
 
 def with_cache_breakpoints(history: list[Message], recent: int = 2, anchor: bool = True) -> list[Message]:

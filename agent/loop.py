@@ -83,6 +83,8 @@ class AgentLoop:
         self._answered = asyncio.Event()  # a user message arrived (the model asked a question)
         self._inflight: asyncio.Future[Any] | None = None
         self._price = price_for(config.model, config.prices)
+        self._sent: dict[str, Any] = {}  # the last model request's manifest (agent.history.request_manifest)
+        self._params: dict[str, Any] | None = None  # the request params last put in a manifest
 
     # ---- control -------------------------------------------------------------------------------
     def pause(self) -> None:
@@ -244,6 +246,11 @@ class AgentLoop:
 
     async def _call_model(self) -> Reply:
         hist.prune_images(self.history, self.config.keep_screenshots, self.config.removal_chunk)
+        self._sent = hist.request_manifest(self.history)  # goes out with the call's usage event
+        if self.client.provider == "anthropic":  # the rest of the request, fixed for a run: sent when it changes
+            params = {k: v for k, v in self.config.request_params([]).items() if k != "messages"}
+            if params != self._params:
+                self._sent["params"] = self._params = params
 
         async def on_retry(info: RetryInfo) -> None:
             await self.event("retrying", info.as_dict())
@@ -257,7 +264,8 @@ class AgentLoop:
         cost = usage.cost(self._price)
         self.usage.add(usage, cost)
         await self.event("usage", {"step": self.usage.steps, "model": reply.model or self.config.model,
-                                    **usage.as_dict(), "cost_usd": round(cost, 6), "total": self.usage.as_dict()})
+                                    **usage.as_dict(), "cost_usd": round(cost, 6), "total": self.usage.as_dict(),
+                                    "request": self._sent})
 
     async def _narrate(self, reply: Reply) -> None:
         step = self.usage.steps

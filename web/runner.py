@@ -237,6 +237,14 @@ class Runner:
             self._releasing.add(release)
             release.add_done_callback(self._releasing.discard)
             await asyncio.shield(release)
+        await self._follow_up(run.session_id)
+
+    async def _follow_up(self, session_id: str) -> None:
+        """A message that arrived after the run's last turn but before its desktop was released went to the
+        inbox (``message``): continue the session with it, as a message to a finished session would."""
+        row = await self.store.get_session(session_id)
+        if row.inbox and row.status not in ("queued", "cancelled"):
+            await self.requeue(session_id)
 
     async def _release(self, run: SessionRun) -> None:
         self.live.pop(run.session_id, None)

@@ -58,6 +58,12 @@ def database_url(data_dir: Path, url: str | None) -> str:
     return url or f"sqlite+aiosqlite:///{data_dir / 'deskpilot.db'}"
 
 
+def image_ref(sha256: str, media_type: str) -> str:
+    """A screenshot's name in the store: ``<sha256>.<ext>``."""
+    ext = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}.get(media_type, "bin")
+    return f"{sha256}.{ext}"
+
+
 class Store:
     """All database and screenshot-file access of the service."""
 
@@ -385,8 +391,7 @@ class Store:
     # --- screenshots ---
     def save_image(self, data: bytes, media_type: str = "image/png") -> str:
         """Write the image once under its content hash; returns the ref (``<sha256>.<ext>``)."""
-        ext = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}.get(media_type, "bin")
-        ref = f"{hashlib.sha256(data).hexdigest()}.{ext}"
+        ref = image_ref(hashlib.sha256(data).hexdigest(), media_type)
         path = self.shots_dir / ref
         if not path.exists():
             tmp = path.with_suffix(f".{os.getpid()}.{uuid.uuid4().hex}.tmp")

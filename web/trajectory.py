@@ -12,6 +12,9 @@ JSON Schema: ``docs/trajectory.schema.json``; prose: ``docs/evaluation.md``):
 - ``screenshots/<sha256>.png``: the exact bytes the model saw; ``screenshot_file`` is the settled frame after
   the action (which is also what the model saw next), ``observation_file`` the frame the action was chosen on;
 - ``messages.json``: the conversation as last sent to the model, images pointing at their files;
+- ``requests.jsonl``: one line per model call, its messages exactly as sent (screenshots pruned since put back
+  from the manifest on the call's ``usage`` event), images pointing at their files, and the request's other
+  parameters (Anthropic only);
 - ``preview.gif``: the run with each action drawn on the screen it was planned on.
 """
 
@@ -27,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import deskpilot
+from agent import history as hist
 from web.checkpoints import history_path
 from web.states import FINAL_STATES
-from web.store import EventRow, SessionRow, Store
+from web.store import EventRow, SessionRow, Store, image_ref
 
 FORMAT = "deskpilot-trajectory"
 TRAJECTORY_VERSION = "1.0"
@@ -171,25 +175,49 @@ def build_meta(row: SessionRow, events: Sequence[EventRow], steps: list[dict[str
     }
 
 
-def _messages(store: Store, session_id: str, refs: set[str]) -> list[dict[str, Any]]:
+def _with_files(node: Any, refs: set[str]) -> Any:
+    """A checkpointed message (images as store refs) with each image pointing at its bundle file."""
+    if isinstance(node, dict):
+        src = node.get("source")
+        if node.get("type") == "image" and isinstance(src, dict) and src.get("type") == "ref":
+            refs.add(str(src["ref"]))
+            return {**node, "source": {"type": "file", "path": _shot(str(src["ref"])),
+                                       "media_type": src.get("media_type")}}
+        return {k: _with_files(v, refs) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_with_files(v, refs) for v in node]
+    return node
+
+
+def _history(store: Store, session_id: str) -> list[dict[str, Any]]:
     path = history_path(store, session_id)
-    if not path.is_file():
-        return []
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            src = node.get("source")
-            if node.get("type") == "image" and isinstance(src, dict) and src.get("type") == "ref":
-                refs.add(str(src["ref"]))
-                return {**node, "source": {"type": "file", "path": _shot(str(src["ref"])),
-                                           "media_type": src.get("media_type")}}
-            return {k: walk(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [walk(v) for v in node]
-        return node
-
-    history: list[dict[str, Any]] = walk(json.loads(path.read_text()))
+    history: list[dict[str, Any]] = json.loads(path.read_text()) if path.is_file() else []
     return history
+
+
+def _ref_block(sha256: str, media_type: str) -> dict[str, Any]:
+    return {"type": "image", "source": {"type": "ref", "ref": image_ref(sha256, media_type), "media_type": media_type}}
+
+
+def build_requests(history: list[dict[str, Any]], events: Sequence[EventRow],
+                   refs: set[str]) -> list[dict[str, Any]]:
+    """The ``requests.jsonl`` lines: each model call's messages exactly as sent (before the provider's cache
+    markers), rebuilt from the final history and the manifest on the call's ``usage`` event."""
+    out: list[dict[str, Any]] = []
+    params: dict[str, Any] | None = None
+    for ev in events:
+        manifest = ev.data.get("request") if ev.type == "usage" else None
+        if not isinstance(manifest, dict) or int(manifest.get("last_message", -1)) >= len(history):
+            continue  # recorded before manifests existed, or the history was lost
+        if isinstance(manifest.get("params"), dict):
+            params = manifest["params"]  # recorded when they change only
+        try:
+            messages = hist.restore_request(history, manifest, _ref_block)
+        except ValueError:
+            continue  # a manifest that does not fit the saved history: left out rather than guessed
+        out.append({"model_step": int(ev.data.get("step", 0)), "ts": _ts(ev.created_at), "params": params,
+                    "messages": _with_files(messages, refs)})
+    return out
 
 
 async def replay_data(store: Store, session_id: str, owner: str | None = None) -> dict[str, Any]:
@@ -213,7 +241,9 @@ def _assemble(store: Store, row: SessionRow, events: list[EventRow], reward: flo
 
     steps = build_steps(events, reward)
     refs = {e.image_ref for e in events if e.image_ref}
-    messages = _messages(store, row.id, refs)
+    history = _history(store, row.id)
+    messages = _with_files(history, refs)
+    requests = build_requests(history, events, refs)
     files: dict[str, bytes] = {}
     shots: dict[str, bytes] = {}
     for ref in sorted(refs):
@@ -225,6 +255,7 @@ def _assemble(store: Store, row: SessionRow, events: list[EventRow], reward: flo
     files["meta.json"] = json.dumps(meta, indent=2).encode()
     files["traj.jsonl"] = "".join(json.dumps(s) + "\n" for s in steps).encode()
     files["messages.json"] = json.dumps(messages).encode()
+    files["requests.jsonl"] = "".join(json.dumps(r) + "\n" for r in requests).encode()
     gif = preview_gif(steps, shots)
     if gif is not None:
         files["preview.gif"] = gif

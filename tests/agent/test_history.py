@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import copy
+import hashlib
 from typing import Any
 
 import pytest
@@ -110,3 +113,27 @@ def test_user_text_goes_after_tool_results() -> None:
     history.append({"role": "assistant", "content": [{"type": "text", "text": "done"}]})
     hist.add_user_text(history, "next")
     assert history[-1] == {"role": "user", "content": [{"type": "text", "text": "next"}]}
+
+
+@pytest.mark.parametrize(("keep", "chunk"), [(5, 3), (2, 1), (3, 3), (1, 1)])
+def test_each_request_rebuilds_from_the_final_history_and_its_manifest(keep: int, chunk: int) -> None:
+    by_sha: dict[str, dict[str, Any]] = {}
+    history: list[dict[str, Any]] = [{"role": "user", "content": "go"}]
+    sent: list[tuple[list[dict[str, Any]], dict[str, Any]]] = []
+    for i in range(12):
+        hist.prune_images(history, keep, chunk)
+        sent.append((copy.deepcopy(history), hist.request_manifest(history)))
+        data = base64.b64encode(f"screen {i}".encode()).decode()
+        by_sha[hashlib.sha256(f"screen {i}".encode()).hexdigest()] = {
+            "type": "image", "source": {"type": "base64", "media_type": "image/png", "data": data}}
+        new = turn(i, images=0 if i % 4 == 3 else 1)  # some tools return no screenshot
+        for block in new[1]["content"][0]["content"]:
+            if block["type"] == "image":
+                block["source"]["data"] = data
+        history.extend(new)
+    assert hist.count_images(history)[1] > 0  # the final history did lose screenshots
+    for request, manifest in sent:
+        assert hist.restore_request(history, manifest, lambda sha, media: by_sha[sha]) == request
+    with pytest.raises(ValueError, match="slot 99"):
+        hist.restore_request(history, {"last_message": 3, "images": [
+            {"slot": 99, "sha256": "0" * 64, "media_type": "image/png"}]}, lambda sha, media: by_sha[sha])

@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from deskpilot.cli import main
-from tests.support.fake_messages import FakeMessages, reply, text, thinking, tool_use
+from tests.evaluation.test_trajectory_requests import inline_files
+from tests.support.fake_messages import FakeMessages, reply, text, thinking, tool_use, without_cache_control
 from tests.web.conftest import Service, wait_status
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "docs" / "trajectory.schema.json").read_text())
@@ -21,7 +22,9 @@ SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "docs" / "trajectory.
 
 def _bundle(files: dict[str, bytes]) -> dict[str, object]:
     steps = [json.loads(line) for line in files["traj.jsonl"].decode().splitlines()]
-    return {"meta": json.loads(files["meta.json"]), "steps": steps, "messages": json.loads(files["messages.json"])}
+    requests = [json.loads(line) for line in files["requests.jsonl"].decode().splitlines()]
+    return {"meta": json.loads(files["meta.json"]), "steps": steps, "messages": json.loads(files["messages.json"]),
+            "requests": requests}
 
 
 def _unzip(data: bytes) -> dict[str, bytes]:
@@ -78,6 +81,11 @@ def test_a_real_run_exports_a_bundle_that_matches_its_schema(agent_service: Serv
     images = [b for m in bundle["messages"] for b in (m["content"] if isinstance(m["content"], list) else [])
               if b.get("type") == "tool_result" for b in (b.get("content") or []) if b.get("type") == "image"]
     assert images and all(b["source"]["path"] in files for b in images)
+    # Each model call's messages as the API received them (thinking and its signature included).
+    requests = bundle["requests"]
+    assert isinstance(requests, list) and len(requests) == len(fake.requests) == 4
+    for exported, received in zip(requests, fake.requests, strict=True):
+        assert inline_files(exported["messages"], files) == without_cache_control(received.body["messages"])
     gif = Image.open(io.BytesIO(files["preview.gif"]))
     assert gif.format == "GIF" and gif.n_frames == 4  # three steps planned on a screen + the last screen
 
