@@ -24,7 +24,7 @@ from agent.events import Event
 from agent.loop import AgentLoop, RunResult
 from agent.policy import PRESETS, ApprovalPolicy
 from agent.prompts import DesktopFacts
-from agent.providers.base import ModelClient
+from agent.providers.client import ModelClient
 from agent.providers.registry import ModelClients
 from agent.watchdog import TRIP_REASONS
 from deskpilot.errors import ConfigError, DeskpilotError
@@ -204,6 +204,9 @@ def run_command(task: str, preset: str | None, auto_approve: bool, model: str | 
     base = get_settings()
     updates = {k: v for k, v in {"model": model, "max_steps": max_steps, "max_cost_usd": max_cost}.items()
                if v is not None}
+    if base_url and (model or base.model).startswith("openai-compatible/"):
+        # The operator's own endpoint: it gets DESKPILOT_OPENAI_COMPAT_API_KEY like the configured one would.
+        updates["openai_compat_base_url"], base_url = base_url, None
     settings = base.model_copy(update=updates)
     try:
         client = ModelClients(settings).for_model(settings.model, base_url)

@@ -74,12 +74,23 @@ class ToolResultData(TypedDict):
     meta: dict[str, Any]
 
 
+class SafetyCheckData(TypedDict):
+    """A vendor's safety signal (OpenAI ``pending_safety_checks``, Gemini ``require_confirmation``)."""
+
+    id: str
+    code: str
+    message: str
+
+
 class ApprovalRequestedData(TypedDict):
+    """``safety_checks`` only when a vendor flagged the call: a person must decide, whatever the policy says."""
+
     approval_id: str
     tool_use_id: str
     tool: str
     input: dict[str, Any]
     reason: str
+    safety_checks: NotRequired[list[SafetyCheckData]]
 
 
 class ApprovalDecidedData(TypedDict):

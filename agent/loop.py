@@ -33,7 +33,8 @@ from agent.config import LoopConfig
 from agent.events import Emit, Event, EventType, RunStatus
 from agent.policy import ApprovalPolicy, Rule
 from agent.providers.anthropic import AnthropicClient
-from agent.providers.base import ModelClient, Reply
+from agent.providers.base import Reply
+from agent.providers.client import ModelClient
 from agent.retry import RetryInfo, with_retries
 from agent.usage import CallUsage, UsageTotals, budget_exceeded, price_for
 from agent.watchdog import Watchdog

@@ -39,7 +39,7 @@ from agent.models import toolset_for
 from agent.policy import ApprovalPolicy
 from agent.prompts import DesktopFacts, system_prompt
 from agent.providers.anthropic import AnthropicClient
-from agent.providers.base import ModelClient
+from agent.providers.client import ModelClient
 from agent.providers.compat import CompatClient
 from agent.providers.gemini import GeminiClient, build_contents
 from agent.providers.openai_responses import OpenAIResponsesClient, build_input

@@ -13,6 +13,7 @@ DeskpilotError
  │    └── ModelUnavailable  retries ran out: the session pauses, it is not failed
  └── ServiceError           the web service; ``status`` is the HTTP code it maps to
       ├── NotFound (404), Conflict (409), Unauthorized (401), Forbidden (403), BadRequest (400)
+      ├── Unprocessable (422): well-formed, but not something this service can do (e.g. an unknown provider)
       └── PayloadTooLarge (413), TooManyRequests (429), ServiceUnavailable (503)
 """
 
@@ -92,6 +93,10 @@ class NotFound(ServiceError):
 
 class Conflict(ServiceError):
     status = 409
+
+
+class Unprocessable(ServiceError):
+    status = 422
 
 
 class PayloadTooLarge(ServiceError):

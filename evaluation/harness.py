@@ -159,8 +159,9 @@ class Harness:
 
     # --- running ---
     async def run(self) -> Results:
-        if self.runner.unavailable_reason:
-            raise ConfigError(self.runner.unavailable_reason)
+        reason = self.runner.unavailable(self.options.model)
+        if reason:
+            raise ConfigError(reason)
         pages = self.suite.pages
         server = PageServer(pages).start() if pages is not None else None
         if server is not None:

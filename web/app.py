@@ -69,10 +69,11 @@ def create_app(settings: Settings, *, first_token: bool = True, backend: Desktop
         if first_token:
             await ensure_first_token(store)
         await runner.start()
+        reason = runner.unavailable()
+        if reason:
+            log.warning("the service runs, but %s", reason)
         if cluster is not None:
             await cluster.start()
-        if runner.unavailable_reason:
-            log.warning("tasks cannot run: %s", runner.unavailable_reason)
         try:
             yield
         finally:

@@ -45,6 +45,7 @@ def serve_command(host: str | None, port: int | None) -> None:
     import uvicorn
 
     from web.app import create_app
+    from web.runner import model_unavailable
 
     settings = Settings()
     overrides: dict[str, object] = {}
@@ -53,8 +54,9 @@ def serve_command(host: str | None, port: int | None) -> None:
     if port is not None:
         overrides["port"] = port
     settings = settings.model_copy(update=overrides)
-    if settings.anthropic_api_key is None or not settings.anthropic_api_key.get_secret_value():
-        click.echo("deskpilot: ANTHROPIC_API_KEY is not set: the service starts, but tasks cannot run.", err=True)
+    reason = model_unavailable(settings)
+    if reason:
+        click.echo(f"deskpilot: the service starts, but {reason}", err=True)
     _run(_prepare_database(settings))  # migrate, or refuse, before the server starts
     app = create_app(settings)
     click.echo(f"deskpilot: serving on http://{settings.host}:{settings.port}/ (data in {settings.data_dir})", err=True)

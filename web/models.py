@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from agent.events import PAYLOADS, EventType
 from web.states import SessionStatus
@@ -31,6 +32,39 @@ class SessionCreate(Strict):
     max_steps: int | None = Field(default=None, ge=1, le=MAX_STEPS_LIMIT)
     max_cost_usd: float | None = Field(default=None, gt=0, le=10_000)
     screen: Screen | None = None
+    base_url: str | None = Field(
+        default=None, max_length=2000,
+        description="Endpoint of an openai-compatible model for this session (e.g. http://10.0.0.5:8000/v1): "
+                    "http or https, no credentials, query or fragment. The service's compat API key is never "
+                    "sent to it (only to DESKPILOT_OPENAI_COMPAT_BASE_URL).")
+
+    @field_validator("base_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        return None if value is None else check_endpoint(value)
+
+
+def check_endpoint(url: str) -> str:
+    """An http(s) endpoint with a host and nothing secret in it (it is stored and shown with the session)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises on a bad port
+    except ValueError as exc:
+        raise ValueError(f"not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not carry credentials (user:password@); the endpoint is shown with the session")
+    if parts.query or parts.fragment or any(c.isspace() for c in url):
+        raise ValueError("must not have a query, a fragment or spaces")
+    del port
+    return url
+
+
+class SafetyCheck(BaseModel):
+    id: str
+    code: str = Field(description="The vendor's code, e.g. malicious_instructions, or require_confirmation")
+    message: str
 
 
 class Approval(BaseModel):
@@ -39,6 +73,9 @@ class Approval(BaseModel):
     tool: str
     input: dict[str, Any]
     reason: str
+    safety_checks: list[SafetyCheck] = Field(
+        default_factory=list, description="A vendor's safety checks on this action: it runs only if a person "
+                                          "approves, and only then are they acknowledged to the vendor")
     image: str | None = Field(description="Screenshot ref the proposed action refers to")
     note: str | None = None
     edited_input: dict[str, Any] | None = None
@@ -56,6 +93,7 @@ class Session(BaseModel):
     id: str
     task: str
     model: str
+    base_url: str | None = Field(default=None, description="The session's own model endpoint, if it has one")
     status: SessionStatus
     control: Literal["agent", "user"] = Field(description="Who drives the desktop right now")
     result: str | None

@@ -20,9 +20,9 @@ from agent import history as hist
 from agent.approvals import Decision
 from agent.events import Event, SessionStatus
 from agent.loop import AgentLoop
-from agent.providers.base import ModelClient
-from agent.providers.registry import ModelClients
-from deskpilot.errors import Conflict, DeskpilotError, ServiceUnavailable, TooManyRequests
+from agent.providers.client import ModelClient
+from agent.providers.registry import ModelClients, check_model, missing_setting
+from deskpilot.errors import ConfigError, Conflict, DeskpilotError, ServiceUnavailable, TooManyRequests, Unprocessable
 from deskpilot.settings import Settings
 from desktop.backends.base import DesktopBackend
 from desktop.client import DesktopClient
@@ -43,8 +43,19 @@ log = logging.getLogger(__name__)
 SESSIONS_LIVE = Gauge("deskpilot_sessions_live", "Sessions holding a desktop right now")
 
 
+def model_unavailable(settings: Settings, model: str | None = None, base_url: str | None = None) -> str | None:
+    """Why sessions of ``model`` (default: the service's) cannot run here, naming the setting; else None."""
+    name = model or settings.model
+    try:
+        missing = missing_setting(settings, name, base_url)
+    except ConfigError as exc:
+        return exc.message
+    return None if missing is None else f"model {name} cannot run: {missing}, and restart the service"
+
+
 class Runner:
     def __init__(self, settings: Settings, store: Store, bus: Bus, backend: DesktopBackend | None = None) -> None:
+        """``backend``: where desktops come from; by default the one ``DESKPILOT_DESKTOP_BACKEND`` names."""
         self.settings = settings
         self.store = store
         self.bus = bus
@@ -56,14 +67,8 @@ class Runner:
         self._releasing: set[asyncio.Task[None]] = set()  # outlive their cancelled run; stop() waits for them
         self.frames = FramePumps(bus, settings.frame_fps, self._client_of, self._acting)
         self._backend = backend
-        self._models: ModelClients | None = None  # made on first use
-        self.unavailable_reason: str | None = None
+        self.models = ModelClients(settings)  # one client per provider and endpoint, made on first use
         self.cluster: Cluster | None = None  # set when this is one of several replicas (web/cluster.py)
-        if settings.anthropic_api_key is None or not settings.anthropic_api_key.get_secret_value():
-            self.unavailable_reason = (
-                "ANTHROPIC_API_KEY is not set, so no task can run; set it (or DESKPILOT_ANTHROPIC_API_KEY) "
-                "and restart. Everything else (history, screenshots, tokens) works."
-            )
         bus.on_watch = self.frames.watch
 
     # --- what a SessionRun needs (web.session_run.Host) ---
@@ -72,12 +77,12 @@ class Runner:
             self._backend = make_backend(self.settings)
         return self._backend
 
-    def model(self, name: str) -> ModelClient:
-        """The service's client for model ``name``'s provider (one per provider: connection pool, base URL,
-        timeouts). Raises ``ConfigError`` when that provider has no key."""
-        if self._models is None:
-            self._models = ModelClients(self.settings)
-        return self._models.for_model(name)
+    def model(self, name: str, base_url: str | None = None) -> ModelClient:
+        """The service's client for model ``name``'s provider (connection pool, base URL, timeouts)."""
+        return self.models.for_model(name, base_url)
+
+    def unavailable(self, model: str | None = None, base_url: str | None = None) -> str | None:
+        return model_unavailable(self.settings, model, base_url)
 
     def desktop_ready(self, session_id: str) -> None:
         self.frames.watch(session_id)
@@ -89,8 +94,7 @@ class Runner:
             for row in await self.store.sessions_in(["queued"]):
                 self._queue.put_nowait(row.id)
         self._spawn(self._dispatch())
-        if self.unavailable_reason is None:
-            self._spawn(self._start_backend())
+        self._spawn(self._start_backend())
 
     async def _start_backend(self) -> None:
         """Start the desktop backend now (orphan clean-up, warm pool), so the first session doesn't wait for it."""
@@ -110,8 +114,7 @@ class Runner:
             await self._release(run)
         if self._backend is not None:
             await self._backend.aclose()
-        if self._models is not None:
-            await self._models.aclose()
+        await self.models.aclose()
 
     async def recover(self) -> None:
         """Runs once at start: nothing is live, so whatever the database calls active was cut short.
@@ -200,17 +203,28 @@ class Runner:
     # --- sessions ---
     async def create(self, owner: str, task: str, *, model: str | None = None, policy: dict[str, Any] | None = None,
                      max_steps: int | None = None, max_cost_usd: float | None = None,
-                     screen: tuple[int, int] | None = None) -> SessionRow:
-        """Queue a new session; unset values come from the settings."""
-        if self.unavailable_reason:
-            raise ServiceUnavailable(self.unavailable_reason)
+                     screen: tuple[int, int] | None = None, base_url: str | None = None) -> SessionRow:
+        """Queue a new session; unset values come from the settings. A model whose provider is unknown, or a
+        ``base_url`` for a provider other than openai-compatible, is ``Unprocessable``; a model whose key or
+        endpoint is not configured is ``ServiceUnavailable`` (the message names the setting)."""
+        model = model or self.settings.model
+        try:
+            provider = check_model(model)
+        except ConfigError as exc:
+            raise Unprocessable(exc.message) from None
+        if base_url and provider != "openai-compatible":
+            raise Unprocessable(f"base_url is for openai-compatible/... models only, not {provider} (its endpoint "
+                                "is the service's setting, which its API key goes to)")
+        missing = self.unavailable(model, base_url)
+        if missing:
+            raise ServiceUnavailable(missing)
         if await self.store.count_in(["queued"]) >= self.settings.max_queued:  # every desktop busy, queue full
             raise TooManyRequests("too many sessions are waiting for a desktop; try again later",
                                   retry_after=self.settings.queue_retry_after_s)
         make_policy(self.settings.approval_policy, policy or {})  # a bad policy is a 422 now, not a failed run
         network_policy(self.settings, policy or {})
         row = await self.store.create_session(
-            owner=owner, task=task, model=model or self.settings.model, policy=policy or {},
+            owner=owner, task=task, model=model, base_url=base_url, policy=policy or {},
             max_steps=max_steps or self.settings.max_steps,
             max_cost_usd=max_cost_usd if max_cost_usd is not None else self.settings.max_cost_usd or None,
             width=screen[0] if screen else self.settings.screen_width,

@@ -21,7 +21,7 @@ from agent.events import Event, SessionStatus, UserMessageData
 from agent.loop import AgentLoop
 from agent.policy import ApprovalPolicy
 from agent.prompts import DesktopFacts
-from agent.providers.base import ModelClient
+from agent.providers.client import ModelClient
 from agent.usage import UsageTotals
 from deskpilot.errors import DeskpilotError
 from deskpilot.logs import bind_log_context
@@ -47,7 +47,7 @@ class Host(Protocol):
 
     def backend(self) -> DesktopBackend: ...
 
-    def model(self, name: str) -> ModelClient: ...
+    def model(self, name: str, base_url: str | None = None) -> ModelClient: ...
 
     def desktop_ready(self, session_id: str) -> None: ...
 
@@ -153,7 +153,7 @@ class SessionRun:
             await asyncio.to_thread(save_history, store, sid, h)
 
         desktop = GatedDesktop(self.gate, client, on_handback=self._handed_back)
-        loop = AgentLoop(client=self.host.model(config.model), desktop=desktop,
+        loop = AgentLoop(client=self.host.model(config.model, await store.session_endpoint(sid)), desktop=desktop,
                          policy=make_policy(settings.approval_policy, row.policy), emit=self.emit, config=config,
                          history=history, usage=usage, on_history=checkpoint)
         self.loop = loop

@@ -32,6 +32,7 @@ from web.tables import (
     BrowserSessionRow,
     EventRow,
     LeaseRow,
+    SessionEndpointRow,
     SessionRow,
     TokenRow,
     UsageRow,
@@ -130,17 +131,27 @@ class Store:
         return int(getattr(res, "rowcount", 0) or 0)
 
     # --- sessions ---
-    async def create_session(self, leased_to: tuple[str, float] | None = None, **fields: Any) -> SessionRow:
-        """``leased_to`` (replica, TTL in seconds): the session is leased to that replica in the same
-        transaction, so no other replica ever sees it unowned (web/leases.py)."""
+    async def create_session(self, base_url: str | None = None, leased_to: tuple[str, float] | None = None,
+                             **fields: Any) -> SessionRow:
+        """``base_url``: the session's own model endpoint. ``leased_to`` (replica, TTL in seconds): the session is
+        leased to that replica in the same transaction, so no other replica ever sees it unowned (web/leases.py)."""
         row = SessionRow(id=str(uuid.uuid4()), **fields)
         async with self.sessionmaker.begin() as db:
             db.add(row)
+            if base_url or leased_to is not None:
+                await db.flush()  # the session row first: the rows below refer to it
+            if base_url:
+                db.add(SessionEndpointRow(session_id=row.id, base_url=base_url))
             if leased_to is not None:
-                await db.flush()
                 db.add(LeaseRow(session_id=row.id, replica=leased_to[0],
                                 expires_at=func.now() + timedelta(seconds=leased_to[1])))
         return row
+
+    async def session_endpoint(self, session_id: str) -> str | None:
+        """The session's own model endpoint, if it was created with one."""
+        async with self.sessionmaker() as db:
+            row = await db.get(SessionEndpointRow, session_id)
+        return row.base_url if row is not None else None
 
     async def get_session(self, session_id: str, owner: str | None = None) -> SessionRow:
         """The session, or NotFound — also when it belongs to someone else, so ids don't leak."""
@@ -263,6 +274,19 @@ class Store:
         if row is None:
             raise NotFound(f"approval {approval_id} not found")
         return row
+
+    async def approval_checks(self, session_id: str, approval_id: str) -> list[dict[str, Any]]:
+        """The vendor safety checks the approval was asked with, as its ``approval_requested`` event logged them."""
+        async with self.sessionmaker() as db:
+            asks = await db.scalars(
+                select(EventRow.data)
+                .where(EventRow.session_id == session_id, EventRow.type == "approval_requested")
+                .order_by(EventRow.seq.desc())
+            )
+            for data in asks:
+                if data.get("approval_id") == approval_id:
+                    return [c for c in data.get("safety_checks") or [] if isinstance(c, dict)]
+        return []
 
     async def pending_approval(self, session_id: str) -> ApprovalRow | None:
         async with self.sessionmaker() as db:

@@ -110,6 +110,14 @@ class SessionRow(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class SessionEndpointRow(Base):
+    """A session's own model endpoint (openai-compatible ``base_url``); most sessions have none."""
+
+    __tablename__ = "session_endpoints"
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), primary_key=True)
+    base_url: Mapped[str] = mapped_column(Str(2000))
+
+
 class EventRow(Base):
     __tablename__ = "events"
     __table_args__ = (UniqueConstraint("session_id", "seq"),)

@@ -12,11 +12,7 @@ only that vendor's adapter reads.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
-
-if TYPE_CHECKING:
-    from agent.config import LoopConfig
-    from agent.retry import Verdict
+from typing import Any
 
 Message = dict[str, Any]
 VENDOR = "vendor"  # block type holding a provider's replay state
@@ -71,20 +67,6 @@ class Reply:
 
     def group_of(self, use_id: str) -> list[str]:
         return next((g for g in self.groups if use_id in g), [use_id])
-
-
-class ModelClient(Protocol):
-    """One model API behind the loop. ``complete`` is retried as a whole by ``agent.retry``."""
-
-    provider: str
-
-    async def complete(self, history: list[Message], config: LoopConfig) -> Reply: ...
-
-    def classify(self, exc: BaseException) -> Verdict | None:
-        """How ``agent.retry`` treats this failure; None = not an API failure (it propagates)."""
-        ...
-
-    async def close(self) -> None: ...
 
 
 def vendor_state(message: Message, provider: str) -> dict[str, Any] | None:

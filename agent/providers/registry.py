@@ -1,14 +1,14 @@
 """Which adapter answers a model string, and the clients a process keeps (one per provider and endpoint).
 
-Adding a provider: one module with a class satisfying ``base.ModelClient`` and a ``_make_*`` row in
-``_MAKERS`` (plus its prices in ``agent.usage.PRICES``); see docs/providers.md.
+Adding a provider: one module with a class satisfying ``client.ModelClient`` and a ``_need_*``/``_make_*`` row in
+``_PROVIDERS`` (plus its prices in ``agent.usage.PRICES``); see docs/providers.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from agent.providers.base import ModelClient
+from agent.providers.client import ModelClient
 from agent.providers.names import split_model
 from deskpilot.errors import ConfigError
 from deskpilot.settings import Settings
@@ -19,14 +19,34 @@ def _secret(value: object) -> str:
     return str(getter()) if callable(getter) else ""
 
 
+def _need_anthropic(settings: Settings, base_url: str | None) -> str | None:
+    if _secret(settings.anthropic_api_key):
+        return None
+    return ("no Anthropic API key: set ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL to use a proxy or gateway), "
+            "e.g. `export ANTHROPIC_API_KEY=sk-ant-...`")
+
+
+def _need_openai(settings: Settings, base_url: str | None) -> str | None:
+    return None if _secret(settings.openai_api_key) else "no OpenAI API key: set OPENAI_API_KEY (and " \
+        "OPENAI_BASE_URL for a proxy)"
+
+
+def _need_gemini(settings: Settings, base_url: str | None) -> str | None:
+    return None if _secret(settings.gemini_api_key) else "no Gemini API key: set GEMINI_API_KEY (or GOOGLE_API_KEY)"
+
+
+def _need_compat(settings: Settings, base_url: str | None) -> str | None:
+    if base_url or settings.openai_compat_base_url:
+        return None
+    return ("an openai-compatible model needs an endpoint: set DESKPILOT_OPENAI_COMPAT_BASE_URL "
+            "(e.g. http://127.0.0.1:8000/v1 for vLLM) or give the session a base_url")
+
+
 def _make_anthropic(settings: Settings, base_url: str | None) -> ModelClient:
     from agent.models import make_client
     from agent.providers.anthropic import AnthropicClient
 
     key = _secret(settings.anthropic_api_key)
-    if not key:
-        raise ConfigError("no Anthropic API key: set ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL to use a proxy or "
-                          "gateway), e.g. `export ANTHROPIC_API_KEY=sk-ant-...`")
     return AnthropicClient(make_client(key, base_url or settings.anthropic_base_url, settings.model_timeout_s))
 
 
@@ -34,8 +54,6 @@ def _make_openai(settings: Settings, base_url: str | None) -> ModelClient:
     from agent.providers.openai_responses import OpenAIResponsesClient
 
     key = _secret(settings.openai_api_key)
-    if not key:
-        raise ConfigError("no OpenAI API key: set OPENAI_API_KEY (and OPENAI_BASE_URL for a proxy)")
     return OpenAIResponsesClient.create(key, base_url or settings.openai_base_url, settings.model_timeout_s)
 
 
@@ -43,33 +61,39 @@ def _make_gemini(settings: Settings, base_url: str | None) -> ModelClient:
     from agent.providers.gemini import GeminiClient
 
     key = _secret(settings.gemini_api_key)
-    if not key:
-        raise ConfigError("no Gemini API key: set GEMINI_API_KEY (or GOOGLE_API_KEY)")
     return GeminiClient.create(key, base_url or settings.gemini_base_url, settings.model_timeout_s)
 
 
 def _make_compat(settings: Settings, base_url: str | None) -> ModelClient:
     from agent.providers.compat import CompatClient
 
-    url = base_url or settings.openai_compat_base_url
-    if not url:
-        raise ConfigError("an openai-compatible model needs an endpoint: set DESKPILOT_OPENAI_COMPAT_BASE_URL "
-                          "(e.g. http://127.0.0.1:8000/v1 for vLLM) or give the session a base_url")
-    return CompatClient.create(_secret(settings.openai_compat_api_key) or "none", url, settings.model_timeout_s)
+    configured = settings.openai_compat_base_url
+    url = base_url or configured or ""
+    # The configured key goes only to the configured endpoint: a session's own base_url never receives it.
+    key = _secret(settings.openai_compat_api_key) if url == configured else ""
+    return CompatClient.create(key or "none", url, settings.model_timeout_s)
 
 
-_MAKERS: dict[str, Callable[[Settings, str | None], ModelClient]] = {
-    "anthropic": _make_anthropic,
-    "openai": _make_openai,
-    "gemini": _make_gemini,
-    "openai-compatible": _make_compat,
+_Maker = Callable[[Settings, str | None], ModelClient]
+_Need = Callable[[Settings, str | None], "str | None"]
+_PROVIDERS: dict[str, tuple[_Need, _Maker]] = {
+    "anthropic": (_need_anthropic, _make_anthropic),
+    "openai": (_need_openai, _make_openai),
+    "gemini": (_need_gemini, _make_gemini),
+    "openai-compatible": (_need_compat, _make_compat),
 }
+
+
+def missing_setting(settings: Settings, model: str, base_url: str | None = None) -> str | None:
+    """Why ``model`` cannot run with these settings (the setting to set), or None when it can.
+    ``ConfigError`` for an unknown provider."""
+    return _PROVIDERS[check_model(model)][0](settings, base_url)
 
 
 def check_model(model: str) -> str:
     """The provider of ``model``; ``ConfigError`` for an unknown one (before anything starts)."""
     provider = split_model(model)[0]
-    if provider not in _MAKERS:
+    if provider not in _PROVIDERS:
         raise ConfigError(f"no adapter for provider {provider!r}")
     return provider
 
@@ -86,7 +110,11 @@ class ModelClients:
         provider = check_model(model)
         key = (provider, base_url)
         if key not in self._clients:
-            self._clients[key] = _MAKERS[provider](self.settings, base_url)
+            need, make = _PROVIDERS[provider]
+            missing = need(self.settings, base_url)
+            if missing:
+                raise ConfigError(missing)
+            self._clients[key] = make(self.settings, base_url)
         return self._clients[key]
 
     async def aclose(self) -> None:

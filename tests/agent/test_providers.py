@@ -13,7 +13,7 @@ from agent.providers.compat import CompatClient
 from agent.providers.gemini import GeminiClient
 from agent.providers.names import split_model
 from agent.providers.openai_responses import OpenAIResponsesClient
-from agent.providers.registry import ModelClients
+from agent.providers.registry import ModelClients, missing_setting
 from agent.retry import RetryConfig
 from agent.usage import CallUsage, price_for
 from deskpilot.errors import ConfigError
@@ -81,3 +81,25 @@ def test_one_price_table_for_every_provider() -> None:
     assert usage.cost(price_for("openai-compatible/ui-tars-1.5")) == 0
     assert price_for("openai-compatible/ui-tars", {"openai-compatible/ui-tars": [1, 1, 1, 1]}) == (1, 1, 1, 1)
     assert price_for("openai/some-new-model") == price_for("claude-unknown")  # unknown: the safe fallback
+
+
+async def test_the_compat_key_goes_only_to_the_configured_endpoint() -> None:
+    settings = Settings(openai_compat_base_url="http://127.0.0.1:9/v1", openai_compat_api_key=SecretStr("s3cret"))
+    clients = ModelClients(settings)
+    configured = clients.for_model("openai-compatible/ui-tars-1.5")
+    own = clients.for_model("openai-compatible/ui-tars-1.5", "http://127.0.0.1:10/v1")  # a session's base_url
+    assert configured.sdk.api_key == "s3cret"  # type: ignore[attr-defined]
+    assert own.sdk.api_key == "none"  # type: ignore[attr-defined]
+    await clients.aclose()
+
+
+def test_missing_setting_names_it_per_provider_without_making_a_client() -> None:
+    settings = Settings(anthropic_api_key=None, openai_api_key=SecretStr("o"), gemini_api_key=None,
+                        openai_compat_base_url=None)
+    assert missing_setting(settings, "openai/gpt-5.4") is None
+    assert "ANTHROPIC_API_KEY" in str(missing_setting(settings, "claude-opus-4-5"))
+    assert "GEMINI_API_KEY" in str(missing_setting(settings, "gemini/gemini-3.5-flash"))
+    assert missing_setting(settings, "openai-compatible/ui-tars-1.5", "http://127.0.0.1:9/v1") is None
+    assert "base_url" in str(missing_setting(settings, "openai-compatible/ui-tars-1.5"))
+    with pytest.raises(ConfigError, match="unknown model provider"):
+        missing_setting(settings, "mistral/x")

@@ -26,6 +26,7 @@ from deskpilot.settings import Settings
 from desktop.backends.base import DesktopBackend
 from tests.support.fake_desktop import FakeBackend
 from tests.support.fake_messages import FakeMessages
+from tests.support.shared_dir import desktop_writable_dir
 from tests.web.pg import PgCluster, cluster_for_tests
 from web.app import create_app
 from web.auth import create_token
@@ -201,6 +202,14 @@ def events(svc: Service, sid: str, who: str = "alice", after: int = 0) -> list[d
     with svc.client(who) as c:
         items: list[dict[str, Any]] = c.get(f"/api/sessions/{sid}/events", params={"after": after}).json()["items"]
         return items
+
+
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    """A directory the model's shell may write to: it runs as the desktop's sandbox uid, which cannot enter
+    ``tmp_path`` (tests/support/shared_dir.py)."""
+    with desktop_writable_dir() as path:
+        yield path
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
 from tests.support.fake_messages import FakeMessages, reply, text, tool_use
-from tests.support.shared_dir import desktop_writable_dir
 from tests.support.testpage import TestPageServer
 from tests.web.conftest import Service, start_service, stop_service
 
@@ -36,12 +35,6 @@ def ui(tmp_path: Path) -> Iterator[tuple[Service, FakeMessages, TestPageServer, 
                     browser.close()
         finally:
             stop_service(svc)
-
-
-@pytest.fixture
-def shared() -> Iterator[Path]:
-    with desktop_writable_dir() as path:  # the desktop's shell runs as its sandbox uid
-        yield path
 
 
 def test_login_run_approve_take_over_type_hand_back_finish(ui: tuple[Service, FakeMessages, TestPageServer, Page],

@@ -187,7 +187,7 @@ async def test_revision_0001_is_the_release_schema_and_downgrades_return_to_it(
     await on_db(other_db_url, migrate_to("0001"))
     assert await on_db(other_db_url, schema_of) == release
     await on_db(other_db_url, migrate_to("head"))
-    added = {"browser_sessions", "audit_log", "session_leases", "session_commands"}
+    added = {"browser_sessions", "audit_log", "session_endpoints", "session_leases", "session_commands"}
     assert set(await on_db(other_db_url, schema_of)) == {*release, *added}
     await on_db(other_db_url, downgrade_to("0001"))
     assert await on_db(other_db_url, schema_of) == release

@@ -119,8 +119,8 @@ def test_cancel_while_taken_over_ends_the_run(fake_service: Service) -> None:
 
 
 def test_takeover_gives_the_owner_input_and_handback_resumes_with_a_note(agent_service: Service,
-                                                                         tmp_path: Path) -> None:
-    marker = tmp_path / "marker.txt"
+                                                                         shared: Path) -> None:
+    marker = shared / "marker.txt"
     fake: FakeMessages = agent_service.extra["fake"]
     fake.script(reply(tool_use("bash", {"command": f"echo step >> {marker}"})), reply(text("Finished after handback.")))
     with agent_service.client("alice") as c:

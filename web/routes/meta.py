@@ -42,7 +42,7 @@ router = APIRouter(tags=["service"])
 @router.get("/healthz", operation_id="healthz")
 async def healthz(request: Request) -> Health:
     runner: Runner = request.app.state.runner
-    reason = runner.unavailable_reason
+    reason = runner.unavailable()  # the default model; another provider's sessions may still run
     return Health(ok=True, tasks_can_run=reason is None, reason=reason)
 
 

@@ -34,12 +34,13 @@ from web.store import ApprovalRow, EventRow, SessionRow, Store
 router = APIRouter(prefix="/api/sessions", tags=["sessions"], responses=ERRORS)
 
 
-def approval_out(row: ApprovalRow) -> Approval:
-    return Approval(
-        id=row.id, status=row.status, tool=row.tool, input=row.input, reason=row.reason,  # type: ignore[arg-type]
-        image=row.image_ref, note=row.note, edited_input=row.edited_input,
-        created_at=row.created_at, decided_at=row.decided_at,
-    )
+async def approval_out(store: Store, row: ApprovalRow) -> Approval:
+    return Approval.model_validate({
+        "id": row.id, "status": row.status, "tool": row.tool, "input": row.input, "reason": row.reason,
+        "safety_checks": await store.approval_checks(row.session_id, row.id), "image": row.image_ref,
+        "note": row.note, "edited_input": row.edited_input, "created_at": row.created_at,
+        "decided_at": row.decided_at,
+    })
 
 
 def event_out(row: EventRow) -> Event:
@@ -49,11 +50,12 @@ def event_out(row: EventRow) -> Event:
 async def session_out(store: Store, row: SessionRow) -> Session:
     pending = await store.pending_approval(row.id)
     return Session.model_validate({
-        "id": row.id, "task": row.task, "model": row.model, "status": row.status, "control": row.control,
+        "id": row.id, "task": row.task, "model": row.model, "base_url": await store.session_endpoint(row.id),
+        "status": row.status, "control": row.control,
         "result": row.result, "error": row.error, "max_steps": row.max_steps, "max_cost_usd": row.max_cost_usd,
         "screen": {"width": row.width, "height": row.height},
         "usage": {"input_tokens": row.input_tokens, "output_tokens": row.output_tokens, "cost_usd": row.cost_usd},
-        "last_seq": row.last_seq, "pending_approval": approval_out(pending) if pending else None,
+        "last_seq": row.last_seq, "pending_approval": await approval_out(store, pending) if pending else None,
         "created_at": row.created_at, "updated_at": row.updated_at,
     })
 
@@ -79,7 +81,7 @@ async def create_session(body: SessionCreate, request: Request, who: CurrentPrin
     store, runner = _deps(request)
     screen = (body.screen.width, body.screen.height) if body.screen else None
     row = await runner.create(who.owner, body.task, model=body.model, policy=body.policy, max_steps=body.max_steps,
-                              max_cost_usd=body.max_cost_usd, screen=screen)
+                              max_cost_usd=body.max_cost_usd, screen=screen, base_url=body.base_url)
     return await session_out(store, row)
 
 
@@ -164,7 +166,7 @@ async def decide_approval(
         "approval_id": approval_id, "decision": decision.kind, "always_allow": decision.always,
         "note": decision.note, "tool": row.tool, "input": row.input, "edited_input": decision.input,
         "reason": row.reason})
-    return approval_out(row)
+    return await approval_out(store, row)
 
 
 @router.post("/{session_id}/takeover", operation_id="take_over")

@@ -1,7 +1,7 @@
 // deskpilot browser UI: plain ES modules, no build step. noVNC is vendored under /static/vendor/novnc.
 import RFB from "/static/vendor/novnc/core/rfb.js";
 import { api, el } from "./api.js";
-import { renderApproval } from "./approval.js";
+import { renderApproval, renderQuestion } from "./approval.js";
 import { eventItem } from "./timeline.js";
 
 const $ = (id) => document.getElementById(id);
@@ -9,6 +9,7 @@ let FINAL = new Set(), ACTIVE = new Set();  // session states, from the server's
 let current = null;        // the open session's id
 let session = null;        // its latest state
 let socket = null, lastSeq = 0, frameUrl = null, rfb = null, retry = null;
+let asking = false, lastWords = "";  // the model asked a question (status reason "question"); its last words
 
 async function boot() {
   try {
@@ -46,7 +47,8 @@ $("new-task").addEventListener("submit", async (ev) => {
   $("task-error").textContent = "";
   try {
     const s = await api("POST", "/api/sessions", { task: $("task").value,
-      policy: { preset: $("preset").value }, max_steps: Number($("max-steps").value) || null });
+      policy: { preset: $("preset").value }, max_steps: Number($("max-steps").value) || null,
+      model: $("model").value.trim() || null, base_url: $("base-url").value.trim() || null });
     $("task").value = "";
     await refreshList(); open(s.id);
   } catch (e) { $("task-error").textContent = e.message; }
@@ -61,7 +63,7 @@ async function refreshList() {
 
 function open(sid) {
   closeStream(); stopVnc();
-  current = sid; lastSeq = 0; location.hash = sid;
+  current = sid; lastSeq = 0; location.hash = sid; asking = false; lastWords = "";
   $("timeline").replaceChildren(); $("approval").replaceChildren();
   $("session").hidden = false; $("screen").removeAttribute("src");
   connect();
@@ -102,6 +104,8 @@ function showFrame(blob) {
 function onEvent(ev) {
   if (ev.seq <= lastSeq) return;
   lastSeq = ev.seq;
+  if (ev.type === "assistant_text") lastWords = ev.data.text;
+  if (ev.type === "status") asking = ev.data.status === "paused" && ev.data.reason === "question";
   const item = eventItem(current, ev);
   if (item) { $("timeline").append(item); item.scrollIntoView({ block: "nearest" }); }
   if (["status", "approval_requested", "approval_decided", "usage"].includes(ev.type)) reloadSession();
@@ -128,6 +132,7 @@ function showSession(s) {
   $("b-handback").disabled = s.control !== "user";
   $("b-cancel").disabled = FINAL.has(s.status);
   renderApproval($("approval"), s.id, s.pending_approval, reloadSession);
+  renderQuestion($("question"), asking && s.status === "paused" ? lastWords : null, $("message"));
   if (s.control === "user" && !rfb) startVnc(); else if (s.control !== "user" && rfb) stopVnc();
   $("screen-note").textContent = s.control === "user" ? "You have control: mouse and keyboard go to the desktop."
     : "View only: the agent has control.";

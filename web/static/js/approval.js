@@ -49,16 +49,33 @@ export function renderApproval(root, sid, approval, onDone) {
     img.addEventListener("load", () => draw(canvas, img, approval.input));
     shot.append(img, canvas);
   }
+  // A vendor's safety check (OpenAI pending_safety_checks, Gemini require_confirmation): the vendor's own
+  // words, and no "always allow": each flagged action needs its own decision.
+  const checks = approval.safety_checks || [];
+  const safety = checks.length ? el("div", { class: "safety" },
+    el("strong", {}, "The model's vendor flagged this action"),
+    el("ul", {}, ...checks.map((c) => el("li", { "data-code": c.code }, el("code", {}, c.code), " ", c.message))))
+    : null;
   root.append(el("div", { class: "card", "data-approval": approval.id },
-    el("strong", {}, `Approve ${approval.tool}?`), el("div", {}, approval.reason),
+    el("strong", {}, `Approve ${approval.tool}?`), el("div", {}, approval.reason), safety,
     el("pre", {}, JSON.stringify(approval.input)), shot,
     el("div", { class: "buttons" },
-      el("button", { class: "approve", onclick: () => decide("approve", { always_allow: always.checked }) }, "Approve"),
-      el("label", {}, always, " always allow this"),
+      el("button", { class: "approve", onclick: () => decide("approve",
+        checks.length ? {} : { always_allow: always.checked }) }, "Approve"),
+      checks.length ? null : el("label", {}, always, " always allow this"),
       el("button", { class: "reject", onclick: () => decide("reject") }, "Reject"),
       el("button", { class: "edit", onclick: () => {
         if (edit.hidden) { edit.hidden = false; return; }
         try { decide("edit", { input: JSON.parse(edit.value) }); } catch (e) { error.textContent = "not JSON: " + e.message; }
       } }, "Edit…")),
     note, edit, error));
+}
+
+// The model asked the user something (status "paused", reason "question"): its words, answered by a message.
+export function renderQuestion(root, question, input) {
+  root.replaceChildren();
+  input.placeholder = question === null ? "Send the agent a message" : "Your answer to the agent";
+  if (question === null) return;
+  root.append(el("div", { class: "card question" }, el("strong", {}, "The agent asks you"),
+    el("p", {}, question || "(see the timeline)"), el("small", {}, "Answer with a message below; it resumes then.")));
 }
