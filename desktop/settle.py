@@ -230,6 +230,7 @@ def _wait_with_browser(capture: FrameSource, rule: SettleRule, before: RawFrame 
         now = clock()
         if busy is None:  # the browser went away mid-wait: the pixels alone decide, with the pixel quiet
             busy, fenced, quiet, input_fences = False, True, rule.quiet_ms / 1000, 2
+            load_quiet = quiet  # no fence answers any more: a load's short quiet proves nothing now
         if busy:
             active, idle_since, post_load = True, None, False
         elif idle_since is None:

@@ -324,8 +324,6 @@ def test_without_a_browser_signal_the_pixel_rule_decides() -> None:
     assert settled.by == "pixels" and settled.frame == RED and waited(settled, 50 + 220, FAKE_RULE)
 
 
-@pytest.mark.xfail(strict=True, reason="settle.py: when the browser goes away mid-wait, the 'pixel quiet' it sets is "
-                   "not used: going idle in the same pass sets post_load, so browser_load_quiet_ms (15 ms) applies")
 def test_a_browser_that_goes_away_mid_wait_leaves_the_pixels_to_decide() -> None:
     rule = SettleRule(quiet_ms=120)
     gone = {"busy_spans": [(0.0, 10.0)], "gone_at": 0.2}  # it was loading, then its pipe broke
