@@ -116,6 +116,13 @@ class DesktopClient:
         title: str | None = (await self.active_window())["title"]
         return title
 
+    async def active_tab_url(self) -> str | None:
+        """The URL of the browser tab on screen, or None without a browser (the approval policy's URL rules).
+        Read over the daemon's private DevTools pipe (``desktop.browser_query``), so a page cannot fake it."""
+        response = await self._request("POST", "/browser/query", json={"query": "url"})
+        value = response.json().get("value") if response.status_code == 200 else None
+        return value if isinstance(value, str) else None
+
     async def healthz(self) -> bool:
         """True when the desktop is up; False when the daemon says it is lost or cannot be reached."""
         if self._http.is_closed:

@@ -115,3 +115,7 @@ class GatedDesktop:
     async def active_window_title(self) -> str | None:
         """For the approval policy's window rules: read-only, so it does not wait at the gate."""
         return await self.client.active_window_title()
+
+    async def active_tab_url(self) -> str | None:
+        """For the approval policy's URL rules and sensitive sites: read-only, so it does not wait at the gate."""
+        return await self.client.active_tab_url()

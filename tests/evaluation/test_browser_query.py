@@ -35,6 +35,7 @@ async def test_queries_navigation_and_bad_requests(tmp_path: Path) -> None:
                 await query_browser(client, "text", "'); alert(1); ('")
             await open_url(client, f"{pages.url}/notes.html", new_tab=True)
             assert await query_browser(client, "url") == f"{pages.url}/notes.html"  # the tab on screen
+            assert await client.active_tab_url() == f"{pages.url}/notes.html"  # what URL policy rules read
             assert await query_browser(client, "text", "b") == "K7-PLUM"
             tabs = await query_browser(client, "tabs")
             assert sorted(t["title"] for t in tabs) == ["Contact form", "Notes"]
@@ -60,5 +61,6 @@ async def test_without_a_browser_the_endpoints_say_so(tmp_path: Path) -> None:
     async with start_local_desktop(640, 480, data_dir=tmp_path, browser=False) as desk:
         with pytest.raises(DesktopError, match="no browser signal"):
             await query_browser(desk.client, "url")
+        assert await desk.client.active_tab_url() is None
         with pytest.raises(DesktopError, match="no browser signal"):
             await open_url(desk.client, "http://127.0.0.1:9/")

@@ -124,6 +124,7 @@ class FakeDesktop:
         self.typed = ""
         self.actions = 0
         self.title = "Fake page - Chromium"
+        self.url: str | None = backend.tab_url  # the tab on screen, for URL rules
         self.lost: str | None = None
         self.closed = False
 
@@ -167,6 +168,9 @@ class FakeDesktop:
     async def active_window_title(self) -> str | None:
         title: str | None = (await self.active_window())["title"]
         return title
+
+    async def active_tab_url(self) -> str | None:
+        return self.url
 
     async def healthz(self) -> bool:
         return self.lost is None and not self.closed
@@ -248,6 +252,7 @@ class FakeBackend:
         self._rules: list[Block | Failure] = []
         self.still_matches: list[Match] = []  # computer actions that change nothing on the screen
         self.answers: list[tuple[Match, ToolResult]] = []  # canned results (a page's text from curl, say)
+        self.tab_url: str | None = "http://fake.test/"  # the active tab of desktops handed out from now on
         self._live: dict[str, FakeDesktop] = {}
         self._ids = itertools.count(1)
 
