@@ -43,6 +43,7 @@ from agent.providers.client import ModelClient
 from agent.providers.compat import CompatClient
 from agent.providers.gemini import GeminiClient, build_contents
 from agent.providers.openai_responses import OpenAIResponsesClient, build_input
+from agent.watchdog import WatchdogConfig
 from bench.agent_bench import SHOTS, InstantDesktop, screenshot
 from tests.support import fake_compat as fc
 from tests.support import fake_gemini as fg
@@ -94,7 +95,9 @@ def compat_turn(steps: int) -> Callable[[Request], Any]:
 def config_for(model: str) -> LoopConfig:
     return LoopConfig(model=model, tools=toolset_for(model.rsplit("/", 1)[-1]), width=1024, height=768,
                       system=system_prompt(DesktopFacts()), max_tokens=4096, thinking_budget=0, max_steps=10_000,
-                      max_cost_usd=0)
+                      max_cost_usd=0,
+                      # The instant desktop never changes: the watchdog would pause the run as "no progress".
+                      watchdog=WatchdogConfig(0, 0, 0, 0, 0, 0))
 
 
 async def run(client: ModelClient, model: str) -> tuple[list[float], float, list[dict[str, Any]]]:
