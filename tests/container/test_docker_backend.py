@@ -123,6 +123,17 @@ async def test_click_reaches_the_containerized_browser_and_release_removes_it(
         handle = await backend.acquire("sess-click", 1024, 768)
         cid = handle.extra["container"]
         await asyncio.to_thread(page.wait_ready)
+        # A just-mapped browser may drop its first input (a mousedown before its first paint reached the
+        # screen): focus it with clicks on empty page space until one arrives, then test the real click once.
+        loop = asyncio.get_running_loop()
+
+        def focus_click() -> None:
+            click = handle.client.tool("computer", {"action": "left_click", "coordinate": [900, 700]})
+            asyncio.run_coroutine_threadsafe(click, loop).result(30)
+
+        await asyncio.to_thread(page.until_delivered, focus_click, lambda events: any(
+            e["type"] == "click" for e in events))
+        page.reset()
         x, y, w, h = BIG_BUTTON
         result = await handle.client.tool("computer", {"action": "left_click", "coordinate": [x + w // 2, y + h // 2]})
         assert not result.is_error, result.error
