@@ -82,7 +82,9 @@ class ScriptedServer:
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name=f"fake-{self.name}", daemon=True)
+        # serve_forever's poll interval is how long close() waits (0.5 s by default, in every test).
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name=f"fake-{self.name}",
+                                        daemon=True)
         self._thread.start()
 
     @property
