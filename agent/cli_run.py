@@ -14,21 +14,22 @@ import asyncio
 import json
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from agent.approvals import Decision
-from agent.config import LoopConfig
 from agent.events import Event
-from agent.loop import AgentLoop, RunResult
 from agent.policy import PRESETS, ApprovalPolicy
 from agent.prompts import DesktopFacts
-from agent.providers.client import ModelClient
-from agent.providers.registry import ModelClients
 from agent.watchdog import TRIP_REASONS
+from deskpilot.cli import cli_settings
 from deskpilot.errors import ConfigError, DeskpilotError
-from deskpilot.settings import Settings, get_settings
+from deskpilot.settings import Settings
+
+if TYPE_CHECKING:  # the loop and the model clients import the providers' SDKs: only when a run starts
+    from agent.loop import AgentLoop, RunResult
+    from agent.providers.client import ModelClient
 
 EXIT_FAILED, EXIT_CONFIG, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 1, 2, 3, 130
 
@@ -162,6 +163,8 @@ async def _run(task: str, settings: Settings, client: ModelClient, policy: Appro
 
 async def _run_on_desktop(task: str, settings: Settings, client: ModelClient, policy: ApprovalPolicy,
                           term: Terminal, start_url: str | None, width: int, height: int) -> RunResult:
+    from agent.config import LoopConfig
+    from agent.loop import AgentLoop
     from desktop.local import start_local_desktop  # heavy: only when a run really starts
 
     async with start_local_desktop(width, height, start_url=start_url) as desk:
@@ -201,7 +204,9 @@ def run_command(task: str, preset: str | None, auto_approve: bool, model: str | 
                 max_steps: int | None, max_cost: float | None, start_url: str | None, width: int | None,
                 height: int | None) -> None:
     """Run TASK on a fresh local desktop; print progress, ask approvals here, print the answer."""
-    base = get_settings()
+    from agent.providers.registry import ModelClients  # here: `deskpilot run --help` needs no SDK
+
+    base = cli_settings()
     updates = {k: v for k, v in {"model": model, "max_steps": max_steps, "max_cost_usd": max_cost}.items()
                if v is not None}
     if base_url and (model or base.model).startswith("openai-compatible/"):

@@ -4,8 +4,12 @@ so ``deskpilot --help`` is fast and a command's heavy imports (X11, SQLAlchemy) 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from deskpilot.settings import Settings
 
 # command name -> ("module:attribute" of a click command, one-line help shown without importing it)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -41,7 +45,8 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="deskpilot")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """deskpilot: a computer-use agent service.
 
     A task in plain words runs on a virtual desktop driven by Claude, streamed live,
@@ -50,14 +55,25 @@ def main() -> None:
     from pydantic import ValidationError
 
     from deskpilot.logs import configure_logging
-    from deskpilot.settings import get_settings
+    from deskpilot.settings import Settings
 
     try:
-        settings = get_settings()
+        settings = Settings()
     except ValidationError as exc:
         problems = "; ".join(f"DESKPILOT_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
         raise click.ClickException(f"invalid settings: {problems}") from None
+    ctx.obj = settings  # read once here, passed down: every subcommand takes it from cli_settings()
     configure_logging(settings.log_format)
+
+
+def cli_settings() -> Settings:
+    """The settings ``deskpilot`` read at start, for the subcommand running now."""
+    from deskpilot.settings import Settings
+
+    settings = click.get_current_context().find_root().obj
+    if not isinstance(settings, Settings):
+        raise RuntimeError("a deskpilot subcommand runs only under the deskpilot command (deskpilot.cli:main)")
+    return settings
 
 
 if __name__ == "__main__":

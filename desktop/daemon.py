@@ -33,8 +33,9 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from deskpilot.cli import cli_settings
 from deskpilot.errors import DeskpilotError, DesktopLostError
-from deskpilot.settings import Settings, get_settings
+from deskpilot.settings import Settings
 from desktop import browser_query
 from desktop.display import Desktop
 from desktop.egress_relay import EgressRelay
@@ -364,7 +365,7 @@ def desktopd_command(width: int | None, height: int | None, uds: str | None, hos
     make_non_dumpable()
     if as_owner_of is not None:
         become_owner_of(as_owner_of)
-    settings = get_settings()  # this process's entry point: the one place it is read, then passed down
+    settings = cli_settings()  # read once by the deskpilot command, passed down from here
     token = read_token(token_file, settings)
     if (uds is None) == (port is None):
         raise click.UsageError("give exactly one of --uds PATH or --port N")

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from deskpilot.cli import cli_settings
 from deskpilot.errors import DeskpilotError
 
 
@@ -49,7 +50,6 @@ def run_command(suite: Path, model: str | None, parallel: int, backend: str, rep
                 output: Path | None, timeout: float, max_steps: int, max_cost: float | None, preset: str,
                 on_ask: str, fail_under: float | None) -> None:
     """Run every task of SUITE (a directory of task JSON files, or one file), each on a fresh desktop."""
-    from deskpilot.settings import Settings
     from evaluation.harness import EvalOptions, Harness
     from evaluation.report import write_reports
     from evaluation.tasks import load_suite
@@ -68,7 +68,7 @@ def run_command(suite: Path, model: str | None, parallel: int, backend: str, rep
         click.echo(line, err=True)
 
     try:
-        results = asyncio.run(Harness(Settings(), loaded, out, options, progress).run())
+        results = asyncio.run(Harness(cli_settings(), loaded, out, options, progress).run())
     except DeskpilotError as exc:
         raise click.ClickException(exc.message) from None
     write_reports(out, results.data)

@@ -1,14 +1,16 @@
 """Suite-wide hooks: the test tiers, and failures reported even through a CPython AST bug.
 
 The tiers. ``desktop``: needs a real Xvfb / Chromium; ``docker``: a Docker engine and the desktop image;
-``postgres``: the throwaway PostgreSQL cluster. The fast tier is ``scripts/test-fast``
-(``-m "not desktop and not docker and not postgres"``).
+``postgres``: the throwaway PostgreSQL cluster; ``service``: starts the whole service as a real process
+(``deskpilot serve``: its start, its first token, its signals). The fast tier is ``scripts/test-fast``
+(``-m "not desktop and not docker and not postgres and not service"``); the full suite runs everything.
 
 Marks follow from the fixtures a test uses, so a new test cannot forget them; a test that starts a desktop
 by itself carries ``pytest.mark.desktop``, one that reaches the cluster dynamically (``getfixturevalue``) a
 ``postgres`` mark on its parameter. One that forgets fails loudly instead of slowing the fast tier down: an
 unmarked test finds an ``Xvfb`` on its PATH that refuses to start (as do the processes it spawns), and a
-cluster that refuses to create its database.
+cluster that refuses to create its database; a fast-tier test that starts the service as a process
+(``ServerProcess``) is refused too.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pytest
 
 from tests.web.pg import PgCluster
 
+SLOW_TIERS = ("desktop", "docker", "postgres", "service")
 MARKED_BY_FIXTURE = {
     "desktop": frozenset({"make_desktop", "bare_display", "agent_service"}),
     "docker": frozenset({"engine"}),
@@ -55,6 +58,10 @@ def refusing_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _tiers_are_honest(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     if request.node.get_closest_marker("postgres") is None:
         monkeypatch.setattr(PgCluster, "create_database", _refuse_database)
+    if not any(request.node.get_closest_marker(tier) for tier in SLOW_TIERS):
+        from tests.web.procs import ServerProcess
+
+        monkeypatch.setattr(ServerProcess, "start", _refuse_service)
     if request.node.get_closest_marker("desktop") or request.node.get_closest_marker("docker"):
         return
     refusing: Path = request.getfixturevalue("refusing_bin")
@@ -64,6 +71,11 @@ def _tiers_are_honest(request: pytest.FixtureRequest, monkeypatch: pytest.Monkey
 def _refuse_database(self: PgCluster) -> str:
     raise RuntimeError("deskpilot tests: a test not marked 'postgres' asked for a PostgreSQL database; mark it "
                        "(pytest.mark.postgres, or on its parameter), so that the fast tier stays fast")
+
+
+def _refuse_service(self: object) -> None:
+    raise RuntimeError("deskpilot tests: a fast-tier test started the service as a process; mark it "
+                       "(pytest.mark.service), or test in-process (the app, or tests/support/cli.py)")
 
 
 # CPython before 3.11.8 / 3.12.1 (gh-106905) can raise "SystemError: AST constructor recursion depth

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
+from deskpilot.cli import cli_settings
 from deskpilot.errors import DeskpilotError
 from deskpilot.settings import Settings
 
@@ -47,7 +48,7 @@ def serve_command(host: str | None, port: int | None) -> None:
     from web.app import create_app
     from web.runner import model_unavailable
 
-    settings = Settings()
+    settings = cli_settings()
     overrides: dict[str, object] = {}
     if host is not None:
         overrides["host"] = host
@@ -93,7 +94,7 @@ def token_create(name: str) -> None:
     """Create a token for NAME (the owner of the sessions it starts) and print it once."""
     if not name.strip() or len(name) > 200:
         raise click.ClickException("NAME must be 1-200 characters")
-    token = _run(_with_store(Settings(), "create", name.strip()))
+    token = _run(_with_store(cli_settings(), "create", name.strip()))
     click.echo(str(token))
     click.echo("Keep it now: it is stored hashed and cannot be shown again.", err=True)
 
@@ -101,7 +102,7 @@ def token_create(name: str) -> None:
 @token_group.command("list")
 def token_list() -> None:
     """List tokens (names and ids, never the secrets)."""
-    rows = _run(_with_store(Settings(), "list"))
+    rows = _run(_with_store(cli_settings(), "list"))
     for row in rows:  # type: ignore[attr-defined]
         state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
         click.echo(f"{row.id}  {row.name}  created {row.created_at:%Y-%m-%d %H:%M}  {state}")
@@ -111,7 +112,7 @@ def token_list() -> None:
 @click.argument("token_id_or_name")
 def token_revoke(token_id_or_name: str) -> None:
     """Revoke a token by id, or every token of a name."""
-    count = _run(_with_store(Settings(), "revoke", token_id_or_name))
+    count = _run(_with_store(cli_settings(), "revoke", token_id_or_name))
     if not count:
         raise click.ClickException(f"no active token matches {token_id_or_name!r}")
     click.echo(f"revoked {count} token(s)")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from deskpilot.cli import cli_settings
 from deskpilot.errors import NotFound
 from deskpilot.settings import Settings
 
@@ -35,7 +36,7 @@ def export_command(session_id: str, output: Path | None) -> None:
     from web.trajectory import to_zip, write_dir
 
     try:
-        files = asyncio.run(_bundle(Settings(), session_id))
+        files = asyncio.run(_bundle(cli_settings(), session_id))
     except NotFound as exc:
         raise click.ClickException(exc.message) from None
     target = output or Path(f"trajectory-{session_id}")

@@ -13,6 +13,7 @@ from tests.agent.test_cli_run import run_cli
 from tests.support import fake_compat as fc
 from tests.support import fake_gemini as fg
 from tests.support import fake_openai as fo
+from tests.support.cli import deskpilot
 from tests.support.scripted_http import Request, ScriptedServer
 from tests.support.testpage import BIG_BUTTON, TestPageServer
 from tests.support.vision_policy import DONE, decide, to_grid
@@ -92,6 +93,6 @@ def test_run_completes_the_task_with_each_provider(provider: str, tmp_path: Path
     ("mistral/large", "Error: unknown model provider 'mistral'"),
 ])
 def test_a_missing_key_or_endpoint_is_a_config_error(model: str, message: str, tmp_path: Path) -> None:
-    done = run_cli(["go", "--model", model], env_for(tmp_path), tmp_path, timeout=60)
-    assert done.returncode == 2, done.stderr
+    done = deskpilot("run", "go", "--model", model, env=env_for(tmp_path))
+    assert done.exit_code == 2, done.stderr
     assert done.stderr.startswith(message), done.stderr

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.cli import deskpilot
 from tests.support.fake_messages import ErrorReply, FakeMessages, Reply, Request, reply, text, tool_use
 
 
@@ -33,8 +34,8 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 18
 
 
 def test_without_an_api_key_it_says_what_to_set(tmp_path: Path) -> None:
-    done = run_cli(["open the browser"], env_for(tmp_path), tmp_path, timeout=60)
-    assert done.returncode == 2
+    done = deskpilot("run", "open the browser", env=env_for(tmp_path))
+    assert done.exit_code == 2
     assert done.stdout == ""
     assert done.stderr.strip() == ("Error: no Anthropic API key: set ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL to use "
                                    "a proxy or gateway), e.g. `export ANTHROPIC_API_KEY=sk-ant-...`")

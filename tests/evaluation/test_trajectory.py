@@ -9,11 +9,10 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from deskpilot.cli import main
 from tests.evaluation.test_trajectory_requests import inline_files
+from tests.support.cli import deskpilot
 from tests.support.fake_messages import FakeMessages, reply, text, thinking, tool_use, without_cache_control
 from tests.web.conftest import Service, wait_status
 
@@ -97,9 +96,9 @@ def test_a_real_run_exports_a_bundle_that_matches_its_schema(agent_service: Serv
     # The same bundle from the command line, reading the store.
     monkeypatch.setenv("DESKPILOT_DATA_DIR", str(agent_service.settings.data_dir))
     out = tmp_path / "export"
-    result = CliRunner().invoke(main, ["export", sid, "-o", str(out)])
+    result = deskpilot("export", sid, "-o", str(out))
     assert result.exit_code == 0, result.output
     exported = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert exported.keys() == files.keys() and exported["traj.jsonl"] == files["traj.jsonl"]
-    missing = CliRunner().invoke(main, ["export", "no-such-session"])
+    missing = deskpilot("export", "no-such-session")
     assert missing.exit_code == 1 and "not found" in missing.output

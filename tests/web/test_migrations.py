@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +24,7 @@ from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from deskpilot.errors import ConfigError
+from tests.support.cli import deskpilot
 from tests.web.pg import PgCluster
 from web.migrations import alembic_config
 from web.store import ApprovalRow, Store
@@ -261,7 +260,14 @@ async def test_tables_like_the_release_but_not_its_schema_are_refused(
     assert await on_db(store.url, version_of) == ()
 
 
-def test_serve_and_token_say_why_they_refuse_a_newer_database(tmp_path: Path) -> None:
+def test_serve_and_token_say_why_they_refuse_a_newer_database(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    def serving(*args: object, **kwargs: object) -> None:
+        raise AssertionError("deskpilot serve started on a database newer than itself")
+
+    monkeypatch.setattr(uvicorn, "run", serving)
     data = tmp_path / "data"
     store = Store(data)
 
@@ -274,21 +280,26 @@ def test_serve_and_token_say_why_they_refuse_a_newer_database(tmp_path: Path) ->
     env = {**os.environ, "DESKPILOT_DATA_DIR": str(data), "DESKPILOT_PORT": "9", "DESKPILOT_HOST": "127.0.0.1"}
     env.pop("DESKPILOT_DATABASE_URL", None)
     for args in (["serve"], ["token", "list"]):
-        proc = subprocess.run([sys.executable, "-m", "deskpilot.cli", *args], env=env, capture_output=True,
-                              text=True, timeout=120)
-        assert proc.returncode == 1, proc.stderr
-        assert "schema revision 0099, which this deskpilot does not know" in proc.stderr
-        assert "Traceback" not in proc.stderr
+        result = deskpilot(*args, env=env)
+        assert result.exit_code == 1, result.stderr
+        assert "schema revision 0099, which this deskpilot does not know" in result.stderr
+        assert "Traceback" not in result.stderr
 
 
-def test_the_documented_alembic_commands_work(tmp_path: Path) -> None:
-    """docs/migrations.md: `alembic upgrade head`, then `alembic check` finds nothing to generate."""
+def test_the_documented_alembic_commands_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/migrations.md: `alembic upgrade head`, then `alembic check` finds nothing to generate (alembic's own
+    command line and the repository's pyproject.toml, in this process)."""
+    import io
+
+    from alembic.config import CommandLine, Config
+
     root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "DESKPILOT_DATA_DIR": str(tmp_path), "PYTHONPATH": str(root)}
-    env.pop("DESKPILOT_DATABASE_URL", None)
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("DESKPILOT_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("DESKPILOT_DATABASE_URL", raising=False)
+    cli, out = CommandLine(prog="alembic"), io.StringIO()
     for args in (["upgrade", "head"], ["check"], ["current"]):
-        proc = subprocess.run([sys.executable, "-m", "alembic", *args], cwd=root, env=env, capture_output=True,
-                              text=True, timeout=120)
-        assert proc.returncode == 0, proc.stderr
-    assert f"{HEAD} (head)" in proc.stdout
+        options = cli.parser.parse_args(args)
+        cli.run_cmd(Config(toml_file=root / "pyproject.toml", cmd_opts=options, stdout=out), options)
+    assert f"{HEAD} (head)" in out.getvalue()
     assert (tmp_path / "deskpilot.db").exists()

@@ -7,8 +7,6 @@ Each test plays the attacker against a real server: replaying a cookie after log
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.cli import deskpilot
 from tests.web.conftest import Service, start_service, stop_service
 from web.auth import COOKIE_NAME
 from web.limits import address_key
@@ -73,9 +72,8 @@ def test_a_new_login_rotates_the_session(service: Service) -> None:
 def test_token_revoke_ends_its_browser_sessions(service: Service) -> None:
     with logged_in(service, "bob") as bob, logged_in(service, "alice") as alice:
         env = {**os.environ, "DESKPILOT_DATA_DIR": str(service.settings.data_dir)}
-        done = subprocess.run([sys.executable, "-m", "deskpilot.cli", "token", "revoke", "bob"], env=env,
-                              capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
+        done = deskpilot("token", "revoke", "bob", env=env)
+        assert done.exit_code == 0, done.stderr
         assert bob.get("/api/me").status_code == 401
         assert bob.post("/api/login", json={"token": service.tokens["bob"]}).status_code == 401
         assert alice.get("/api/me").json() == {"owner": "alice"}  # other tokens' sessions live on

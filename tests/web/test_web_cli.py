@@ -4,38 +4,38 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
+import pytest
+from click.testing import Result
 
+from tests.support.cli import deskpilot as run
 from tests.web.procs import ServerProcess
 
 
-def deskpilot(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DESKPILOT_DATA_DIR": str(data)}
-    return subprocess.run([sys.executable, "-m", "deskpilot.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=60)
+def deskpilot(data: Path, *args: str) -> Result:
+    return run(*args, env={**os.environ, "DESKPILOT_DATA_DIR": str(data)})
 
 
 def test_token_create_list_revoke(tmp_path: Path) -> None:
     data = tmp_path / "data"
     made = deskpilot(data, "token", "create", "carol")
-    assert made.returncode == 0, made.stderr
+    assert made.exit_code == 0, made.stderr
     token = made.stdout.strip()
     assert re.fullmatch(r"dp_[A-Za-z0-9_-]{40,}", token)
     assert "cannot be shown again" in made.stderr
     listed = deskpilot(data, "token", "list")
     assert "carol" in listed.stdout and token not in listed.stdout and "active" in listed.stdout
     assert token not in (data / "deskpilot.db").read_bytes().decode("latin-1")  # stored hashed only
-    assert deskpilot(data, "token", "revoke", "carol").returncode == 0
+    assert deskpilot(data, "token", "revoke", "carol").exit_code == 0
     assert "revoked" in deskpilot(data, "token", "list").stdout
     missing = deskpilot(data, "token", "revoke", "nobody")
-    assert missing.returncode != 0 and "no active token" in missing.stderr
+    assert missing.exit_code != 0 and "no active token" in missing.stderr
 
 
+@pytest.mark.service
 def test_first_start_prints_a_token_once_and_runs_without_an_api_key(tmp_path: Path) -> None:
     data = tmp_path / "data"
     env = {k: "" for k in ("ANTHROPIC_API_KEY", "DESKPILOT_ANTHROPIC_API_KEY") if k in os.environ}
