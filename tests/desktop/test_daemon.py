@@ -24,6 +24,7 @@ from Xlib.error import DisplayConnectionError
 from deskpilot.errors import DesktopError, DesktopLostError
 from desktop.client import DesktopClient
 from desktop.local import LocalDesktop, start_local_desktop
+from tests.support.cli import deskpilot
 
 
 @pytest.fixture
@@ -209,20 +210,17 @@ async def test_tcp_loopback_mode_and_token_from_env(tmp_path: Path) -> None:
 
 
 def test_refuses_to_start_without_a_token(tmp_path: Path) -> None:
+    # In this process (each refusal comes before the daemon touches signals or starts anything).
     env = {k: v for k, v in os.environ.items() if k != "DESKPILOT_DESKTOP_TOKEN"}
-    proc = subprocess.run([sys.executable, "-m", "deskpilot.cli", "desktopd", "--uds", str(tmp_path / "d.sock")],
-                          env=env, capture_output=True, text=True, timeout=60)
-    assert proc.returncode != 0
-    assert "no token" in proc.stderr
+    done = deskpilot("desktopd", "--uds", str(tmp_path / "d.sock"), env=env)
+    assert done.exit_code != 0
+    assert "no token" in done.stderr
     short = tmp_path / "short"
     short.write_text("abc")
-    proc = subprocess.run([sys.executable, "-m", "deskpilot.cli", "desktopd", "--uds", str(tmp_path / "d.sock"),
-                           "--token-file", str(short)], env=env, capture_output=True, text=True, timeout=60)
-    assert proc.returncode != 0 and "at least 16" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "deskpilot.cli", "desktopd", "--port", "1",
-                           "--host", "0.0.0.0"], env={**env, "DESKPILOT_DESKTOP_TOKEN": "t" * 20},
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode != 0 and "loopback" in proc.stderr
+    done = deskpilot("desktopd", "--uds", str(tmp_path / "d.sock"), "--token-file", str(short), env=env)
+    assert done.exit_code != 0 and "at least 16" in done.stderr
+    done = deskpilot("desktopd", "--port", "1", "--host", "0.0.0.0", env={**env, "DESKPILOT_DESKTOP_TOKEN": "t" * 20})
+    assert done.exit_code != 0 and "loopback" in done.stderr
 
 
 @pytest.mark.desktop
