@@ -46,12 +46,14 @@ class RemoteDesktops:
         self._inputs: dict[str, dict[asyncio.Event, datetime | None]] = {}  # kick -> the takeover it was opened in
 
     # --- the desktop ---
-    async def client(self, session_id: str) -> DesktopClient | None:
-        """A client of the session's desktop, wherever it runs; None while no replica has one up."""
+    async def client(self, session_id: str, *, fresh: bool = False) -> DesktopClient | None:
+        """A client of the session's desktop, wherever it runs; None while no replica has one up. The endpoint
+        is read again after ``refresh_s``, or now with ``fresh`` (a VNC connection is opened only to a desktop
+        that is up)."""
         loop = asyncio.get_running_loop()
         async with self._lock:
             cached = self._cache.get(session_id)
-            if cached is not None and loop.time() - cached.read_at < self.refresh_s:
+            if cached is not None and not fresh and loop.time() - cached.read_at < self.refresh_s:
                 return cached.client
             endpoint = await self.leases.desktop(session_id)
             if cached is not None and cached.endpoint == endpoint:

@@ -83,6 +83,12 @@ async def test_clients_follow_the_endpoint_and_inputs_end_with_their_takeover(tm
         first = await remote.client(row.id)
         assert first is not None and first.uds == "/run/a/one.sock" and remote.vnc_available(row.id)
         assert await remote.client(row.id) is first  # cached
+        await holder.set_desktop(row.id, None)
+        assert await remote.client(row.id) is first  # cached for refresh_s …
+        assert await remote.client(row.id, fresh=True) is None  # … unless asked afresh
+        await holder.set_desktop(row.id, DesktopEndpoint(token="one", uds="/run/a/one.sock"))
+        first = await remote.client(row.id)
+        assert first is not None
         await holder.set_desktop(row.id, DesktopEndpoint(token="two", base_url="http://desk-2:7000", vnc=False))
         await asyncio.sleep(0.3)
         second = await remote.client(row.id)

@@ -85,7 +85,7 @@ async def _elsewhere(runner: Runner, row: SessionRow) -> _Desktop | None:
     cluster = runner.cluster
     if cluster is None:
         return None
-    client = await cluster.remote.client(row.id)
+    client = await cluster.remote.client(row.id, fresh=True)
     if client is None or not cluster.remote.vnc_available(row.id):
         return None
     if row.control != "user":
