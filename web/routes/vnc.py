@@ -42,21 +42,29 @@ async def vnc(websocket: WebSocket, session_id: str) -> None:
         await deny(websocket, 409, f"no live desktop: the session is {row.status}")
         return
     kicked = desktop.kick or asyncio.Event()
+    try:  # before accepting, so that a desktop this replica cannot reach is an error the client sees as such
+        upstream = await desktop.client.vnc_connect(view_only=desktop.kick is None)
+    except Exception as exc:
+        desktop.forget()
+        log.info("vnc bridge of session %s unreachable: %r", session_id, exc)
+        await deny(websocket, 503, "the session's desktop cannot be reached from this replica")
+        return
     offered = websocket.scope.get("subprotocols") or []
-    await websocket.accept(subprotocol="binary" if "binary" in offered else None)
     try:
-        async with desktop.client.vnc_connect(view_only=desktop.kick is None) as upstream:
-            tasks = [asyncio.create_task(_up(websocket, upstream)), asyncio.create_task(_down(websocket, upstream)),
-                     asyncio.create_task(kicked.wait())]
-            try:
-                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in tasks:
-                    task.cancel()
+        await websocket.accept(subprotocol="binary" if "binary" in offered else None)
+        tasks = [asyncio.create_task(_up(websocket, upstream)), asyncio.create_task(_down(websocket, upstream)),
+                 asyncio.create_task(kicked.wait())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
     except Exception as exc:  # the desktop went away or refused: end this viewer only
         log.info("vnc proxy ended: %r", exc)
     finally:
         desktop.forget()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(upstream.close(), 2)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(websocket.close(code=1000, reason="control handed back" if kicked.is_set() else ""),
                                    2)
