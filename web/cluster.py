@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from deskpilot.errors import DeskpilotError
+from deskpilot.errors import Conflict, DeskpilotError, ServiceUnavailable
 from deskpilot.settings import Settings
 from web.bus import Bus
 from web.frames import FramePumps
@@ -33,6 +33,7 @@ from web.leases import COMMANDS_CHANNEL, Leases
 from web.recorder import stream_message
 from web.remote import RemoteDesktops
 from web.session_run import SessionRun, decision_for
+from web.states import ACTIVE_STATES
 from web.store import SessionRow, Store
 from web.tables import CommandRow
 
@@ -67,6 +68,9 @@ class Cluster:
         self.leases = Leases(store, self.replica, settings.lease_ttl_s)
         self.remote = RemoteDesktops(self.leases, store, settings.lease_renew_s)
         self.interval = settings.lease_renew_s
+        # A takeover waits for the agent's action in flight; a forwarded one also for the holder to hear of it.
+        self.takeover_limit_s = settings.settle_cap_ms / 1000 + settings.bash_timeout_s + settings.lease_ttl_s + 5
+        self.handback_limit_s = settings.lease_ttl_s + 10
         self.store, self.bus, self.runner = store, bus, runner
         store.notify_channel = EVENTS_CHANNEL
         self._heard: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
@@ -186,6 +190,33 @@ class Cluster:
     # --- commands ---
     async def forward(self, session_id: str, kind: str, data: dict[str, Any] | None = None) -> None:
         await self.leases.send(session_id, kind, data)
+
+    async def take_over(self, row: SessionRow) -> None:
+        """Takeover of a session another replica runs: answered, as there, once control is the user's."""
+        if row.control == "user":
+            raise Conflict("you already hold control")
+        if await self.leases.desktop(row.id) is None:
+            raise Conflict(f"cannot take over: the session is {row.status}")
+        await self.forward(row.id, "takeover")
+        await self._until_control(row.id, "user", "take over", self.takeover_limit_s)
+
+    async def hand_back(self, row: SessionRow, note: str | None) -> None:
+        if row.control != "user":
+            raise Conflict("nobody has taken over this session")
+        await self.forward(row.id, "handback", {"note": note})
+        await self._until_control(row.id, "agent", "hand back", self.handback_limit_s)
+
+    async def _until_control(self, session_id: str, control: str, action: str, limit_s: float) -> None:
+        """Wait for the holder to apply a forwarded takeover or handback (it sets the row's ``control``)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit_s
+        while (row := await self.store.get_session(session_id)).control != control:
+            if row.status not in ACTIVE_STATES:
+                raise Conflict(f"cannot {action}: the session is {row.status}")
+            if loop.time() > deadline:
+                raise ServiceUnavailable(f"the replica running the session did not {action} in time; the "
+                                         "session's control says whether it did since")
+            await asyncio.sleep(0.2)
 
     async def apply_commands(self, session_id: str) -> None:
         if await self.leases.holder(session_id) != self.replica:

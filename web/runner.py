@@ -388,15 +388,7 @@ class Runner:
     async def takeover(self, row: SessionRow) -> None:
         run = self.live.get(row.id)
         if run is None and self.cluster is not None and await self.cluster.elsewhere(row.id):
-            if row.control == "user":
-                raise Conflict("you already hold control")
-            if await self.cluster.leases.desktop(row.id) is None:
-                raise Conflict(f"cannot take over: the session is {row.status}")
-            await self.cluster.forward(row.id, "takeover")
-            # Answer as the holder would: once the agent's action in flight has ended and control is the user's.
-            settings = self.settings
-            await self._until_control(row.id, "user", "take over", settings.settle_cap_ms / 1000
-                                      + settings.bash_timeout_s + settings.lease_ttl_s + 5)
+            await self.cluster.take_over(row)
             return
         if run is None or run.handle is None:
             raise Conflict(f"cannot take over: the session is {row.status}")
@@ -406,23 +398,12 @@ class Runner:
 
     async def handback(self, row: SessionRow, note: str | None) -> None:
         run = self.live.get(row.id)
-        if run is None and row.control == "user" and await self._forwarded(row, "handback", {"note": note}):
-            await self._until_control(row.id, "agent", "hand back", self.settings.lease_ttl_s + 10)
+        if run is None and self.cluster is not None and await self.cluster.elsewhere(row.id):
+            await self.cluster.hand_back(row, note)
             return
         if run is None or run.hold != "takeover":
             raise Conflict("nobody has taken over this session")
         await run.handback(note)
-
-    async def _until_control(self, session_id: str, control: str, action: str, limit_s: float) -> None:
-        """Wait for the replica running the session to apply a forwarded takeover or handback."""
-        deadline = asyncio.get_running_loop().time() + limit_s
-        while (row := await self.store.get_session(session_id)).control != control:
-            if row.status not in ACTIVE_STATES:
-                raise Conflict(f"cannot {action}: the session is {row.status}")
-            if asyncio.get_running_loop().time() > deadline:
-                raise ServiceUnavailable(f"the replica running the session did not {action} in time; "
-                                         "the session's control says whether it did since")
-            await asyncio.sleep(0.2)
 
     async def allow_host(self, row: SessionRow, host: str, *, by: str, address: str) -> str:
         """Allow ``host`` for the rest of the running session (the user's one click on an egress_blocked card)."""
