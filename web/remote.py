@@ -42,6 +42,7 @@ class RemoteDesktops:
         self.leases, self.store, self.refresh_s = leases, store, refresh_s
         self._cache: dict[str, _Cached] = {}
         self._lock = asyncio.Lock()
+        self._closed = False
         self._acting: set[str] = set()
         self._inputs: dict[str, dict[asyncio.Event, datetime | None]] = {}  # kick -> the takeover it was opened in
 
@@ -52,6 +53,8 @@ class RemoteDesktops:
         that is up)."""
         loop = asyncio.get_running_loop()
         async with self._lock:
+            if self._closed:  # the replica is stopping
+                return None
             cached = self._cache.get(session_id)
             if cached is not None and not fresh and loop.time() - cached.read_at < self.refresh_s:
                 return cached.client
@@ -83,6 +86,7 @@ class RemoteDesktops:
 
     async def aclose(self) -> None:
         async with self._lock:
+            self._closed = True
             cached, self._cache = list(self._cache.values()), {}
         for entry in cached:
             with contextlib.suppress(Exception):

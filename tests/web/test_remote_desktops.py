@@ -120,5 +120,6 @@ async def test_clients_follow_the_endpoint_and_inputs_end_with_their_takeover(tm
         remote.observe(row.id, "tool_result", {})
         assert not remote.acting(row.id)
         await remote.aclose()
+        assert await remote.client(row.id) is None  # stopping: no new clients
     finally:
         await store.close()
