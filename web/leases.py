@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, null, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from desktop.client import DesktopEndpoint
@@ -32,7 +32,7 @@ class Leases:
                                       expires_at=func.now() + self.ttl)
         stmt = new.on_conflict_do_update(
             index_elements=[LeaseRow.session_id],
-            set_={"replica": new.excluded.replica, "expires_at": new.excluded.expires_at, "desktop": None},
+            set_={"replica": new.excluded.replica, "expires_at": new.excluded.expires_at, "desktop": null()},
             where=or_(LeaseRow.replica == self.replica, LeaseRow.expires_at < func.now()),
         ).returning(LeaseRow.session_id)
         async with self.store.sessionmaker.begin() as db:
@@ -61,7 +61,7 @@ class Leases:
         async with self.store.sessionmaker.begin() as db:
             await db.execute(update(LeaseRow).where(LeaseRow.session_id == session_id,
                                                     LeaseRow.replica == self.replica)
-                             .values(desktop=endpoint.to_json() if endpoint is not None else None))
+                             .values(desktop=endpoint.to_json() if endpoint is not None else null()))
 
     async def desktop(self, session_id: str) -> DesktopEndpoint | None:
         """The session's desktop while a replica holds a live lease on it and its desktop is up."""

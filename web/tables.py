@@ -197,7 +197,7 @@ class LeaseRow(Base):
     expires_at: Mapped[datetime] = mapped_column(index=True)
     # The holder's desktop while it is up (``DesktopEndpoint.to_json``: address and token), so that any replica
     # can pump its frames and proxy its VNC; cleared when the desktop is released or the lease changes hands.
-    desktop: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    desktop: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
 
 
 class CommandRow(Base):

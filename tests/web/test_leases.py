@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from deskpilot.errors import ConfigError
 from deskpilot.settings import Settings
@@ -51,6 +52,9 @@ async def test_one_holder_lapsed_leases_orphans_and_commands(tmp_path: Path, pg_
         assert await a.holder(free.id) is None and set(await a.orphans()) == {free.id, leased.id}
         assert await b.claim(free.id) and await a.holder(free.id) == "b"  # taken over once lapsed
         assert await a.desktop(free.id) is None  # the dead holder's desktop is not the new holder's
+        async with store.sessionmaker() as db:
+            assert await db.scalar(text("SELECT desktop IS NULL FROM session_leases WHERE session_id = :id"),
+                                   {"id": free.id})
         assert await b.renew() == {free.id}
         await b.release(free.id)
         assert await a.holder(free.id) is None

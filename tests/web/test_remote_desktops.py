@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from desktop.client import DesktopClient, DesktopEndpoint
 from web.leases import Leases
@@ -65,6 +66,9 @@ async def test_the_holder_records_its_desktop_and_others_read_it(tmp_path: Path)
         assert await b.desktop(mine.id) == endpoint
         await a.set_desktop(mine.id, None)  # released
         assert await b.desktop(mine.id) is None
+        async with store.sessionmaker() as db:  # SQL NULL, not a JSON null: `WHERE desktop IS NULL` finds it
+            assert await db.scalar(text("SELECT desktop IS NULL FROM session_leases WHERE session_id = :id"),
+                                   {"id": mine.id}) == 1
     finally:
         await store.close()
 
