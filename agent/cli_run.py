@@ -167,7 +167,7 @@ async def _run_on_desktop(task: str, settings: Settings, client: ModelClient, po
     from agent.loop import AgentLoop
     from desktop.local import start_local_desktop  # heavy: only when a run really starts
 
-    async with start_local_desktop(width, height, start_url=start_url) as desk:
+    async with start_local_desktop(width, height, start_url=start_url, settings=settings) as desk:
         info = await desk.client.info()
         default = DesktopFacts()
         facts = DesktopFacts(os=info.os or default.os, browser=info.browser or default.browser,

@@ -30,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from deskpilot.settings import Settings
 from desktop.display import Desktop
 from desktop.input import XInput
 from desktop.keys import parse_key_action
@@ -82,7 +83,7 @@ def run_typing(inp: XInput, page: TestPageServer, texts: list[str], ours_fn: Cal
 def bench(trials: int) -> list[Row]:
     rows: list[Row] = []
     with TestPageServer() as page:
-        desktop = Desktop(1024, 768, start_url=page.url, kiosk=True, wm=True, vnc=False).start()
+        desktop = Desktop(1024, 768, start_url=page.url, kiosk=True, wm=True, vnc=False, settings=Settings()).start()
         try:
             page.wait_ready()
             d = desktop.display

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from deskpilot.settings import Settings
 from desktop import probes
 from desktop.local import LocalDesktop
 
@@ -93,7 +94,7 @@ def reference_start(tmp: Path) -> float:
 
 async def ours_start(tmp: Path) -> float:
     t0 = time.perf_counter()
-    desk = LocalDesktop(*SIZE, start_url="about:blank", data_dir=tmp, kiosk=True)
+    desk = LocalDesktop(*SIZE, start_url="about:blank", data_dir=tmp, kiosk=True, settings=Settings())
     await desk.start()
     elapsed = time.perf_counter() - t0
     await desk.stop()
@@ -109,7 +110,7 @@ async def run(trials: int) -> list[Row]:
         ref = [reference_start(tmp) for _ in range(start_trials)]
         rows.append(("desktop ready (s)", ours, ref))
 
-        async with LocalDesktop(*SIZE, start_url="about:blank", data_dir=tmp, kiosk=True) as desk:
+        async with LocalDesktop(*SIZE, start_url="about:blank", data_dir=tmp, kiosk=True, settings=Settings()) as desk:
             ours, ref = [], []
             for _ in range(trials):
                 t0 = time.perf_counter()

@@ -39,6 +39,7 @@ import imagecodecs
 import numpy as np
 
 from bench.pages import NEXT_LINK, NEXT_LINK_RGB, BenchSite
+from deskpilot.settings import Settings
 from desktop.display import Desktop
 from desktop.encode import DEFLATE_NAME, encode_png, encode_png_pillow
 from desktop.input import XInput
@@ -98,7 +99,7 @@ def field_holds(text: str) -> Callable[[list[dict[str, Any]]], bool]:
 def bench_input(trials: int) -> list[Row]:
     rows: list[Row] = []
     with TestPageServer() as page:
-        desktop = Desktop(1024, 768, start_url=page.url, kiosk=True, wm=True, vnc=False).start()
+        desktop = Desktop(1024, 768, start_url=page.url, kiosk=True, wm=True, vnc=False, settings=Settings()).start()
         try:
             page.wait_ready()
             d = desktop.display
@@ -159,9 +160,11 @@ def find_link(shots: Screenshotter, timeout: float = 30.0) -> tuple[int, int]:
 
 
 def bench_screenshot_scaled(site: BenchSite, trials: int) -> Row:
-    desktop = Desktop(1920, 1080, start_url=site.url("/p/0"), kiosk=True, wm=True, vnc=False).start()
+    settings = Settings()
+    desktop = Desktop(1920, 1080, start_url=site.url("/p/0"), kiosk=True, wm=True, vnc=False, settings=settings).start()
+    rule = SettleRule.from_settings(settings)
     try:
-        with Screenshotter(desktop.display) as shots, tempfile.TemporaryDirectory() as tmp:
+        with Screenshotter(desktop.display, rule=rule) as shots, tempfile.TemporaryDirectory() as tmp:
             find_link(shots)
             model = shots.scaler.model_size
             ours, ref = timed_pair(lambda: base64.b64encode(shots.screenshot()),
@@ -173,12 +176,13 @@ def bench_screenshot_scaled(site: BenchSite, trials: int) -> Row:
 
 def bench_screen(trials: int) -> tuple[list[Row], str]:
     site = BenchSite()
-    desktop = Desktop(1024, 768, start_url=site.url("/p/0"), kiosk=True, wm=True, vnc=False).start()
+    settings = Settings()
+    desktop = Desktop(1024, 768, start_url=site.url("/p/0"), kiosk=True, wm=True, vnc=False, settings=settings).start()
     rows: list[Row] = []
     notes: list[str] = []
     try:
         d = desktop.display
-        rule = SettleRule.from_settings()
+        rule = SettleRule.from_settings(settings)
         with Screenshotter(d, rule=rule) as shots, XInput(d) as inp, tempfile.TemporaryDirectory() as tmp_s:
             tmp = Path(tmp_s)
             inp.move(1000, 700)

@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import IO
 
 from deskpilot.errors import DesktopError, DesktopLostError, DesktopStartError
-from deskpilot.settings import Settings, get_settings
+from deskpilot.settings import Settings
 from desktop import browser_signal, probes
 from desktop.egress_proxy import browser_proxy_args
 from desktop.sandbox import Sandbox
@@ -86,8 +86,7 @@ class Desktop:
                  kiosk: bool = False, browser: bool = True, wm: bool = True, vnc: bool = True,
                  workdir: str | Path | None = None, start_timeout: float | None = None,
                  xauthority: str | Path | None = None, sandbox: Sandbox | None = None,
-                 settings: Settings | None = None) -> None:
-        settings = settings or get_settings()
+                 settings: Settings) -> None:
         self.width = width or settings.screen_width
         self.height = height or settings.screen_height
         self.start_url = start_url if start_url is not None else settings.browser_start_url

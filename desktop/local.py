@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 
 from deskpilot.errors import DesktopStartError
-from deskpilot.settings import Settings, get_settings
+from deskpilot.settings import Settings
 from desktop.client import DesktopClient
 
 _POLL_S = 0.05
@@ -56,9 +56,8 @@ class LocalDesktop:
 
     def __init__(self, width: int | None = None, height: int | None = None, *, start_url: str | None = None,
                  data_dir: str | Path | None = None, kiosk: bool = False, browser: bool = True,
-                 start_timeout_s: float | None = None, settings: Settings | None = None,
+                 start_timeout_s: float | None = None, settings: Settings,
                  proxy: str | None = None) -> None:
-        settings = settings or get_settings()
         self.settings = settings
         self.width = width or settings.screen_width
         self.height = height or settings.screen_height
@@ -193,6 +192,7 @@ class LocalDesktop:
 
 def start_local_desktop(width: int | None = None, height: int | None = None, *, start_url: str | None = None,
                         data_dir: str | Path | None = None, kiosk: bool = False,
-                        browser: bool = True) -> LocalDesktop:
+                        browser: bool = True, settings: Settings) -> LocalDesktop:
     """A ``LocalDesktop`` to use as ``async with`` (or ``await start_local_desktop(...).start()``)."""
-    return LocalDesktop(width, height, start_url=start_url, data_dir=data_dir, kiosk=kiosk, browser=browser)
+    return LocalDesktop(width, height, start_url=start_url, data_dir=data_dir, kiosk=kiosk, browser=browser,
+                        settings=settings)

@@ -37,13 +37,14 @@ class JpegFrame:
 class Screenshotter:
     """Screenshots of ``display`` for the model, and JPEG frames for viewers.
 
-    ``scaler`` defaults to ``Scaler.for_screen`` of the real screen size; ``rule`` to the settings' settle rule.
+    ``scaler`` defaults to ``Scaler.for_screen`` of the real screen size; ``rule`` is how screenshots settle
+(``SettleRule.from_settings``).
     ``browser`` returns the browser's signal for settling, looked up at every settle (the browser may have been
     restarted); by default the one the ``Desktop`` running this display registered (``desktop.browser_signal``).
     """
 
-    def __init__(self, display: str, scaler: Scaler | None = None, rule: SettleRule | None = None,
-                 *, capture: ScreenCapture | None = None,
+    def __init__(self, display: str, scaler: Scaler | None = None, *, rule: SettleRule,
+                 capture: ScreenCapture | None = None,
                  browser: Callable[[], BrowserProbe | None] | None = None) -> None:
         self.capture = capture or ScreenCapture(display)
         self.display = display
@@ -52,7 +53,7 @@ class Screenshotter:
             if capture is None:
                 self.capture.close()
             raise ValueError(f"scaler is for {self.scaler.screen_size}, screen is {self.capture.size}")
-        self.rule = rule or SettleRule.from_settings()
+        self.rule = rule
         self.browser = browser or (lambda: browser_signal.for_display(display))
         self.last_settled: Settled | None = None
         self._jpeg_cache: tuple[str, bytes, int, int] | None = None

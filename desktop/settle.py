@@ -47,7 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from deskpilot.settings import Settings, get_settings
+from deskpilot.settings import Settings
 from desktop.capture import RawFrame
 
 POINTER_PATIENCE = 3  # first_change_ms is multiplied by this once the pointer image changed
@@ -108,8 +108,7 @@ class SettleRule:
                        browser_first_change_ms=min(self.browser_first_change_ms, first_change_ms))
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> SettleRule:
-        s = settings or get_settings()
+    def from_settings(cls, s: Settings) -> SettleRule:
         return cls(first_change_ms=s.settle_first_change_ms, quiet_ms=s.settle_quiet_ms, cap_ms=s.settle_cap_ms,
                    poll_ms=s.settle_poll_ms, small_quiet_ms=s.settle_small_quiet_ms,
                    browser_first_change_ms=s.settle_browser_first_change_ms,

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from deskpilot.errors import ToolError, ToolInputError
-from deskpilot.settings import get_settings
 from desktop.sandbox import Sandbox
 from desktop.tools.base import ToolResult
 
@@ -87,15 +86,11 @@ class BashTool:
         display: str | None = None,
         *,
         cwd: str | os.PathLike[str] | None = None,
-        timeout_s: float | None = None,
-        output_cap: int | None = None,
+        timeout_s: float,
+        output_cap: int,
         env: Mapping[str, str] | None = None,
         sandbox: Sandbox | None = None,
     ) -> None:
-        if timeout_s is None or output_cap is None:
-            settings = get_settings()
-            timeout_s = settings.bash_timeout_s if timeout_s is None else timeout_s
-            output_cap = settings.bash_output_cap if output_cap is None else output_cap
         if timeout_s <= 0 or output_cap <= 0:
             raise ValueError("timeout_s and output_cap must be positive")
         self.timeout_s = timeout_s

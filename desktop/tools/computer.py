@@ -180,8 +180,9 @@ class ComputerTool20250124:
     api_type: ClassVar[str] = "computer_20250124"
     fields: ClassVar[dict[str, tuple[frozenset[str], frozenset[str]]]] = FIELDS_20250124
 
-    def __init__(self, display: str, *, screen: Screenshotter | None = None, xinput: XInput | None = None,
-                 settle: SettleRule | None = None) -> None:
+    def __init__(self, display: str, *, settle: SettleRule, screen: Screenshotter | None = None,
+                 xinput: XInput | None = None) -> None:
+        """``settle``: how its own screenshots settle (a given ``screen`` brings its rule)."""
         self.display = display
         self.screen = screen or Screenshotter(display, rule=settle)
         try:

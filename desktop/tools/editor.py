@@ -41,15 +41,11 @@ class EditTool:
     name = "str_replace_based_edit_tool"
 
     def __init__(self, version: str = "text_editor_20250728", *, max_characters: int | None = None,
-                 view_cap: int | None = None) -> None:
+                 view_cap: int) -> None:
         if version not in VERSIONS:
             raise ValueError(f"unknown text editor version {version!r}")
         self.version = version
         self.max_characters = max_characters
-        if view_cap is None:
-            from deskpilot.settings import get_settings  # here: the sandboxed worker imports only the stdlib
-
-            view_cap = get_settings().editor_view_cap
         self.view_cap = view_cap
         # Previous bytes of each edited file, newest last; None = the file did not exist.
         self._history: defaultdict[str, list[bytes | None]] = defaultdict(list)

@@ -17,6 +17,7 @@ from PIL import Image
 
 from agent.loop import AgentLoop
 from agent.policy import ApprovalPolicy
+from deskpilot.settings import Settings
 from desktop.local import start_local_desktop
 from tests.agent.conftest import Collector, make_config
 from tests.support.fake_messages import (
@@ -58,7 +59,8 @@ async def test_the_model_clicks_the_button_it_sees(fake_messages: FakeMessages, 
         confirm,
     )
     with TestPageServer() as page:
-        async with start_local_desktop(1600, 900, start_url=page.url, kiosk=True, data_dir=tmp_path) as desk:
+        async with start_local_desktop(1600, 900, start_url=page.url, kiosk=True, data_dir=tmp_path,
+                                       settings=Settings()) as desk:
             await asyncio.to_thread(page.wait_ready)
             info = await desk.client.info()
             assert (info.model_width, info.model_height) == (1366, 768)

@@ -19,6 +19,7 @@ from agent.approvals import Decision
 from agent.events import Event
 from agent.loop import AgentLoop
 from agent.policy import ApprovalPolicy, Rule
+from deskpilot.settings import Settings
 from desktop.client import DesktopClient
 from desktop.local import start_local_desktop
 from tests.agent.conftest import Collector, make_config
@@ -112,7 +113,8 @@ async def test_a_window_title_rule_asks_only_while_the_title_matches(fake_messag
                                                                      titles: TitleServer, tmp_path: Path) -> None:
     rule = Rule("ask", window=r"(?i)\bbank\b", reason="the active window looks like a bank")
     policy = ApprovalPolicy("autonomous", [rule])  # no provider given: the loop takes it from the desktop
-    async with start_local_desktop(800, 600, start_url=titles.url, kiosk=True, data_dir=tmp_path) as desk:
+    async with start_local_desktop(800, 600, start_url=titles.url, kiosk=True, data_dir=tmp_path,
+                                   settings=Settings()) as desk:
         await wait_title(desk.client, "Ünïcødé BANK — Überweisung ✓")
         asked = await run_once(fake_messages, desk.client, policy)
         assert policy.window_title is not None

@@ -15,8 +15,12 @@ from typing import Protocol
 
 import pytest
 
+from deskpilot.settings import Settings
 from desktop.display import Desktop
+from desktop.settle import SettleRule
 from tests.support.testpage import TestPageServer
+
+SETTLE = SettleRule.from_settings(Settings())  # what the daemon's tools settle by, for tools built in a test
 
 
 class MakeDesktop(Protocol):
@@ -31,7 +35,8 @@ def make_desktop() -> Iterator[MakeDesktop]:
 
     def factory(width: int = 1024, height: int = 768, start_url: str = "about:blank", kiosk: bool = True,
                 browser: bool = True, wm: bool = True, vnc: bool = False) -> Desktop:
-        desktop = Desktop(width, height, start_url=start_url, kiosk=kiosk, browser=browser, wm=wm, vnc=vnc)
+        desktop = Desktop(width, height, start_url=start_url, kiosk=kiosk, browser=browser, wm=wm, vnc=vnc,
+                          settings=Settings())
         made.append(desktop)
         return desktop.start()
 

@@ -12,7 +12,10 @@ from typing import Any
 import pytest
 
 from deskpilot.errors import ToolError, ToolInputError
+from deskpilot.settings import Settings
 from desktop.display import Desktop
+from desktop.sandbox import Sandbox
+from desktop.tool_host import make_bash as bash_from_settings
 from desktop.tools.bash import MAX_COMMAND_BYTES, BashTool, ansi_c_quote
 
 MakeBash = Callable[..., BashTool]
@@ -274,16 +277,9 @@ async def test_cancelled_call_leaves_a_working_session(bash: BashTool) -> None:
     assert await out(bash, "echo recovered") == "recovered\n"
 
 
-def test_constructor_reads_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    from deskpilot.settings import get_settings
-
-    monkeypatch.setenv("DESKPILOT_BASH_TIMEOUT_S", "7.5")
-    monkeypatch.setenv("DESKPILOT_BASH_OUTPUT_CAP", "1234")
-    get_settings.cache_clear()
-    try:
-        tool = BashTool()
-        assert (tool.timeout_s, tool.output_cap, tool.cwd) == (7.5, 1234, Path.home())
-        assert BashTool(timeout_s=1, output_cap=2).timeout_s == 1
-    finally:
-        monkeypatch.undo()
-        get_settings.cache_clear()
+def test_the_daemon_builds_it_from_its_settings() -> None:
+    settings = Settings(bash_timeout_s=7.5, bash_output_cap=1234)
+    tool = bash_from_settings(":0", Sandbox(None, None, Path.home()), settings)
+    assert isinstance(tool, BashTool)
+    assert (tool.timeout_s, tool.output_cap, tool.cwd) == (7.5, 1234, Path.home())
+    assert BashTool(timeout_s=1, output_cap=2).timeout_s == 1

@@ -18,7 +18,7 @@ from desktop.input import XInput
 from desktop.scaling import Scaler
 from desktop.tools.computer import ComputerTool20250124, ComputerTool20251124
 from desktop.windows import ActiveWindow
-from tests.desktop.conftest import MakeDesktop
+from tests.desktop.conftest import SETTLE, MakeDesktop
 from tests.support.testpage import BIG_BUTTON, BIG_BUTTON_RGB, TestPageServer, focus_field
 
 SCREEN = (1280, 960)
@@ -37,8 +37,8 @@ def desk(make_desktop: MakeDesktop, page: TestPageServer) -> Desktop:
 
 @pytest.fixture(scope="module")
 def tools(desk: Desktop) -> Iterator[dict[str, Tool]]:
-    made = {"computer_20250124": ComputerTool20250124(desk.display),
-            "computer_20251124": ComputerTool20251124(desk.display)}
+    made = {"computer_20250124": ComputerTool20250124(desk.display, settle=SETTLE),
+            "computer_20251124": ComputerTool20251124(desk.display, settle=SETTLE)}
     yield made
     for tool in made.values():
         tool.close()
@@ -244,7 +244,7 @@ async def test_tool_params(tools: dict[str, Tool]) -> None:
 
 async def test_a_dead_display_is_desktop_lost(make_desktop: MakeDesktop) -> None:
     desktop = make_desktop(browser=False, wm=False)
-    tool = ComputerTool20250124(desktop.display)
+    tool = ComputerTool20250124(desktop.display, settle=SETTLE)
     try:
         desktop.stop()
         with pytest.raises(DesktopLostError):
@@ -288,7 +288,7 @@ def wait_active(active: ActiveWindow, wid: int, timeout: float = 10.0) -> None:
 async def test_alt_tab_switches_windows_and_alt_f4_closes_one(make_desktop: MakeDesktop) -> None:
     """The only window-manager keys (desktop/openbox-rc.xml): what a model trained on desktops expects."""
     desktop = make_desktop(browser=False)
-    tool = ComputerTool20250124(desktop.display)
+    tool = ComputerTool20250124(desktop.display, settle=SETTLE)
     conn = Display(desktop.display)
     active = ActiveWindow(desktop.display)
     try:

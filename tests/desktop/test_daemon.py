@@ -22,6 +22,7 @@ from Xlib import display as xdisplay
 from Xlib.error import DisplayConnectionError
 
 from deskpilot.errors import DesktopError, DesktopLostError
+from deskpilot.settings import Settings
 from desktop.client import DesktopClient
 from desktop.local import LocalDesktop, start_local_desktop
 from tests.support.cli import deskpilot
@@ -30,7 +31,7 @@ from tests.support.cli import deskpilot
 @pytest.fixture
 async def bare(tmp_path: Path) -> AsyncIterator[LocalDesktop]:
     """A daemon whose desktop has no browser: quick to start, and a screen that only we change."""
-    async with start_local_desktop(640, 480, data_dir=tmp_path, browser=False) as desk:
+    async with start_local_desktop(640, 480, data_dir=tmp_path, browser=False, settings=Settings()) as desk:
         yield desk
 
 
@@ -141,7 +142,7 @@ async def test_frame_etag_and_304(bare: LocalDesktop, monkeypatch: pytest.Monkey
 
 @pytest.mark.desktop
 async def test_dead_browser_is_restarted_by_the_daemon(tmp_path: Path) -> None:
-    async with start_local_desktop(640, 480, data_dir=tmp_path, kiosk=True) as desk:
+    async with start_local_desktop(640, 480, data_dir=tmp_path, kiosk=True, settings=Settings()) as desk:
         before = await info_json(desk)
         pids = before["pids"]
         assert isinstance(pids, dict)

@@ -10,6 +10,7 @@ import pytest
 from Xlib import display as xdisplay
 
 from deskpilot.errors import DesktopLostError, DesktopStartError
+from deskpilot.settings import Settings
 from desktop import probes
 from desktop.display import Desktop
 from tests.desktop.conftest import MakeDesktop
@@ -39,7 +40,7 @@ def processes_mentioning(marker: str) -> list[int]:
 
 @pytest.mark.desktop
 def test_full_desktop_starts_probes_and_stops_cleanly() -> None:
-    desktop = Desktop(800, 600, start_url="about:blank", kiosk=False, vnc=True)
+    desktop = Desktop(800, 600, start_url="about:blank", kiosk=False, vnc=True, settings=Settings())
     with desktop:
         assert desktop.components() == {"xvfb": "running", "wm": "running", "vnc": "running",
                                          "browser": "running"}
@@ -116,7 +117,7 @@ def test_dead_xvfb_means_desktop_lost(make_desktop: MakeDesktop) -> None:
 
 @pytest.mark.desktop
 def test_component_that_dies_on_start_is_a_clear_error() -> None:
-    desktop = Desktop(640, 480, wm=False, vnc=False)
+    desktop = Desktop(640, 480, wm=False, vnc=False, settings=Settings())
     desktop.browser_binary = "/bin/false"
     with pytest.raises(DesktopStartError, match=r"browser exited\(1\) while starting"):
         desktop.start()

@@ -408,7 +408,8 @@ async def test_malformed_input(tool: EditTool, data: Any, message: str) -> None:
     assert message in info.value.message
 
 
-def test_constructor_checks_version_and_reads_settings() -> None:
+def test_constructor_checks_version() -> None:
     with pytest.raises(ValueError, match="unknown text editor version"):
-        EditTool("text_editor_19990101")
-    assert EditTool().view_cap > 0 and EditTool().version == NEW
+        EditTool("text_editor_19990101", view_cap=10)
+    tool = EditTool(view_cap=10)
+    assert (tool.view_cap, tool.version) == (10, NEW)

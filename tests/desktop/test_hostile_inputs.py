@@ -29,7 +29,7 @@ from desktop.tools.computer import (
     ComputerTool20251124,
     parse_action,
 )
-from tests.desktop.conftest import MakeDesktop
+from tests.desktop.conftest import SETTLE, MakeDesktop
 from tests.support.testpage import TestPageServer, focus_field
 
 CANARY = Path(f"/tmp/deskpilot_canary_{uuid.uuid4().hex}")
@@ -73,7 +73,7 @@ def desk(make_desktop: MakeDesktop, page: TestPageServer) -> Desktop:
 
 @pytest.fixture(scope="module")
 def tools(desk: Desktop) -> Iterator[tuple[ComputerTool20250124, ComputerTool20251124]]:
-    old, new = ComputerTool20250124(desk.display), ComputerTool20251124(desk.display)
+    old, new = ComputerTool20250124(desk.display, settle=SETTLE), ComputerTool20251124(desk.display, settle=SETTLE)
     yield old, new
     old.close()
     new.close()

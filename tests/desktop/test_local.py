@@ -29,8 +29,8 @@ def pid_gone(pid: int) -> bool:
 
 @pytest.mark.desktop
 async def test_two_local_desktops_side_by_side_are_private_and_cleaned_up(tmp_path: Path) -> None:
-    first = LocalDesktop(640, 480, data_dir=tmp_path, browser=False)
-    second = LocalDesktop(640, 480, data_dir=tmp_path, browser=False)
+    first = LocalDesktop(640, 480, data_dir=tmp_path, browser=False, settings=Settings())
+    second = LocalDesktop(640, 480, data_dir=tmp_path, browser=False, settings=Settings())
     await asyncio.gather(first.start(), second.start())
     try:
         assert first.display != second.display
@@ -59,7 +59,7 @@ async def test_two_local_desktops_side_by_side_are_private_and_cleaned_up(tmp_pa
 
 
 async def test_a_desktop_that_cannot_start_is_a_clear_error(tmp_path: Path) -> None:
-    desk = start_local_desktop(640, 480, data_dir=tmp_path, browser=False)
+    desk = start_local_desktop(640, 480, data_dir=tmp_path, browser=False, settings=Settings())
     desk.width = 100_000  # the daemon refuses a screen this wide
     with pytest.raises(DesktopStartError, match=r"(?s)desktop daemon exited.*--width"):
         await desk.start()
@@ -70,7 +70,7 @@ async def test_a_desktop_that_cannot_start_is_a_clear_error(tmp_path: Path) -> N
 @pytest.mark.desktop
 async def test_a_deep_data_dir_falls_back_to_a_short_socket_path(tmp_path: Path) -> None:
     deep = tmp_path / ("x" * 60) / ("y" * 60)
-    async with start_local_desktop(640, 480, data_dir=deep, browser=False) as desk:
+    async with start_local_desktop(640, 480, data_dir=deep, browser=False, settings=Settings()) as desk:
         assert desk.socket_path is not None and len(str(desk.socket_path)) <= 100
         assert await desk.client.healthz()
 
@@ -99,7 +99,7 @@ async def test_local_backend_acquire_and_release(tmp_path: Path) -> None:
 def test_socket_dir_is_not_world_readable_even_with_a_lax_umask(tmp_path: Path) -> None:
     old = os.umask(0)
     try:
-        desk = LocalDesktop(data_dir=tmp_path)
+        desk = LocalDesktop(data_dir=tmp_path, settings=Settings())
         path = desk._make_dir()
     finally:
         os.umask(old)

@@ -86,8 +86,8 @@ async def desks(data_dir: Path, public_dir: Path,
     monkeypatch.setenv("ANTHROPIC_API_KEY", PLANTED_KEY)  # the service's environment holds the model key
     monkeypatch.setenv("DESKPILOT_DATABASE_URL", f"postgresql://u:{PLANTED_KEY}@db/x")
     first = LocalDesktop(800, 600, data_dir=data_dir, start_url=f"file://{public_dir}/control.html",
-                         start_timeout_s=120)
-    second = LocalDesktop(640, 480, data_dir=data_dir, browser=False, start_timeout_s=120)
+                         start_timeout_s=120, settings=Settings())
+    second = LocalDesktop(640, 480, data_dir=data_dir, browser=False, start_timeout_s=120, settings=Settings())
     await asyncio.gather(first.start(), second.start())
     try:
         yield first, second

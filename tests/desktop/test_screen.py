@@ -146,4 +146,4 @@ def test_frame_jpeg_etag_and_max_width(small: tuple[Screenshotter, Painter]) -> 
 
 def test_scaler_must_match_the_screen(bare_display: Desktop) -> None:
     with pytest.raises(ValueError, match="scaler is for"):
-        Screenshotter(bare_display.display, scaler=Scaler.for_screen(1920, 1080))
+        Screenshotter(bare_display.display, scaler=Scaler.for_screen(1920, 1080), rule=FAST)

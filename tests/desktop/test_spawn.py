@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from deskpilot.settings import Settings
 from desktop.local import start_local_desktop
 from desktop.spawn import popen_dying_with_us
 
@@ -81,7 +82,7 @@ def remove_dead_x_files(display: str) -> None:
 
 @pytest.mark.desktop
 async def test_a_sigkilled_daemon_takes_every_component_with_it(tmp_path: Path) -> None:
-    async with start_local_desktop(640, 480, data_dir=tmp_path) as desk:
+    async with start_local_desktop(640, 480, data_dir=tmp_path, settings=Settings()) as desk:
         assert desk.pid is not None
         info = await desk.client.info()
         assert set(info.pids) == {"xvfb", "wm", "vnc", "browser"}

@@ -11,6 +11,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 from Xlib import display as xdisplay
 
+from deskpilot.settings import Settings
 from desktop.local import LocalDesktop, start_local_desktop
 from desktop.vnc_bridge import (
     CLIENT_CUT_TEXT,
@@ -80,7 +81,7 @@ def test_view_only_filter_refuses_what_it_cannot_parse(stream: bytes) -> None:
 
 @pytest.fixture
 async def desk(tmp_path: Path) -> AsyncIterator[LocalDesktop]:
-    async with start_local_desktop(640, 480, data_dir=tmp_path, browser=False) as desktop:
+    async with start_local_desktop(640, 480, data_dir=tmp_path, browser=False, settings=Settings()) as desktop:
         yield desktop
 
 

@@ -15,6 +15,7 @@ from Xlib import display as xdisplay
 from Xlib.protocol import event
 from Xlib.xobject.drawable import Window
 
+from deskpilot.settings import Settings
 from desktop.display import Desktop
 from desktop.local import start_local_desktop
 from desktop.windows import ActiveWindow, WindowInfo
@@ -50,7 +51,8 @@ def activate(disp: xdisplay.Display, window: Window) -> None:
 
 @pytest.mark.desktop
 async def test_the_pages_unicode_title_comes_back_through_the_client(tmp_path: Path) -> None:
-    async with start_local_desktop(800, 600, start_url=data_url(PAGE_TITLE), kiosk=True, data_dir=tmp_path) as desk:
+    async with start_local_desktop(800, 600, start_url=data_url(PAGE_TITLE), kiosk=True, data_dir=tmp_path,
+                                   settings=Settings()) as desk:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + DEADLINE_S
         while (title := await desk.client.active_window_title()) is None or PAGE_TITLE not in title:

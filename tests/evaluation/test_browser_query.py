@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from deskpilot.errors import DesktopError
+from deskpilot.settings import Settings
 from desktop.browser_query import open_url, query_browser, set_download_dir
 from desktop.local import start_local_desktop
 from evaluation.pages import PageServer
@@ -21,7 +22,7 @@ PAGES = Path(__file__).resolve().parents[2] / "evals" / "pages"
 
 async def test_queries_navigation_and_bad_requests(tmp_path: Path) -> None:
     with PageServer(PAGES) as pages:
-        async with start_local_desktop(1024, 768, data_dir=tmp_path) as desk:
+        async with start_local_desktop(1024, 768, data_dir=tmp_path, settings=Settings()) as desk:
             client = desk.client
             await open_url(client, f"{pages.url}/form.html")
             assert await query_browser(client, "url") == f"{pages.url}/form.html"
@@ -71,7 +72,7 @@ async def test_open_url_returns_once_the_page_shows_on_screen(tmp_path: Path) ->
     not the one before (CI once photographed a page that was loaded but not yet painted)."""
     (tmp_path / "late.html").write_text(LATE_PAINT)
     with PageServer(tmp_path) as pages:
-        async with start_local_desktop(640, 480, data_dir=tmp_path / "data") as desk:
+        async with start_local_desktop(640, 480, data_dir=tmp_path / "data", settings=Settings()) as desk:
             for _ in range(2):  # the second time, the previous page on screen is the painted one
                 await open_url(desk.client, f"{pages.url}/late.html")
                 got = await desk.client.frame(quality=90)
@@ -83,7 +84,7 @@ async def test_open_url_returns_once_the_page_shows_on_screen(tmp_path: Path) ->
 
 
 async def test_without_a_browser_the_endpoints_say_so(tmp_path: Path) -> None:
-    async with start_local_desktop(640, 480, data_dir=tmp_path, browser=False) as desk:
+    async with start_local_desktop(640, 480, data_dir=tmp_path, browser=False, settings=Settings()) as desk:
         with pytest.raises(DesktopError, match="no browser signal"):
             await query_browser(desk.client, "url")
         assert await desk.client.active_tab_url() is None
