@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections import Counter
 from collections.abc import Generator
 from pathlib import Path
 
@@ -38,11 +39,26 @@ exit 97
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    _unique_node_ids(items)
     for item in items:
         used = set(getattr(item, "fixturenames", ()))
         for marker, fixtures in MARKED_BY_FIXTURE.items():
             if used & fixtures and item.get_closest_marker(marker) is None:
                 item.add_marker(marker)
+
+
+def _unique_node_ids(items: list[pytest.Item]) -> None:
+    """schemathesis (4.32) names each operation's test ``test_x[GET /path]``, but pytest 9.2 builds a test's id
+    from its original name and parameters only: all of them got one id, and pytest-xdist, which schedules by
+    id, ran one operation of 23. Each gets the id its name says (pytest's own NodeId, private in 9.2)."""
+    count = Counter(item.nodeid for item in items)
+    for item in items:
+        if count[item.nodeid] > 1 and isinstance(item, pytest.Function) and item.name.startswith(
+                f"{item.originalname}[") and isinstance(item.parent, pytest.Module):
+            params = item.name[len(item.originalname) + 1:-1]
+            item._id = item.parent.id.child(item.originalname).with_params(params)  # type: ignore[attr-defined]
+    if any(n > 1 for n in Counter(item.nodeid for item in items).values()):
+        raise pytest.UsageError("tests with the same node id: pytest-xdist would run only one of each")
 
 
 @pytest.fixture(scope="session")
