@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from collections import Counter
 from collections.abc import Generator
 from pathlib import Path
@@ -74,10 +75,10 @@ def refusing_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _tiers_are_honest(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     if request.node.get_closest_marker("postgres") is None:
         monkeypatch.setattr(PgCluster, "create_database", _refuse_database)
-    if not any(request.node.get_closest_marker(tier) for tier in SLOW_TIERS):
-        from tests.web.procs import ServerProcess
-
-        monkeypatch.setattr(ServerProcess, "start", _refuse_service)
+    # Tests import ServerProcess at module level; looked up, not imported, so a worker without them stays light.
+    procs = sys.modules.get("tests.web.procs")
+    if procs is not None and not any(request.node.get_closest_marker(tier) for tier in SLOW_TIERS):
+        monkeypatch.setattr(procs.ServerProcess, "start", _refuse_service)
     if request.node.get_closest_marker("desktop") or request.node.get_closest_marker("docker"):
         return
     refusing: Path = request.getfixturevalue("refusing_bin")

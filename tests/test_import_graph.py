@@ -10,6 +10,7 @@ for cycles (a protocol may name the types of the modules that implement it).
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,12 @@ def resolve(name: str, modules: dict[str, Path]) -> str | None:
     return None
 
 
+@functools.cache
+def parsed(path: Path) -> ast.Module:
+    """Each file parsed once per run (the trees are only read); the checks below walk them several times."""
+    return ast.parse(path.read_text(), str(path))
+
+
 def type_only_nodes(tree: ast.Module) -> set[ast.AST]:
     """Every node under an ``if TYPE_CHECKING:`` (or ``typing.TYPE_CHECKING``) block."""
     found: set[ast.AST] = set()
@@ -53,7 +60,7 @@ def imports_of(module: str, path: Path, modules: dict[str, Path], *, type_only: 
     """The project modules ``module`` imports; without ``type_only``, only the imports that run."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
-    tree = ast.parse(path.read_text(), str(path))
+    tree = parsed(path)
     skip = set() if type_only else type_only_nodes(tree)
     for node in ast.walk(tree):
         if node in skip:
@@ -78,7 +85,7 @@ def imports_of(module: str, path: Path, modules: dict[str, Path], *, type_only: 
 def top_level_imports(path: Path) -> set[str]:
     """First name of every absolute import in the file (``fastapi`` for ``from fastapi.x import y``)."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(parsed(path)):
         if isinstance(node, ast.Import):
             found.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
