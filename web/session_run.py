@@ -77,6 +77,9 @@ class SessionRun:
         self.loop: AgentLoop | None = None
         self.cancelled = False
         self.vnc_kicks: set[asyncio.Event] = set()  # input-capable VNC connections, closed on handback
+        # One event recorded at a time, in the order emitted: a handback's "running" is taken before the run it
+        # lets go can record its end, so it never lands after (and overwrites) the final status.
+        self._recording = asyncio.Lock()
 
     # --- what others read ---
     @property
@@ -104,9 +107,11 @@ class SessionRun:
             fields = {"result": last_words(self.loop.history) or None,
                       "error": None if status == "succeeded" else str(event.data.get("message") or status)}
         held = self.gate.hold == "takeover" and status in ("running", "awaiting_approval")
-        await self.host.recorder.record(self.session_id, event, hold_status=held, **fields)
-        if event.type == "usage":
-            await self.host.store.update_session(self.session_id, usage_totals=dict(event.data.get("total") or {}))
+        async with self._recording:  # taken at once when free: no await before it, so emit order is kept
+            await self.host.recorder.record(self.session_id, event, hold_status=held, **fields)
+            if event.type == "usage":
+                await self.host.store.update_session(self.session_id,
+                                                     usage_totals=dict(event.data.get("total") or {}))
 
     async def set_status(self, status: SessionStatus, reason: str = "", **fields: Any) -> None:
         if fields:
