@@ -13,12 +13,13 @@ A step's time is the service's part of it: from the model's answer to the servic
 (act, settle, screenshot, history, request), i.e. the step period minus the model's latency. The first K at which
 the median is more than 10 % above K=1 is reported; K keeps growing until both windows were past that at two
 levels in a row (one level past it can be noise on a shared machine), or the memory or time bound is hit.
-Memory per desktop: RSS and PSS summed over the desktop daemon's session (Xvfb, openbox, Chromium, the
-daemon), measured at the end of the active window.
+Memory per desktop: RSS and PSS summed over the desktop daemon and its descendants (Xvfb, openbox, Chromium,
+…), measured at the end of the active window.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import random
@@ -100,22 +101,28 @@ class HostModel:
 
 
 def desktop_memory(data_dir: Path) -> list[tuple[int, int, int]]:
-    """(RSS, PSS, processes) of each desktop: every process in its daemon's session."""
-    daemons = set(desktops_under(data_dir))
-    sums: dict[int, list[int]] = {d: [0, 0, 0] for d in daemons}
+    """(RSS, PSS, processes) of each desktop: its daemon and every descendant (each component of a desktop
+    leads its own process session, so the tree is what groups them)."""
+    parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            session = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[3])
-            if session not in sums:
-                continue
-            sums[session][0] += _kib(entry / "status", "VmRSS:")
-            sums[session][1] += _kib(entry / "smaps_rollup", "Pss:")
-            sums[session][2] += 1
-        except (OSError, IndexError, ValueError):
-            continue  # the process ended meanwhile
-    return [(r * 1024, p * 1024, n) for r, p, n in sums.values()]
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    out = []
+    for daemon in desktops_under(data_dir):
+        tree, todo = set(), [daemon]
+        while todo:
+            pid = todo.pop()
+            tree.add(pid)
+            todo.extend(c for c, p in parents.items() if p == pid and c not in tree)
+        rss = pss = alive = 0
+        for pid in tree:
+            with contextlib.suppress(OSError):  # the process ended meanwhile
+                rss += _kib(Path(f"/proc/{pid}/status"), "VmRSS:")
+                pss += _kib(Path(f"/proc/{pid}/smaps_rollup"), "Pss:")
+                alive += 1
+        out.append((rss * 1024, pss * 1024, alive))
+    return out
 
 
 def _kib(path: Path, key: str) -> int:
@@ -170,7 +177,8 @@ def host_part(model: Model, fake: FakeMessages, root: Path, levels: list[int], s
             while len(sids) < k:
                 sids.append(create(server, token, f"bench-host-{len(sids)}"))
             wait_for(lambda k=k: all(len(hm.answered[i]) >= 2 for i in range(k)), 300, interval=0.5)
-            row: dict[str, Any] = {"k": k, "active": window(hm, list(range(k)), seconds)}
+            # K=1 is every ratio's denominator: measured twice as long (it has the fewest steps per second)
+            row: dict[str, Any] = {"k": k, "active": window(hm, list(range(k)), seconds * (2 if not rows else 1))}
             row["mem"] = desktop_memory(data)
             row["service_rss"] = _kib(Path(f"/proc/{server.proc.pid}/status"), "VmRSS:") * 1024 \
                 if server.proc else 0
@@ -221,5 +229,9 @@ def host_table(rows: list[dict[str, Any]], stop: str, latency_s: float) -> None:
         hit = next((r["k"] for r in rows if r[mode]["p50"] > 1.1 * base[mode]["p50"]), None)
         said = f"first more than 10 % above K=1 at K={hit}" if hit else f"within 10 % of K=1 up to K={rows[-1]['k']}"
         print(f"{mode}: median step time {said}")
+    if pss_all := [m[1] for r in rows for m in r["mem"] if m[1]]:
+        pss, total = statistics.mean(pss_all), _kib(Path("/proc/meminfo"), "MemTotal:") * 1024
+        print(f"memory alone: {pss / MIB:.0f} MiB PSS per desktop -> ~{int(total // pss)} desktops in this "
+              f"host's {total / 2**30:.1f} GiB")
     if stop:
         print(stop)
