@@ -126,21 +126,18 @@ class Settings(BaseSettings):
     max_steps: int = Field(default=100, ge=1, description="Model calls per run before it stops.")
     max_cost_usd: float = Field(default=5.0, ge=0, description="Spend per run before it stops; 0 = no limit.")
     # --- watchdog (agent/watchdog.py); 0 turns a detector off ---
-    # 4 identical actions with no change: one retry of a click that missed is normal, a second is a model
-    # unsure the first landed; the fourth is a loop. 8 px: models re-aiming at the same control jitter by a few
-    # pixels, while distinct controls (buttons, list rows) sit at least ~16 px apart.
+    # Chosen from `python -m bench.watchdog_bench` (34 suite tasks, real desktops; docs/security.md has the
+    # table): the longest innocent streaks are repeat 2, no change 5, looks 3, and agents that get nowhere run
+    # to 40 of each. Each limit sits about twice above the innocent maximum, so a run wastes < 10 calls.
+    # 8 px: models re-aiming at the same control jitter by a few pixels; distinct controls sit >= ~16 px apart.
     watchdog_repeat_limit: int = Field(default=4, ge=0, description="Same action, no screen change: pause after.")
     watchdog_radius_px: int = Field(default=8, ge=0, description="Clicks this close count as the same action.")
-    # 10 actions in a row and the screen never changed: longer than any wait for a slow page (each settled
-    # action already waits for the screen), short enough to stop before a tenth of the default 100 steps.
     watchdog_no_change_limit: int = Field(default=10, ge=0, description="Actions without any screen change.")
-    # 6 looks in a row: a screenshot and a few zooms to read small print is normal; six without acting is not.
     watchdog_reread_limit: int = Field(default=6, ge=0, description="Screenshot/zoom-only calls in a row.")
-    # A loop is paced by the model: ~6-12 steps a minute. With prompt caching a step bills ~2-5k full-price
-    # tokens (new screenshot ~1.5k, output, cache writes); without (openai-compatible servers) a whole
-    # 30-80k-token context, so ~1M/min is a busy but sane run; 2M/min is beyond it. The cost cap: a normal
-    # Sonnet-class step costs ~$0.01-0.03, i.e. ~$0.1-0.3/min; $1/min is 3-10x that (or $60/hour).
-    watchdog_max_tokens_per_minute: int = Field(default=2_000_000, ge=0, description="Full-price tokens per minute.")
+    # Measured at a fast 1.5 s per model call: a long run sends at most ~190k tokens a minute whole (a provider
+    # without prompt caching), ~40k with caching; x1.33 for the largest model screen (FWXGA), plus thinking.
+    # 1M/min is ~4x the worst of that. $1/min: ~1.7x that uncached pace at $3/M input, ~3x a cached Opus run.
+    watchdog_max_tokens_per_minute: int = Field(default=1_000_000, ge=0, description="Full-price tokens per minute.")
     watchdog_max_cost_per_minute: float = Field(default=1.0, ge=0, description="USD per minute.")
     model_prices: dict[str, list[float]] = Field(
         default_factory=dict,
