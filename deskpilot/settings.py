@@ -87,6 +87,7 @@ class Settings(BaseSettings):
                                         "this service's own when it runs in a plain container, not on it already.")
     swarm_constraints: list[str] = Field(default_factory=list, description="Placement constraints of the desktops, "
                                          "e.g. [\"node.labels.deskpilot.desktops==true\"].")
+    swarm_warm_pool: int = Field(default=0, ge=0, description="Swarm desktops kept started ahead of sessions.")
     swarm_cpu_reservation: float = Field(default=0.5, ge=0, description="CPUs reserved per desktop (scheduling).")
     swarm_memory_reservation: str = Field(default="512m", description="Memory reserved per desktop (scheduling).")
 

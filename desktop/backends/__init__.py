@@ -6,12 +6,11 @@
 
 from __future__ import annotations
 
-from deskpilot.settings import Settings, get_settings
+from deskpilot.settings import Settings
 from desktop.backends.base import DesktopBackend, DesktopHandle
 
 
-def get_backend(settings: Settings | None = None) -> DesktopBackend:
-    settings = settings or get_settings()
+def get_backend(settings: Settings) -> DesktopBackend:
     if settings.desktop_backend == "docker":
         from desktop.backends.docker import DockerBackend  # type: ignore[import-not-found,unused-ignore]
 
