@@ -1,5 +1,5 @@
-"""Desktop backends: ``local`` (subprocesses on this host), ``docker`` (one container per session) and
-``swarm`` (one Docker Swarm service per session).
+"""Desktop backends: ``local`` (subprocesses on this host), ``docker`` (one container per session),
+``swarm`` (one Docker Swarm service per session) and ``kubernetes`` (one Pod or agent-sandbox claim per session).
 
 ``get_backend()`` builds the one chosen by ``DESKPILOT_DESKTOP_BACKEND``.
 """
@@ -19,6 +19,10 @@ def get_backend(settings: Settings) -> DesktopBackend:
         from desktop.backends.swarm import SwarmBackend
 
         return SwarmBackend(settings)
+    if settings.desktop_backend == "kubernetes":
+        from desktop.backends.kubernetes import KubernetesBackend
+
+        return KubernetesBackend(settings)
     from desktop.backends.local import LocalBackend
 
     return LocalBackend(settings)

@@ -34,6 +34,11 @@ LABEL_BACKEND = "deskpilot.backend"
 _POLL_S = 0.2
 
 
+def base_labels(instance: str, backend: str) -> dict[str, str]:
+    """The labels of everything a backend instance creates: what a restarted instance removes as orphans."""
+    return {LABEL_MANAGED: "1", LABEL_INSTANCE: instance, LABEL_BACKEND: backend}
+
+
 @dataclass
 class DesktopSpec:
     """One desktop to start, as the engine-neutral part decided it."""
@@ -131,7 +136,7 @@ class ClusterBackend:
         self.settings = settings
         self.cluster = engine
         self.instance = instance
-        self.labels = {LABEL_MANAGED: "1", LABEL_INSTANCE: instance, LABEL_BACKEND: engine.name}
+        self.labels = base_labels(instance, engine.name)
         self._live: dict[str, _Desktop] = {}
         self._pool: list[_Desktop] = []
         self._filling: asyncio.Task[None] | None = None
