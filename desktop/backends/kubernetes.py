@@ -94,6 +94,13 @@ class KubernetesEngine:
     # --- preparation ----------------------------------------------------------------------------------
 
     async def prepare(self) -> None:
+        try:
+            await self._prepare()
+        except BaseException:
+            await self._close_session()
+            raise
+
+    async def _prepare(self) -> None:
         s = self.settings
         try:
             async with calling("connect to the Kubernetes API"):
@@ -215,9 +222,13 @@ class KubernetesEngine:
             with contextlib.suppress(NotFoundError, DesktopError):  # shutting down: the next start replaces them
                 async with calling(f"remove {kind.kind} {name}"):
                     await self._object(kind, name).delete()
-        session, self._api._session = self._api._session, None  # kr8s has no public close
-        if session is not None:
-            await session.aclose()
+        await self._close_session()
+
+    async def _close_session(self) -> None:
+        if self._api is not None:
+            session, self._api._session = self._api._session, None  # kr8s has no public close
+            if session is not None:
+                await session.aclose()
 
     # --- helpers --------------------------------------------------------------------------------------
 
