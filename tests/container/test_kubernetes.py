@@ -1,0 +1,111 @@
+"""The Kubernetes backend making real desktops: the real kr8s client talks to the local API server
+(tests/support/fake_kube.py), whose kubelet runs each pod it is given as a Docker container of the desktop
+image with the pod's security context, volumes and limits (tests/support/docker_kubelet.py), on a bridge
+network this test creates, reporting the container's address as the pod IP. So the pod spec the backend
+writes is what runs: non-root, no capabilities, read-only root, the token as a secret file, the daemon on
+TCP at the pod IP. What a real cluster adds (scheduling, the CNI, NetworkPolicy enforcement, gVisor, the real
+agent-sandbox controller) is not run here: docs/kubernetes.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+import pytest
+
+from deskpilot.settings import Settings
+from desktop.backends.kubernetes import KubernetesBackend
+from tests.container.conftest import IMAGE
+from tests.support.docker_kubelet import LABEL, DockerKubelet
+from tests.support.fake_kube import SANDBOX_GV, FakeKube
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def cluster(engine: Any, tmp_path: Path) -> Iterator[tuple[FakeKube, Path]]:
+    network = engine.networks.create(f"dpk-{secrets.token_hex(4)}", driver="bridge", internal=True)
+    kube = FakeKube()
+    kube.kubelet = DockerKubelet(engine, network.name, lambda ns, name: kube.objects["v1", "secrets", ns, name])
+    kube.start()
+    try:
+        yield kube, kube.write_kubeconfig(tmp_path / "kubeconfig")
+    finally:
+        kube.close()
+        for container in engine.containers.list(all=True, filters={"label": f"{LABEL}=fake-kube"}):
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
+        with contextlib.suppress(docker.errors.APIError):
+            network.remove()
+
+
+def settings_for(kubeconfig: Path, tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"data_dir": tmp_path / "data", "desktop_backend": "kubernetes", "docker_image": IMAGE,
+                              "kubernetes_kubeconfig": kubeconfig, "desktop_start_timeout_s": 90,
+                              "replica_id": f"test-{secrets.token_hex(3)}", **overrides}
+    return Settings(**values)
+
+
+async def test_a_pod_becomes_a_hardened_desktop_reached_over_tcp_and_the_warm_pool_refills(
+        cluster: tuple[FakeKube, Path], engine: Any, tmp_path: Path) -> None:
+    kube, kubeconfig = cluster
+    backend = KubernetesBackend(settings_for(kubeconfig, tmp_path, kubernetes_warm_pool=1))
+    try:
+        await backend.wait_pool_ready(within_s=240)
+        (warm,) = backend.pool_names()
+        handle = await backend.acquire("sess-k8s", 1024, 768)
+        assert handle.extra["pod"] == warm  # the warm desktop served the session...
+        await backend.wait_pool_ready(within_s=240)
+        assert backend.pool_names() != [warm]  # ...and a new one took its place in the pool
+        assert len(kube.list("v1", "pods")) == 2
+
+        pod = kube.objects["v1", "pods", "desktops", warm]
+        ip = kube.kubelet.status(pod)["podIP"] if kube.kubelet else None
+        assert handle.client.base_url == f"http://{ip}:7000"
+        shot = await handle.client.screenshot()
+        assert shot.image is not None and shot.image.startswith(b"\x89PNG"), shot.error
+        # Non-root with no capabilities, a read-only root, the token a read-only file (not in the environment).
+        bash = await handle.client.tool("bash", {"command": (
+            "id -u; grep CapEff /proc/self/status; touch /usr/x 2>&1 | tail -1; echo w > /tmp/w && echo TMP-OK; "
+            "env | grep -c TOKEN; ls -l /var/run/secrets/deskpilot/token")})
+        out = (bash.output or "").splitlines()
+        assert out[0] == "1000" and out[1].split() == ["CapEff:", "0000000000000000"], bash
+        assert "Read-only file system" in out[2] and out[3] == "TMP-OK" and out[4] == "0", bash
+        assert out[5].startswith("-r--r-----"), bash
+        container = engine.containers.list(filters={"label": f"pod-uid={pod['metadata']['uid']}"})[0]
+        host = container.attrs["HostConfig"]
+        assert host["ReadonlyRootfs"] is True and host["CapDrop"] == ["ALL"] and not host["PortBindings"]
+
+        await backend.release(handle)
+        assert warm not in [p["metadata"]["name"] for p in kube.list("v1", "pods")]
+        assert [s["metadata"]["name"] for s in kube.list("v1", "secrets")] == [f"{backend.pool_names()[0]}-token"]
+    finally:
+        await backend.aclose()
+    assert kube.list("v1", "pods") == [] and kube.list("v1", "secrets") == []
+    assert kube.list("networking.k8s.io/v1", "networkpolicies") == []
+
+
+async def test_a_claim_on_the_agent_sandbox_warm_pool_becomes_a_desktop(
+        cluster: tuple[FakeKube, Path], tmp_path: Path) -> None:
+    kube, kubeconfig = cluster
+    kube.sandbox_crds = True
+    backend = KubernetesBackend(settings_for(kubeconfig, tmp_path, kubernetes_warm_pool=1))
+    try:
+        await backend.start()
+        (warm,) = [p["metadata"]["name"] for p in kube.list("v1", "pods")]  # started by the pool's controller
+        handle = await backend.acquire("sess-claim", 1024, 768)
+        (claim,) = kube.list(SANDBOX_GV, "sandboxclaims")
+        assert claim["status"]["sandbox"]["name"] == warm  # adopted from the warm pool
+        shot = await handle.client.screenshot()
+        assert shot.image is not None, shot.error
+        await backend.release(handle)
+        assert kube.list(SANDBOX_GV, "sandboxclaims") == []
+        assert warm not in [p["metadata"]["name"] for p in kube.list("v1", "pods")]
+    finally:
+        await backend.aclose()
+    assert kube.list("v1", "pods") == [] and kube.list(SANDBOX_GV, "sandboxwarmpools") == []
