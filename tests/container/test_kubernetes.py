@@ -16,13 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import docker.errors
+import httpx
 import pytest
 
 from deskpilot.settings import Settings
 from desktop.backends.kubernetes import KubernetesBackend
 from tests.container.conftest import IMAGE
+from tests.container.stack import run_task
 from tests.support.docker_kubelet import LABEL, DockerKubelet
 from tests.support.fake_kube import SANDBOX_GV, FakeKube
+from tests.support.fake_messages import FakeMessages, Request, reply, text, tool_use
+from tests.web.conftest import make_tokens
+from tests.web.procs import ServerProcess
+from tests.web.test_restart import model_env
 
 pytestmark = pytest.mark.docker
 
@@ -109,3 +115,37 @@ async def test_a_claim_on_the_agent_sandbox_warm_pool_becomes_a_desktop(
     finally:
         await backend.aclose()
     assert kube.list("v1", "pods") == [] and kube.list(SANDBOX_GV, "sandboxwarmpools") == []
+
+
+def test_the_service_runs_a_task_end_to_end_on_a_kubernetes_desktop(
+        cluster: tuple[FakeKube, Path], tmp_path: Path) -> None:
+    """``deskpilot serve`` with the kubernetes backend (a subprocess, as deployed), the fake Messages API."""
+    kube, kubeconfig = cluster
+    data = tmp_path / "service"
+    token = make_tokens(data, ["alice"])["alice"]
+    with FakeMessages() as fake:
+        fake.script(reply(text("Looking."), tool_use("computer", {"action": "screenshot"})),
+                    reply(text("Checking who I am."), tool_use("bash", {"command": "id -u"})),
+                    lambda req: reply(text(f"Done: {_last_tool_output(req)}")))
+        env = model_env(fake, DESKPILOT_DESKTOP_BACKEND="kubernetes", DESKPILOT_DOCKER_IMAGE=IMAGE,
+                        DESKPILOT_KUBERNETES_KUBECONFIG=str(kubeconfig), DESKPILOT_KUBERNETES_WARM_POOL="0",
+                        DESKPILOT_REPLICA_ID="service-e2e", DESKPILOT_DESKTOP_START_TIMEOUT_S="90")
+        server = ServerProcess(data, env).start()
+        try:
+            with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as c:
+                final = run_task(c, "look, then say who you are")
+            assert final["status"] == "succeeded", final.get("error")
+            assert len(fake.requests[1].images) == 1  # the screenshot came from the pod's desktop
+            # The pod's non-root user ran the command (its output, as the service wraps it for the model).
+            assert "1000" in _last_tool_output(fake.requests[2]).split()
+            (pod,) = [o for o in kube.created if o["kind"] == "Pod"]
+            assert pod["metadata"]["annotations"]["deskpilot.session"] == final["id"]
+        finally:
+            server.stop()
+    assert kube.list("v1", "pods") == [] and kube.list("v1", "secrets") == []
+
+
+def _last_tool_output(req: Request) -> str:
+    (result,) = [b for b in req.body["messages"][-1]["content"] if b.get("type") == "tool_result"]
+    content = result["content"]
+    return "".join(b.get("text", "") for b in content).strip() if isinstance(content, list) else str(content)
