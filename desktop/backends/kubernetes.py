@@ -35,15 +35,25 @@ from kr8s.asyncio.objects import APIObject, NetworkPolicy, Pod, Secret, new_clas
 
 from deskpilot.errors import ConfigError, DeskpilotError, DesktopError, DesktopStartError
 from deskpilot.settings import Settings
-from desktop.backends import kube_spec
 from desktop.backends.cluster import DAEMON_PORT, ClusterBackend, DesktopSpec, Location, Placement, base_labels
 from desktop.backends.container import LABEL_DESKTOP
+from desktop.backends.kube_spec import (
+    SANDBOX_GROUP,
+    SANDBOX_RESOURCES,
+    SANDBOX_VERSION,
+    desktop_pod,
+    network_policy_spec,
+    sandbox_claim,
+    sandbox_template,
+    sandbox_warm_pool,
+    token_secret,
+)
 
 log = logging.getLogger(__name__)
 
-SandboxTemplate = new_class("SandboxTemplate", kube_spec.SANDBOX_VERSION, namespaced=True)
-SandboxWarmPool = new_class("SandboxWarmPool", kube_spec.SANDBOX_VERSION, namespaced=True)
-SandboxClaim = new_class("SandboxClaim", kube_spec.SANDBOX_VERSION, namespaced=True)
+SandboxTemplate = new_class("SandboxTemplate", SANDBOX_VERSION, namespaced=True)
+SandboxWarmPool = new_class("SandboxWarmPool", SANDBOX_VERSION, namespaced=True)
+SandboxClaim = new_class("SandboxClaim", SANDBOX_VERSION, namespaced=True)
 _WAITING_FOR_EVER = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
                      "CreateContainerError", "RunContainerError"}
 
@@ -122,7 +132,7 @@ class KubernetesEngine:
         self.sandboxes = s.kubernetes_agent_sandbox == "auto" and await self._sandboxes_served()
         policy = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
                   "metadata": self._metadata(self.shared_name),
-                  "spec": kube_spec.network_policy_spec(s, self.labels)}
+                  "spec": network_policy_spec(s, self.labels)}
         await self._replace(NetworkPolicy, policy, "the desktops' NetworkPolicy")
         if self.sandboxes:
             await self._prepare_pool()
@@ -133,27 +143,27 @@ class KubernetesEngine:
         """API discovery, as kubectl does it: is the agent-sandbox extensions group served with its three kinds?"""
         async with calling("discover the API groups"), self._api.call_api("GET", version="", base="/apis") as r:
             groups = r.json().get("groups", [])
-        versions = {v["groupVersion"] for g in groups if g.get("name") == kube_spec.SANDBOX_GROUP
+        versions = {v["groupVersion"] for g in groups if g.get("name") == SANDBOX_GROUP
                     for v in g.get("versions", [])}
-        if kube_spec.SANDBOX_VERSION not in versions:
+        if SANDBOX_VERSION not in versions:
             return False
         async with calling("discover agent-sandbox's resources"), \
-                self._api.call_api("GET", version="", base="/apis", url=kube_spec.SANDBOX_VERSION) as r:
+                self._api.call_api("GET", version="", base="/apis", url=SANDBOX_VERSION) as r:
             served = {res["name"] for res in r.json().get("resources", [])}
-        return served >= kube_spec.SANDBOX_RESOURCES
+        return served >= SANDBOX_RESOURCES
 
     async def _prepare_pool(self) -> None:
         """The instance's token Secret, SandboxTemplate and SandboxWarmPool, replaced: a fresh token each start."""
         s, name = self.settings, self.shared_name
         self._pool_token = secrets.token_urlsafe(32)
-        secret = kube_spec.token_secret(f"{name}-pool-token", self._pool_token, self.labels, self.namespace)
+        secret = token_secret(f"{name}-pool-token", self._pool_token, self.labels, self.namespace)
         secret["metadata"]["ownerReferences"] = self._owner
         await self._replace(Secret, secret, "the warm pool's token Secret")
-        template = kube_spec.sandbox_template(s, name=name, namespace=self.namespace, labels=self.labels,
+        template = sandbox_template(s, name=name, namespace=self.namespace, labels=self.labels,
                                               secret_name=f"{name}-pool-token", start_url=self.start_url,
                                               kiosk=self.kiosk, owner=self._owner)
         await self._replace(SandboxTemplate, template, "the SandboxTemplate")
-        pool = kube_spec.sandbox_warm_pool(name=name, namespace=self.namespace, labels=self.labels,
+        pool = sandbox_warm_pool(name=name, namespace=self.namespace, labels=self.labels,
                                            replicas=s.kubernetes_warm_pool, owner=self._owner)
         await self._replace(SandboxWarmPool, pool, "the SandboxWarmPool")
 
@@ -161,15 +171,15 @@ class KubernetesEngine:
 
     async def create(self, spec: DesktopSpec) -> Placement:
         if self.sandboxes:
-            claim = kube_spec.sandbox_claim(spec, pool=self.shared_name, namespace=self.namespace, owner=self._owner)
+            claim = sandbox_claim(spec, pool=self.shared_name, namespace=self.namespace, owner=self._owner)
             async with calling(f"create the SandboxClaim {spec.name}"):
                 await SandboxClaim(claim, api=self._api).create()
             return Placement(ref=spec.name, token=self._pool_token, extra={"claim": spec.name})
-        secret = kube_spec.token_secret(f"{spec.name}-token", spec.token, spec.labels, self.namespace)
+        secret = token_secret(f"{spec.name}-token", spec.token, spec.labels, self.namespace)
         secret["metadata"]["ownerReferences"] = self._owner
         async with calling(f"create the token Secret of {spec.name}"):
             await Secret(secret, api=self._api).create()
-        pod = kube_spec.desktop_pod(self.settings, spec, namespace=self.namespace, start_url=self.start_url,
+        pod = desktop_pod(self.settings, spec, namespace=self.namespace, start_url=self.start_url,
                                     kiosk=self.kiosk, owner=self._owner)
         async with calling(f"create the desktop pod {spec.name}"):
             await Pod(pod, api=self._api).create()

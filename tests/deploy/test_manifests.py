@@ -20,7 +20,7 @@ import yaml
 
 from deskpilot.errors import DesktopStartError
 from deskpilot.settings import Settings
-from desktop.backends import kube_spec
+from desktop.backends.kube_spec import network_policy_spec
 from desktop.backends.kubernetes import KubernetesBackend
 from tests.support.fake_kube import KINDS, fake_kube
 
@@ -146,7 +146,7 @@ def test_network_policies_fence_desktops_and_the_database_in() -> None:
     assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
     # The desktops' policy is the one the backend keeps per replica (one definition: kube_spec).
     desktops = one(docs, "NetworkPolicy", "desktops")["spec"]
-    assert desktops == kube_spec.network_policy_spec(Settings(), {})
+    assert desktops == network_policy_spec(Settings(), {})
     service_pods = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "deskpilot",
                                                     "app.kubernetes.io/component": "service"}}}
     assert desktops["ingress"] == [{"from": [service_pods], "ports": [{"protocol": "TCP", "port": 7000}]}]
