@@ -10,9 +10,12 @@ Four detectors, each with its reason code (the ``status`` event's ``reason`` whe
   the last minute above ``max_tokens_per_minute`` / ``max_cost_per_minute``.
 
 Whether a call changed the screen comes from the computer tool's result (``meta.changed``, from
-``desktop.settle``). A call whose result does not say (a bash command, an editor call) counts as progress
-unless it repeats the previous call exactly, output included. After a trip every counter starts afresh, so
-a resumed run gets a full allowance again. A limit of 0 turns its detector off.
+``desktop.settle``). A repeated action that brings back a screen already seen since the repeats began counts
+as no change too: clicking the same spot of a page again and again selects a word, then the paragraph, then
+nothing, in a cycle of screens that each differ from the one before (measured on the eval suite). A call
+whose result does not say (a bash command, an editor call) counts as progress unless it repeats the previous
+call exactly, output included. After a trip every counter starts afresh, so a resumed run gets a full
+allowance again. A limit of 0 turns its detector off.
 """
 
 from __future__ import annotations
@@ -95,6 +98,7 @@ class Watchdog:
     def reset(self) -> None:
         """Every counter from zero (after a trip, so a resumed run starts afresh)."""
         self._last: _Action | None = None  # the first action of the current run of repeats
+        self._screens: set[str] = set()  # digests of the screens the current run of repeats has shown
         self.repeats = 0
         self.unchanged = 0
         self.looks = 0
@@ -116,7 +120,8 @@ class Watchdog:
             call = self._calls.pop(str(event.data.get("id")), None)
             meta = event.data.get("meta") or {}
             if call is not None and "outcome" not in meta:  # not run or cut short: says nothing about progress
-                self._result(*call, event.data)
+                screen = hashlib.sha256(event.image).hexdigest() if event.image else None
+                self._result(*call, event.data, screen)
         elif event.type == "usage":
             self._usage(event.data)
 
@@ -124,7 +129,7 @@ class Watchdog:
         if self._tripped is None:
             self._tripped = trip
 
-    def _result(self, tool: str, given: dict[str, Any], data: Any) -> None:
+    def _result(self, tool: str, given: dict[str, Any], data: Any, screen: str | None) -> None:
         cfg = self.config
         action = str(given.get("action", "")) if tool == "computer" else ""
         changed = (data.get("meta") or {}).get("changed")
@@ -144,8 +149,12 @@ class Watchdog:
         # Compared with the first of the run, so clicks cannot drift away a few pixels at a time.
         repeated = self._last is not None and current.same_as(self._last, cfg.radius_px)
         if not repeated:
-            self._last = current
-        still = changed is False or (not isinstance(changed, bool) and repeated) or bool(data.get("is_error"))
+            self._last, self._screens = current, set()
+        cycled = repeated and screen is not None and screen in self._screens
+        if screen is not None:
+            self._screens.add(screen)
+        still = (changed is False or cycled or (not isinstance(changed, bool) and repeated)
+                 or bool(data.get("is_error")))
         self.unchanged = self.unchanged + 1 if still else 0
         # A repeat counts the first of its run too, even when only the repeat showed that nothing changed.
         self.repeats = max(self.repeats, 1) + 1 if still and repeated else (1 if still else 0)

@@ -32,6 +32,7 @@ from desktop.display import Desktop
 
 CALL_TIMEOUT_S = 10.0
 LOAD_TIMEOUT_S = 20.0
+PAINT_CAP_S = 3.0  # how long a loaded page may take to show its first content (an empty page shows none)
 ATTACH_TIMEOUT_S = 10.0
 MAX_SELECTOR = 500
 
@@ -113,6 +114,16 @@ async def run_query(signal: BrowserSignal, query: str, selector: str | None, key
     return await _evaluate(signal, session, expression)
 
 
+_PAINTED = f"""new Promise(done => {{
+  const frames = () => requestAnimationFrame(() => requestAnimationFrame(() => done(true)));
+  const painted = () => performance.getEntriesByType('paint').some(e => e.name === 'first-contentful-paint');
+  if (painted()) return frames();
+  const watch = new PerformanceObserver(() => {{ if (painted()) {{ watch.disconnect(); frames(); }} }});
+  watch.observe({{type: 'paint', buffered: true}});
+  setTimeout(() => {{ watch.disconnect(); done(false); }}, {PAINT_CAP_S * 1000:.0f});
+}})"""
+
+
 async def navigate(signal: BrowserSignal, url: str, new_tab: bool = False) -> None:
     if new_tab:
         before = set(signal.sessions())
@@ -133,6 +144,10 @@ async def navigate(signal: BrowserSignal, url: str, new_tab: bool = False) -> No
     while time.monotonic() < deadline:  # Page.navigate answers at commit; the task starts once it has loaded
         if await _evaluate(signal, session, "document.readyState") == "complete" and (
                 url.startswith("about:") or await _evaluate(signal, session, "location.href") != "about:blank"):
+            # "complete" can come before the first paint reaches the screen: a screenshot taken right after
+            # the setup then shows the previous page (seen in CI). Wait for the page's first contentful paint
+            # (capped: an empty page never has one), then two animation frames, so that paint was composited.
+            await _evaluate(signal, session, _PAINTED)
             return
         await asyncio.sleep(0.05)
     raise QueryError(f"{url} did not finish loading in {LOAD_TIMEOUT_S:.0f} s")

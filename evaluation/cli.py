@@ -32,7 +32,7 @@ def eval_command() -> None:
 @click.option("--parallel", type=click.IntRange(1, 64), default=1, show_default=True, help="Desktops at once.")
 @click.option("--backend", type=click.Choice(["local", "docker"]), default="local", show_default=True)
 @click.option("--repeat", type=click.IntRange(1, 100), default=1, show_default=True, help="Runs per task.")
-@click.option("--tasks", "pattern", default=None, help="Only task ids matching this glob.")
+@click.option("--tasks", "pattern", default=None, help="Only task ids matching this glob (several: comma-separated).")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Results directory (default eval-results/SUITE); a rerun there skips finished runs.")
 @click.option("--timeout", type=click.FloatRange(1, 86_400), default=300.0, show_default=True,

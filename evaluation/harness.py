@@ -67,6 +67,7 @@ class Job:
     acquired: bool = False
     ready_at: float | None = None  # monotonic time the setup finished: the task's own clock starts
     setup_error: str | None = None
+    watchdog: dict[str, Any] | None = None  # the trip that paused the run (agent/watchdog.py), if one did
     released: asyncio.Event = field(default_factory=asyncio.Event)  # its desktop is gone
 
 
@@ -216,6 +217,8 @@ class Harness:
         agent_s = round(time.monotonic() - job.ready_at, 2) if job.ready_at is not None else None
         row = await self.store.get_session(row.id)
         error = job.setup_error or verdict.error or (row.error if row.status != "succeeded" else None)
+        if job.watchdog is not None:  # the run paused itself: say why, not "cancelled"
+            error = f"paused by the watchdog ({job.watchdog.get('reason')}): {job.watchdog.get('message')}"
         if outcome == "completed" and not job.acquired:
             outcome = "error"
         score = verdict.score if outcome != "error" else 0.0
@@ -225,7 +228,7 @@ class Harness:
             "steps": int((row.usage_totals or {}).get("steps", 0)), "input_tokens": row.input_tokens,
             "output_tokens": row.output_tokens, "cost_usd": round(row.cost_usd, 6),
             "wall_s": round(time.monotonic() - started, 2), "agent_s": agent_s, "answer": row.result, "error": error,
-            "checks": verdict.checks, "tags": list(task.tags), "trajectory": None,
+            "checks": verdict.checks, "tags": list(task.tags), "watchdog": job.watchdog, "trajectory": None,
         }
         if self.options.export:
             record["trajectory"] = await self._export(row.id, record["key"], score)
@@ -239,9 +242,10 @@ class Harness:
             row = await self.store.get_session(session_id)
             if row.status in FINAL_STATES:
                 return "completed"
-            if row.status in ("paused", "interrupted"):  # retries ran out; nobody would resume it
+            if row.status in ("paused", "interrupted"):  # the watchdog, or retries ran out; nobody would resume
+                job.watchdog = await self._watchdog_trip(session_id) if row.status == "paused" else None
                 await self._cancel(session_id)
-                return "error"
+                return "stuck" if job.watchdog is not None else "error"
             if row.status == "awaiting_approval":
                 pending = await self.store.pending_approval(session_id)
                 if pending is not None:
@@ -253,6 +257,14 @@ class Harness:
                 await self._cancel(session_id)
                 return "timeout" if job.ready_at is not None else "error"
             await asyncio.sleep(POLL_S)
+
+    async def _watchdog_trip(self, session_id: str) -> dict[str, Any] | None:
+        """The watchdog's trip that paused the run (its reason, message, count and limit), if it was one."""
+        trip, after = None, 0
+        while events := await self.store.events_after(session_id, after):
+            after = events[-1].seq
+            trip = next((e.data for e in reversed(events) if e.type == "watchdog"), trip)
+        return dict(trip) if isinstance(trip, dict) else None
 
     async def _cancel(self, session_id: str) -> None:
         with contextlib.suppress(Conflict):

@@ -140,7 +140,8 @@ def _task_files(root: Path) -> list[Path]:
 
 
 def load_suite(path: Path, pattern: str | None = None) -> Suite:
-    """Every task of the suite at ``path`` whose id matches the glob ``pattern``; ConfigError on bad input."""
+    """Every task of the suite at ``path`` whose id matches the glob ``pattern`` (several: comma-separated);
+    ConfigError on bad input."""
     if not path.exists():
         raise ConfigError(f"no task suite at {path}")
     root = path if path.is_dir() else path.parent
@@ -155,7 +156,7 @@ def load_suite(path: Path, pattern: str | None = None) -> Suite:
         if task.id in seen:
             raise ConfigError(f"{file}: task id {task.id!r} appears twice in the suite")
         seen.add(task.id)
-        if pattern is None or fnmatch.fnmatchcase(task.id, pattern):
+        if pattern is None or any(fnmatch.fnmatchcase(task.id, glob.strip()) for glob in pattern.split(",")):
             tasks.append(task)
     if not tasks:
         raise ConfigError(f"no tasks in {path}" + (f" match {pattern!r}" if pattern else ""))

@@ -21,11 +21,11 @@ class Clock:
 
 
 def act(dog: Watchdog, tool: str, given: dict[str, Any], *, changed: bool | None = None, output: str = "",
-        error: str = "") -> None:
+        error: str = "", screen: bytes | None = None) -> None:
     use_id = f"t{id(given)}-{len(dog._calls)}"
     dog.observe(Event("tool_call", {"id": use_id, "tool": tool, "input": given, "step": 1}))
     meta = {} if changed is None else {"changed": changed}
-    dog.observe(events.tool_result(use_id, tool, output=output, error=error, step=1, meta=meta))
+    dog.observe(events.tool_result(use_id, tool, output=output, error=error, step=1, meta=meta, image=screen))
 
 
 def usage(dog: Watchdog, tokens: int, cost: float = 0.0) -> None:
@@ -42,6 +42,28 @@ def test_repeat_within_the_radius_trips_outside_it_does_not() -> None:
     assert (dog.repeats, dog.unchanged) == (0, 0)  # taken: counters restart
     for x in (100, 110, 120):  # 10 px apart: different targets
         act(dog, "computer", {"action": "left_click", "coordinate": [x, 50]}, changed=False)
+    assert dog.take() is None
+
+
+def test_a_repeat_that_cycles_through_screens_already_seen_trips() -> None:
+    """Clicking the same spot of a page selects a word, then the paragraph, then nothing (eval suite, nav-kettle):
+    every screen differs from the one before it, and still nothing is getting done."""
+    dog = Watchdog(WatchdogConfig(repeat_limit=4, no_change_limit=0))
+    click = {"action": "left_click", "coordinate": [500, 700]}
+    for k in range(5):
+        act(dog, "computer", click, changed=True, screen=b"ABC"[k % 3:k % 3 + 1])
+        assert dog.take() is None, k  # A B C, then A and B come back: 3 repeats so far
+    act(dog, "computer", click, changed=True, screen=b"C")
+    trip = dog.take()
+    assert trip is not None and trip.reason == "stuck_repeat" and trip.count == 4
+    # The same click moving through new screens (paging down a long list) is progress, however long.
+    for k in range(20):
+        act(dog, "computer", click, changed=True, screen=f"page {k}".encode())
+    assert dog.take() is None
+    # So is coming back to a screen with a different action in between (two tabs in turn).
+    for k in range(10):
+        act(dog, "computer", {"action": "key", "text": "ctrl+Tab"} if k % 2 else click, changed=True,
+            screen=b"AB"[k % 2:k % 2 + 1])
     assert dog.take() is None
 
 

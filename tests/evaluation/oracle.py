@@ -5,6 +5,9 @@ through the whole loop: SDK → loop → policy → desktop daemon → settle �
   input}`` or ``{"answer": text}``; a coordinate may be ``{"color": "#rrggbb", "origin"?: "center"|"topleft",
   "offset"?: [dx, dy]}``, found on the last screenshot the model was sent, as a model would look for it.
 - ``nothing``: answers "Done." at once. ``random``: five clicks at random points, then "Done.".
+- Agents that never get anywhere, for the watchdog (agent/watchdog.py): ``stuck`` clicks one empty corner of
+  the page again and again, ``staring`` only takes screenshots, ``fidgeting`` clicks a new empty spot each
+  time (the screen never changes, no two actions are alike); each says "Done." after 40 calls.
 
 The task of a request is recognised from its first user message (the instruction, placeholders and all).
 """
@@ -41,6 +44,13 @@ def _first_text(request: Request) -> str:
     return "".join(b.get("text", "") for b in content if b.get("type") == "text")
 
 
+DRIFTING = {  # turn -> the action of an agent that makes no progress
+    "stuck": lambda turn: tool_use("computer", {"action": "left_click", "coordinate": [1010, 755]}),
+    "staring": lambda turn: tool_use("computer", {"action": "screenshot"}),
+    "fidgeting": lambda turn: tool_use("computer", {"action": "left_click", "coordinate": [600 + 9 * turn, 755]}),
+}
+
+
 class ScriptedAgent:
     def __init__(self, suite: Suite, mode: str = "oracle", seed: int = 0) -> None:
         self.tasks = [(_pattern(t), t) for t in suite.tasks]
@@ -62,6 +72,8 @@ class ScriptedAgent:
         turn = sum(1 for m in request.body["messages"] if m["role"] == "assistant")
         if self.mode == "nothing":
             return reply(text("Done."))
+        if self.mode in DRIFTING:
+            return reply(DRIFTING[self.mode](turn) if turn < 40 else text("Done."))
         if self.mode == "random":
             if turn >= 5:
                 return reply(text("Done."))

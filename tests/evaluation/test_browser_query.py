@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from deskpilot.errors import DesktopError
 from desktop.browser_query import open_url, query_browser, set_download_dir
@@ -55,6 +57,29 @@ async def test_queries_navigation_and_bad_requests(tmp_path: Path) -> None:
             transport = httpx.AsyncHTTPTransport(uds=str(desk.socket_path))
             async with httpx.AsyncClient(transport=transport, base_url="http://desktop") as anonymous:
                 assert (await anonymous.post("/browser/query", json={"query": "url"})).status_code == 401
+
+
+# Its content (and so its first contentful paint) comes 700 ms after the document is "complete".
+LATE_PAINT = """<!doctype html><html><body style="margin:0"><script>
+addEventListener('load', () => setTimeout(() => {
+  document.body.innerHTML = '<div style="width:100vw;height:100vh;background:#ff00aa">late</div>'; }, 700));
+</script></body></html>"""
+
+
+async def test_open_url_returns_once_the_page_shows_on_screen(tmp_path: Path) -> None:
+    """A task's setup opens its page and the agent's first screenshot follows at once: it must show the page,
+    not the one before (CI once photographed a page that was loaded but not yet painted)."""
+    (tmp_path / "late.html").write_text(LATE_PAINT)
+    with PageServer(tmp_path) as pages:
+        async with start_local_desktop(640, 480, data_dir=tmp_path / "data") as desk:
+            for _ in range(2):  # the second time, the previous page on screen is the painted one
+                await open_url(desk.client, f"{pages.url}/late.html")
+                got = await desk.client.frame(quality=90)
+                assert got is not None
+                image = Image.open(io.BytesIO(got[0])).convert("RGB")
+                r, g, b = image.getpixel((image.width // 4, image.height * 3 // 4))  # clear of the pointer
+                assert r > 220 and g < 40 and 140 < b < 200, (r, g, b)
+                await open_url(desk.client, "about:blank")
 
 
 async def test_without_a_browser_the_endpoints_say_so(tmp_path: Path) -> None:

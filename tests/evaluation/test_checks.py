@@ -56,6 +56,7 @@ def test_a_suite_loads_filters_and_refuses_duplicates_and_bad_json(tmp_path: Pat
     (tmp_path / "tasks" / "b.json").write_text(json.dumps({**GOOD, "id": "other"}))
     assert [t.id for t in load_suite(tmp_path).tasks] == ["t1", "other"]
     assert [t.id for t in load_suite(tmp_path, "oth*").tasks] == ["other"]
+    assert [t.id for t in load_suite(tmp_path, "oth*, t1").tasks] == ["t1", "other"]  # several globs
     with pytest.raises(ConfigError, match="no tasks"):
         load_suite(tmp_path, "zzz*")
     (tmp_path / "tasks" / "c.json").write_text(json.dumps(GOOD))

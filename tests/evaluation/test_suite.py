@@ -142,3 +142,14 @@ def test_a_failed_setup_is_an_error_a_slow_run_times_out_and_a_rerun_repeats_onl
         assert runs["slow"]["score"] == 1.0, runs["slow"]  # the final state is still scored (any desktop passes)
         if attempt == 2:
             assert lines[0] == "resuming: 1 finished run(s) kept, 1 to go"
+
+
+@pytest.mark.parametrize(("mode", "reason"), [("stuck", "stuck_repeat"), ("staring", "rereading"),
+                                              ("fidgeting", "no_progress")])
+def test_an_agent_that_gets_nowhere_is_paused_and_the_result_says_why(tmp_path: Path, mode: str,
+                                                                       reason: str) -> None:
+    data, calls, _ = run_suite(tmp_path / "out", mode, "nav-kettle", parallel=1)
+    (run,) = data["runs"]
+    assert run["outcome"] == "stuck" and run["status"] == "cancelled" and not run["success"], run
+    assert run["watchdog"]["reason"] == reason and run["error"].startswith(f"paused by the watchdog ({reason})")
+    assert calls < 20  # paused long before the agent's 40 calls
