@@ -19,6 +19,7 @@ import docker.errors
 import httpx
 import pytest
 
+from deskpilot.errors import DesktopLostError
 from deskpilot.settings import Settings
 from desktop.backends.kubernetes import KubernetesBackend
 from tests.container.conftest import IMAGE
@@ -87,7 +88,11 @@ async def test_a_pod_becomes_a_hardened_desktop_reached_over_tcp_and_the_warm_po
         host = container.attrs["HostConfig"]
         assert host["ReadonlyRootfs"] is True and host["CapDrop"] == ["ALL"] and not host["PortBindings"]
 
-        await backend.release(handle)
+        # The pod removed behind the backend's back: the session learns its desktop is lost, and why.
+        assert kube.route("DELETE", f"/api/v1/namespaces/desktops/pods/{warm}", {}, b"")[0] == 200
+        with pytest.raises(DesktopLostError, match=f"Pod {warm} was removed"):
+            await handle.client.screenshot()
+        await backend.release(handle)  # still removes what is left (its token Secret)
         assert warm not in [p["metadata"]["name"] for p in kube.list("v1", "pods")]
         assert [s["metadata"]["name"] for s in kube.list("v1", "secrets")] == [f"{backend.pool_names()[0]}-token"]
     finally:

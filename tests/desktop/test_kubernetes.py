@@ -32,14 +32,17 @@ def created(kube: FakeKube, kind: str) -> list[dict[str, Any]]:
 
 async def test_a_desktop_pod_is_hardened_and_its_token_is_a_secret_file(tmp_path: Path) -> None:
     with fake_kube(tmp_path) as (kube, kubeconfig):
+        owner = kube.put("v1", "pods", {"apiVersion": "v1", "kind": "Pod",
+                                        "metadata": {"name": "deskpilot-7d9f-x2", "namespace": "desktops"}})
         s = settings_for(kubeconfig, tmp_path, kubernetes_runtime_class="gvisor", kubernetes_cpu_request="250m",
-                         kubernetes_memory_request="300Mi", docker_memory="1g", docker_cpus=1.5)
+                         kubernetes_memory_request="300Mi", docker_memory="1g", docker_cpus=1.5,
+                         kubernetes_owner_pod="deskpilot-7d9f-x2")
         backend = KubernetesBackend(s)
         # No kubelet: the pod never gets an IP, so the desktop does not come up and is removed again.
         with pytest.raises(DesktopStartError, match="did not become healthy in time"):
             await backend.acquire("sess-1", 1024, 768)
-        (pod,), (secret,) = created(kube, "Pod"), created(kube, "Secret")
-        assert kube.list("v1", "pods") == [] and kube.list("v1", "secrets") == []
+        (pod,), (secret,) = created(kube, "Pod")[1:], created(kube, "Secret")
+        assert kube.list("v1", "pods") == [owner] and kube.list("v1", "secrets") == []
         await backend.aclose()
 
     spec, (container,) = pod["spec"], pod["spec"]["containers"]
@@ -67,6 +70,9 @@ async def test_a_desktop_pod_is_hardened_and_its_token_is_a_secret_file(tmp_path
         labels = obj["metadata"]["labels"]
         assert labels[LABEL_MANAGED] == "1" and labels[LABEL_BACKEND] == "kubernetes"
         assert labels[LABEL_INSTANCE] == backend.instance and labels[LABEL_DESKTOP]
+        # Owned by the service's pod: Kubernetes removes them when that replica goes.
+        assert obj["metadata"]["ownerReferences"] == [{"apiVersion": "v1", "kind": "Pod", "name": "deskpilot-7d9f-x2",
+                                                       "uid": owner["metadata"]["uid"]}]
     assert pod["metadata"]["annotations"]["deskpilot.session"] == "sess-1"
     assert pod["metadata"]["labels"]["app.kubernetes.io/component"] == "desktop"
 
