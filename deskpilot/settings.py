@@ -107,12 +107,21 @@ class Settings(BaseSettings):
     kubernetes_service_labels: dict[str, str] = Field(
         default_factory=lambda: {"app.kubernetes.io/name": "deskpilot", "app.kubernetes.io/component": "service"},
         description="Labels of the service's pods: the only pods the desktops' NetworkPolicy lets in.")
-    kubernetes_egress_allow: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"], description="Address "
-                                               "ranges the desktops may reach (besides the cluster's DNS).")
+    kubernetes_egress_allow: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"], description="With "
+                                               "kubernetes_egress=direct: the ranges desktops may reach (and DNS).")
     kubernetes_egress_except: list[str] = Field(
         default_factory=lambda: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
                                  "169.254.0.0/16"],
         description="Ranges cut out of those: the cluster's own networks and cloud metadata.")
+    kubernetes_egress: Literal["proxy", "direct"] = Field(
+        default="proxy", description="proxy: a desktop's only way out is its session's egress proxy in this "
+        "service's pod (as the docker backend's); direct: the egress ranges below, no per-session policy.")
+    kubernetes_proxy_host: str = Field(default="", description="This service pod's IP (downward API "
+                                       "status.podIP): where the desktops reach their egress proxies.")
+    kubernetes_proxy_port_min: int = Field(default=20000, ge=1024, le=65535,
+                                           description="First port of the egress proxies' range.")
+    kubernetes_proxy_port_max: int = Field(default=20999, ge=1024, le=65535,
+                                           description="Last port of the egress proxies' range.")
     kubernetes_owner_pod: str = Field(default="", description="This service's own pod name (downward API): "
                                       "its desktops are owned by it, so Kubernetes removes them with it.")
     kubernetes_agent_sandbox: Literal["auto", "off"] = Field(

@@ -18,6 +18,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -26,6 +27,7 @@ from deskpilot.settings import Settings
 from desktop.backends.base import DesktopHandle
 from desktop.backends.container import LABEL_DESKTOP, LABEL_INSTANCE, LABEL_MANAGED
 from desktop.client import DesktopClient
+from desktop.egress_proxy import EgressProxy, start_proxy
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,16 @@ class DesktopSpec:
     width: int
     height: int
     session_id: str  # "" for a warm-pool desktop
+    proxy: str | None = None  # host:port of its egress proxy, when the engine gives desktops one
+
+
+@dataclass(frozen=True)
+class ProxyListen:
+    """Where desktops' egress proxies listen in this process: an address of it their network reaches, and a
+    port range (the one the network policies open from desktops to the service)."""
+
+    host: str
+    ports: range
 
 
 @dataclass
@@ -82,6 +94,10 @@ class ClusterEngine(Protocol):
 
     def pool_size(self) -> int:
         """Desktops the shared warm pool keeps started (0 when the engine pools them itself)."""
+        ...
+
+    def egress_proxy(self) -> ProxyListen | None:
+        """Where each desktop's egress proxy listens, or None: its egress is the engine's network alone."""
         ...
 
     async def create(self, spec: DesktopSpec) -> Placement:
@@ -127,6 +143,7 @@ class _Desktop:
     placement: Placement
     client: ClusterClient | None = None
     session_id: str = ""
+    egress: EgressProxy | None = None
 
 
 class ClusterBackend:
@@ -171,7 +188,8 @@ class ClusterBackend:
         log.info("desktop %s (%s %s) serves session %s", desktop.spec.key, self.cluster.name, desktop.spec.name,
                  session_id)
         return DesktopHandle(id=desktop.spec.key, client=desktop.client, vnc_available=True,
-                             session_id=session_id, extra={"name": desktop.spec.name, **desktop.placement.extra})
+                             session_id=session_id, egress=desktop.egress,
+                             extra={"name": desktop.spec.name, **desktop.placement.extra})
 
     async def release(self, handle: DesktopHandle) -> None:
         desktop = self._live.pop(handle.id, None)
@@ -250,14 +268,18 @@ class ClusterBackend:
 
     async def _start_desktop(self, width: int, height: int, session_id: str) -> _Desktop:
         key = secrets.token_hex(6)
+        egress = await self._start_egress()
         spec = DesktopSpec(key=key, name=self.name_of(key), labels={**self.labels, LABEL_DESKTOP: key},
-                           token=secrets.token_urlsafe(32), width=width, height=height, session_id=session_id)
+                           token=secrets.token_urlsafe(32), width=width, height=height, session_id=session_id,
+                           proxy=egress.address if egress is not None else None)
         try:
             placement = await self.cluster.create(spec)
         except BaseException:
             await asyncio.shield(self._remove(key))
+            if egress is not None:
+                await egress.aclose()
             raise
-        desktop = _Desktop(spec, placement)
+        desktop = _Desktop(spec, placement, egress=egress)
         try:
             await self._wait_ready(desktop)
         except BaseException:
@@ -273,6 +295,8 @@ class ClusterBackend:
             if where.fate is not None:
                 raise DesktopStartError(f"desktop {desktop.spec.name} did not start: {where.fate}")
             if where.url is not None and desktop.client is None:
+                if desktop.egress is not None:  # its proxy serves this desktop's address alone
+                    desktop.egress.clients = frozenset({urlsplit(where.url).hostname or ""})
                 # A bash call may take all of bash_timeout_s: the client waits a little longer.
                 desktop.client = ClusterClient(base_url=where.url, token=desktop.placement.token,
                                                engine=self.cluster, ref=desktop.placement.ref,
@@ -288,6 +312,24 @@ class ClusterBackend:
             with contextlib.suppress(Exception):
                 await desktop.client.aclose()
         await self._remove(desktop.spec.key)
+        if desktop.egress is not None:
+            await desktop.egress.aclose()
+
+    async def _start_egress(self) -> EgressProxy | None:
+        """The desktop's egress proxy on the first free port of the engine's range; it admits nobody until
+        its desktop has an address."""
+        listen = self.cluster.egress_proxy()
+        if listen is None:
+            return None
+        for port in listen.ports:
+            proxy = start_proxy(self.settings, listen_host=listen.host, listen_port=port)
+            proxy.clients = frozenset()
+            try:
+                return await proxy.start()
+            except OSError:  # taken (another desktop's, another process's): the next one
+                continue
+        raise DesktopStartError(f"no free port for a desktop's egress proxy on {listen.host} in "
+                                f"{listen.ports.start}-{listen.ports.stop - 1}")
 
     async def _remove(self, key: str) -> None:
         try:

@@ -44,7 +44,7 @@ def token_secret(name: str, token: str, labels: dict[str, str], namespace: str) 
 
 
 def pod_spec(settings: Settings, *, width: int, height: int, secret_name: str, start_url: str,
-             kiosk: bool = False) -> dict[str, Any]:
+             kiosk: bool = False, proxy: str | None = None) -> dict[str, Any]:
     """The ``spec`` of one desktop pod (also a SandboxTemplate's pod template)."""
     s = settings
     volumes: list[dict[str, Any]] = [
@@ -65,7 +65,7 @@ def pod_spec(settings: Settings, *, width: int, height: int, secret_name: str, s
         "command": ["/usr/bin/tini", "--", "/bin/sh", "-c", _START, "desktopd"],
         "args": ["--host", "0.0.0.0", "--port", str(DAEMON_PORT), "--private-network",
                  "--token-file", f"{TOKEN_DIR}/{TOKEN_KEY}", "--sandbox", "off",
-                 *desktop_command(width, height, start_url, kiosk=kiosk)],
+                 *(["--proxy", proxy] if proxy else []), *desktop_command(width, height, start_url, kiosk=kiosk)],
         # Only what the desktop needs: nothing inherited from the service (the model key stays there).
         "env": [{"name": "DESKPILOT_SCREEN_WIDTH", "value": str(width)},
                 {"name": "DESKPILOT_SCREEN_HEIGHT", "value": str(height)},
@@ -109,24 +109,31 @@ def desktop_pod(settings: Settings, spec: DesktopSpec, *, namespace: str, start_
         metadata["ownerReferences"] = owner
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
             "spec": pod_spec(settings, width=spec.width, height=spec.height, secret_name=f"{spec.name}-token",
-                             start_url=start_url, kiosk=kiosk)}
+                             start_url=start_url, kiosk=kiosk, proxy=spec.proxy)}
 
 
-def network_policy_spec(settings: Settings, desktops: dict[str, str]) -> dict[str, Any]:
-    """Only the service's pods reach the daemon's port; egress: DNS and the allowed address ranges."""
+def network_policy_spec(settings: Settings, desktops: dict[str, str], *, proxied: bool) -> dict[str, Any]:
+    """Only the service's pods reach the daemon's port. Egress, ``proxied``: only the service's pods on the
+    egress proxies' ports (the proxy resolves names; the desktop needs no DNS); else DNS and the allowed
+    address ranges."""
     s = settings
-    return {
+    service = {"podSelector": {"matchLabels": dict(s.kubernetes_service_labels)}}
+    spec: dict[str, Any] = {
         "podSelector": {"matchLabels": {**APP_LABELS, **desktops}},
         "policyTypes": ["Ingress", "Egress"],
-        "ingress": [{"from": [{"podSelector": {"matchLabels": dict(s.kubernetes_service_labels)}}],
-                     "ports": [{"protocol": "TCP", "port": DAEMON_PORT}]}],
-        "egress": [
-            {"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
-             "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
-            {"to": [{"ipBlock": {"cidr": cidr, "except": [e for e in s.kubernetes_egress_except if _within(e, cidr)]}}
-                    for cidr in s.kubernetes_egress_allow]},
-        ],
+        "ingress": [{"from": [service], "ports": [{"protocol": "TCP", "port": DAEMON_PORT}]}],
     }
+    if proxied:
+        spec["egress"] = [{"to": [service], "ports": [{"protocol": "TCP", "port": s.kubernetes_proxy_port_min,
+                                                       "endPort": s.kubernetes_proxy_port_max}]}]
+        return spec
+    spec["egress"] = [
+        {"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+         "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+        {"to": [{"ipBlock": {"cidr": cidr, "except": [e for e in s.kubernetes_egress_except if _within(e, cidr)]}}
+                for cidr in s.kubernetes_egress_allow]},
+    ]
+    return spec
 
 
 def _within(inner: str, outer: str) -> bool:

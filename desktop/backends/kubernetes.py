@@ -35,7 +35,15 @@ from kr8s.asyncio.objects import APIObject, NetworkPolicy, Pod, Secret, new_clas
 
 from deskpilot.errors import ConfigError, DeskpilotError, DesktopError, DesktopStartError
 from deskpilot.settings import Settings
-from desktop.backends.cluster import DAEMON_PORT, ClusterBackend, DesktopSpec, Location, Placement, base_labels
+from desktop.backends.cluster import (
+    DAEMON_PORT,
+    ClusterBackend,
+    DesktopSpec,
+    Location,
+    Placement,
+    ProxyListen,
+    base_labels,
+)
 from desktop.backends.container import LABEL_DESKTOP
 from desktop.backends.kube_spec import (
     SANDBOX_GROUP,
@@ -101,6 +109,13 @@ class KubernetesEngine:
     def pool_size(self) -> int:
         return 0 if self.sandboxes else self.settings.kubernetes_warm_pool
 
+    def egress_proxy(self) -> ProxyListen | None:
+        # Pooled agent-sandbox pods start before they are claimed: no per-desktop proxy address to give them.
+        s = self.settings
+        if s.kubernetes_egress != "proxy" or self.sandboxes:
+            return None
+        return ProxyListen(s.kubernetes_proxy_host, range(s.kubernetes_proxy_port_min, s.kubernetes_proxy_port_max + 1))
+
     # --- preparation ----------------------------------------------------------------------------------
 
     async def prepare(self) -> None:
@@ -130,9 +145,17 @@ class KubernetesEngine:
                 await owner.refresh()
             self._owner = [{"apiVersion": "v1", "kind": "Pod", "name": owner.name, "uid": owner.metadata["uid"]}]
         self.sandboxes = s.kubernetes_agent_sandbox == "auto" and await self._sandboxes_served()
+        if self.sandboxes and s.kubernetes_egress == "proxy":
+            log.warning("agent-sandbox desktops have no per-session egress proxy: their egress is the "
+                        "NetworkPolicy's ranges (DESKPILOT_KUBERNETES_EGRESS_ALLOW)")
+        elif s.kubernetes_egress == "proxy" and not s.kubernetes_proxy_host:
+            raise ConfigError("the desktops' egress proxies need this pod's IP: set DESKPILOT_KUBERNETES_PROXY_HOST "
+                              "(downward API status.podIP), or DESKPILOT_KUBERNETES_EGRESS=direct")
+        if s.kubernetes_proxy_port_min > s.kubernetes_proxy_port_max:
+            raise ConfigError("DESKPILOT_KUBERNETES_PROXY_PORT_MIN is above DESKPILOT_KUBERNETES_PROXY_PORT_MAX")
         policy = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
                   "metadata": self._metadata(self.shared_name),
-                  "spec": network_policy_spec(s, self.labels)}
+                  "spec": network_policy_spec(s, self.labels, proxied=self.egress_proxy() is not None)}
         await self._replace(NetworkPolicy, policy, "the desktops' NetworkPolicy")
         if self.sandboxes:
             await self._prepare_pool()

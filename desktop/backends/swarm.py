@@ -86,6 +86,9 @@ class SwarmEngine:
     def pool_size(self) -> int:
         return self.settings.swarm_warm_pool
 
+    def egress_proxy(self) -> None:
+        return None  # no per-session proxy for Swarm desktops (yet): their egress is the overlay network's
+
     async def prepare(self) -> None:
         await asyncio.to_thread(self._prepare)
 

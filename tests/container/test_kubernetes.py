@@ -9,6 +9,7 @@ agent-sandbox controller) is not run here: docs/kubernetes.md.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 from collections.abc import Iterator
@@ -22,11 +23,13 @@ import pytest
 from deskpilot.errors import DesktopLostError
 from deskpilot.settings import Settings
 from desktop.backends.kubernetes import KubernetesBackend
+from desktop.egress_policy import NetworkPolicy
 from tests.container.conftest import IMAGE
 from tests.container.stack import run_task
 from tests.support.docker_kubelet import LABEL, DockerKubelet
 from tests.support.fake_kube import SANDBOX_GV, FakeKube
 from tests.support.fake_messages import FakeMessages, Request, reply, text, tool_use
+from tests.support.loopback_site import LoopbackSite
 from tests.web.conftest import make_tokens
 from tests.web.procs import ServerProcess
 from tests.web.test_restart import model_env
@@ -35,13 +38,16 @@ pytestmark = pytest.mark.docker
 
 
 @pytest.fixture
-def cluster(engine: Any, tmp_path: Path) -> Iterator[tuple[FakeKube, Path]]:
+def cluster(engine: Any, tmp_path: Path) -> Iterator[tuple[FakeKube, Path, str]]:
+    """The fake API server with its Docker kubelet, a kubeconfig, and this host's address on the pods' network
+    (where "the service's pod", this process, listens for the desktops' egress proxies)."""
     network = engine.networks.create(f"dpk-{secrets.token_hex(4)}", driver="bridge", internal=True)
     kube = FakeKube()
     kube.kubelet = DockerKubelet(engine, network.name, lambda ns, name: kube.objects["v1", "secrets", ns, name])
     kube.start()
     try:
-        yield kube, kube.write_kubeconfig(tmp_path / "kubeconfig")
+        network.reload()
+        yield kube, kube.write_kubeconfig(tmp_path / "kubeconfig"), network.attrs["IPAM"]["Config"][0]["Gateway"]
     finally:
         kube.close()
         for container in engine.containers.list(all=True, filters={"label": f"{LABEL}=fake-kube"}):
@@ -51,17 +57,21 @@ def cluster(engine: Any, tmp_path: Path) -> Iterator[tuple[FakeKube, Path]]:
             network.remove()
 
 
-def settings_for(kubeconfig: Path, tmp_path: Path, **overrides: Any) -> Settings:
+def settings_for(kubeconfig: Path, tmp_path: Path, gateway: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {"data_dir": tmp_path / "data", "desktop_backend": "kubernetes", "docker_image": IMAGE,
                               "kubernetes_kubeconfig": kubeconfig, "desktop_start_timeout_s": 90,
+                              "kubernetes_proxy_host": gateway,
                               "replica_id": f"test-{secrets.token_hex(3)}", **overrides}
     return Settings(**values)
 
 
 async def test_a_pod_becomes_a_hardened_desktop_reached_over_tcp_and_the_warm_pool_refills(
-        cluster: tuple[FakeKube, Path], engine: Any, tmp_path: Path) -> None:
-    kube, kubeconfig = cluster
-    backend = KubernetesBackend(settings_for(kubeconfig, tmp_path, kubernetes_warm_pool=1))
+        cluster: tuple[FakeKube, Path, str], engine: Any, tmp_path: Path) -> None:
+    kube, kubeconfig, gateway = cluster
+    site = LoopbackSite(lambda path, query: (b"hello from the site", "text/plain"))
+    port = site.url("/").split(":")[2].rstrip("/")
+    backend = KubernetesBackend(settings_for(kubeconfig, tmp_path, gateway, kubernetes_warm_pool=1,
+                                             egress_hosts={"allowed.test": "127.0.0.1", "other.test": "127.0.0.1"}))
     try:
         await backend.wait_pool_ready(within_s=240)
         (warm,) = backend.pool_names()
@@ -88,24 +98,42 @@ async def test_a_pod_becomes_a_hardened_desktop_reached_over_tcp_and_the_warm_po
         host = container.attrs["HostConfig"]
         assert host["ReadonlyRootfs"] is True and host["CapDrop"] == ["ALL"] and not host["PortBindings"]
 
+        # Egress through the session's proxy in this process (the service's pod), with the session's policy.
+        assert handle.egress is not None and handle.egress.clients == frozenset({ip})
+        handle.egress.set_policy(NetworkPolicy.from_lists(["allowed.test"], []))
+        fetched = await handle.client.tool("bash", {"command": (
+            "python3 -c 'import sys, urllib.request as u, urllib.error as e\n"
+            "for h in sys.argv[1:]:\n"
+            " try: print(h, u.urlopen(f\"http://{h}:" + port + "/\", timeout=20).read().decode())\n"
+            " except e.HTTPError as x: print(h, x.code)' allowed.test other.test")})
+        assert (fetched.output or "").splitlines() == ["allowed.test hello from the site", "other.test 403"], fetched
+        assert [b.host for b in handle.egress.blocked] == ["other.test"]
+        # The proxy serves its desktop's address alone: another client on the network gets nothing.
+        reader, writer = await asyncio.open_connection(gateway, handle.egress.listen_port)
+        writer.write(f"GET http://allowed.test:{port}/ HTTP/1.1\r\nHost: allowed.test\r\n\r\n".encode())
+        assert await _answer(reader) == b""
+        writer.close()
+
         # The pod removed behind the backend's back: the session learns its desktop is lost, and why.
         assert kube.route("DELETE", f"/api/v1/namespaces/desktops/pods/{warm}", {}, b"")[0] == 200
         with pytest.raises(DesktopLostError, match=f"Pod {warm} was removed"):
             await handle.client.screenshot()
-        await backend.release(handle)  # still removes what is left (its token Secret)
+        await backend.release(handle)  # still removes what is left (its token Secret, its proxy)
+        assert not handle.egress.running
         assert warm not in [p["metadata"]["name"] for p in kube.list("v1", "pods")]
         assert [s["metadata"]["name"] for s in kube.list("v1", "secrets")] == [f"{backend.pool_names()[0]}-token"]
     finally:
         await backend.aclose()
+        site.close()
     assert kube.list("v1", "pods") == [] and kube.list("v1", "secrets") == []
     assert kube.list("networking.k8s.io/v1", "networkpolicies") == []
 
 
 async def test_a_claim_on_the_agent_sandbox_warm_pool_becomes_a_desktop(
-        cluster: tuple[FakeKube, Path], tmp_path: Path) -> None:
-    kube, kubeconfig = cluster
+        cluster: tuple[FakeKube, Path, str], tmp_path: Path) -> None:
+    kube, kubeconfig, gateway = cluster
     kube.sandbox_crds = True
-    backend = KubernetesBackend(settings_for(kubeconfig, tmp_path, kubernetes_warm_pool=1))
+    backend = KubernetesBackend(settings_for(kubeconfig, tmp_path, gateway, kubernetes_warm_pool=1))
     try:
         await backend.start()
         (warm,) = [p["metadata"]["name"] for p in kube.list("v1", "pods")]  # started by the pool's controller
@@ -123,9 +151,9 @@ async def test_a_claim_on_the_agent_sandbox_warm_pool_becomes_a_desktop(
 
 
 def test_the_service_runs_a_task_end_to_end_on_a_kubernetes_desktop(
-        cluster: tuple[FakeKube, Path], tmp_path: Path) -> None:
+        cluster: tuple[FakeKube, Path, str], tmp_path: Path) -> None:
     """``deskpilot serve`` with the kubernetes backend (a subprocess, as deployed), the fake Messages API."""
-    kube, kubeconfig = cluster
+    kube, kubeconfig, gateway = cluster
     data = tmp_path / "service"
     token = make_tokens(data, ["alice"])["alice"]
     with FakeMessages() as fake:
@@ -134,7 +162,8 @@ def test_the_service_runs_a_task_end_to_end_on_a_kubernetes_desktop(
                     lambda req: reply(text(f"Done: {_last_tool_output(req)}")))
         env = model_env(fake, DESKPILOT_DESKTOP_BACKEND="kubernetes", DESKPILOT_DOCKER_IMAGE=IMAGE,
                         DESKPILOT_KUBERNETES_KUBECONFIG=str(kubeconfig), DESKPILOT_KUBERNETES_WARM_POOL="0",
-                        DESKPILOT_REPLICA_ID="service-e2e", DESKPILOT_DESKTOP_START_TIMEOUT_S="90")
+                        DESKPILOT_REPLICA_ID="service-e2e", DESKPILOT_DESKTOP_START_TIMEOUT_S="90",
+                        DESKPILOT_KUBERNETES_PROXY_HOST=gateway)
         server = ServerProcess(data, env).start()
         try:
             with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as c:
@@ -154,3 +183,11 @@ def _last_tool_output(req: Request) -> str:
     (result,) = [b for b in req.body["messages"][-1]["content"] if b.get("type") == "tool_result"]
     content = result["content"]
     return "".join(b.get("text", "") for b in content).strip() if isinstance(content, list) else str(content)
+
+
+async def _answer(reader: asyncio.StreamReader) -> bytes:
+    """Everything the other end sent before closing (a reset, since our request went unread: nothing)."""
+    try:
+        return await asyncio.wait_for(reader.read(), 30)
+    except ConnectionResetError:
+        return b""

@@ -30,7 +30,8 @@ KUBERNETES_VERSION = "1.32.0"
 CRDS = yaml.safe_load((Path(__file__).parent / "agent_sandbox" / "crd_schemas.yaml").read_text())
 LABELS = base_labels("0123456789ab", "kubernetes")
 SPEC = DesktopSpec(key="a1b2c3d4e5f6", name="deskpilot-012345-a1b2c3d4e5f6", labels={**LABELS, "deskpilot.desktop":
-                   "a1b2c3d4e5f6"}, token="t" * 43, width=1280, height=800, session_id="sess/any chars")
+                   "a1b2c3d4e5f6"}, token="t" * 43, width=1280, height=800, session_id="sess/any chars",
+                   proxy="10.1.2.3:20000")
 SETTINGS = Settings(kubernetes_runtime_class="gvisor", kubernetes_node_selector={"deskpilot.dev/desktops": "true"})
 OWNER = [{"apiVersion": "v1", "kind": "Pod", "name": "deskpilot-abc", "uid": "5f0c3b9e-0000-4000-8000-000000000000"}]
 
@@ -58,8 +59,9 @@ def test_a_desktop_pod_its_secret_and_its_policy_are_valid_kubernetes_objects() 
                       owner=OWNER)
     policy = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
               "metadata": {"name": "deskpilot-012345", "namespace": "deskpilot", "labels": LABELS},
-              "spec": network_policy_spec(SETTINGS, LABELS)}
-    for obj in (pod, token_secret(f"{SPEC.name}-token", SPEC.token, SPEC.labels, "deskpilot"), policy):
+              "spec": network_policy_spec(SETTINGS, LABELS, proxied=True)}
+    direct = {**policy, "spec": network_policy_spec(SETTINGS, LABELS, proxied=False)}
+    for obj in (pod, token_secret(f"{SPEC.name}-token", SPEC.token, SPEC.labels, "deskpilot"), policy, direct):
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
 
 

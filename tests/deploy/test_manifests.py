@@ -91,6 +91,7 @@ def test_the_service_runs_replicas_in_cluster_mode_with_the_kubernetes_backend()
     assert config["DESKPILOT_CLUSTER"] == "true" and config["DESKPILOT_DESKTOP_BACKEND"] == "kubernetes"
     env = {e["name"]: e for e in container["env"]}
     assert env["DESKPILOT_KUBERNETES_OWNER_POD"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["DESKPILOT_KUBERNETES_PROXY_HOST"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
     assert env["DESKPILOT_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "deskpilot-secrets"
     # Every DESKPILOT_ name given is a setting (a typo would be silently ignored by the service).
     names = {*config, *env} - {"ANTHROPIC_API_KEY"}
@@ -113,6 +114,7 @@ async def test_the_role_grants_exactly_what_the_backend_calls(tmp_path: Path) ->
                                     "metadata": {"name": "deskpilot-0", "namespace": "desktops"}})
             backend = KubernetesBackend(Settings(data_dir=tmp_path, kubernetes_kubeconfig=kubeconfig,
                                                  kubernetes_owner_pod="deskpilot-0", desktop_start_timeout_s=0.3,
+                                                 kubernetes_proxy_host="127.0.0.1",
                                                  kubernetes_warm_pool=0))
             with pytest.raises(DesktopStartError):  # no kubelet: never ready, and removed again
                 await backend.acquire("s", 1024, 768)
@@ -146,12 +148,15 @@ def test_network_policies_fence_desktops_and_the_database_in() -> None:
     assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
     # The desktops' policy is the one the backend keeps per replica (one definition: kube_spec).
     desktops = one(docs, "NetworkPolicy", "desktops")["spec"]
-    assert desktops == network_policy_spec(Settings(), {})
+    assert desktops == network_policy_spec(Settings(), {}, proxied=True)
     service_pods = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "deskpilot",
                                                     "app.kubernetes.io/component": "service"}}}
+    proxies = [{"protocol": "TCP", "port": 20000, "endPort": 20999}]
     assert desktops["ingress"] == [{"from": [service_pods], "ports": [{"protocol": "TCP", "port": 7000}]}]
-    (block,) = [t["ipBlock"] for rule in desktops["egress"] for t in rule["to"] if "ipBlock" in t]
-    assert {"10.0.0.0/8", "169.254.0.0/16"} <= set(block["except"])
+    assert desktops["egress"] == [{"to": [service_pods], "ports": proxies}]  # their session proxies, nothing else
+    desktop_pods = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "deskpilot",
+                                                    "app.kubernetes.io/component": "desktop"}}}
+    assert {"from": [desktop_pods], "ports": proxies} in one(docs, "NetworkPolicy", "service")["spec"]["ingress"]
     postgres = one(docs, "NetworkPolicy", "postgres")["spec"]
     assert postgres["ingress"] == [{"from": [service_pods], "ports": [{"protocol": "TCP", "port": 5432}]}]
     assert "egress" not in postgres and "Egress" in postgres["policyTypes"]

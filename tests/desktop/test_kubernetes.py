@@ -22,7 +22,8 @@ from tests.support.fake_kube import SANDBOX_GV, FakeKube, fake_kube, secret_valu
 def settings_for(kubeconfig: Path, tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {"data_dir": tmp_path / "data", "desktop_backend": "kubernetes",
                               "kubernetes_kubeconfig": kubeconfig, "kubernetes_warm_pool": 0,
-                              "desktop_start_timeout_s": 0.5, "replica_id": "replica-a", **overrides}
+                              "desktop_start_timeout_s": 0.5, "replica_id": "replica-a",
+                              "kubernetes_proxy_host": "127.0.0.1", **overrides}
     return Settings(**values)
 
 
@@ -63,8 +64,12 @@ async def test_a_desktop_pod_is_hardened_and_its_token_is_a_secret_file(tmp_path
     assert token_volume["secret"]["secretName"] == secret["metadata"]["name"] == f"{pod['metadata']['name']}-token"
     assert len(secret_value(secret, "token")) >= 40 and secret["immutable"] is True
     assert not any("TOKEN" in e["name"] for e in container["env"])
-    assert container["args"][:6] == ["--host", "0.0.0.0", "--port", "7000", "--private-network", "--token-file"]
-    assert container["args"][9:13] == ["--width", "1024", "--height", "768"]
+    args = container["args"]
+    assert args[:6] == ["--host", "0.0.0.0", "--port", "7000", "--private-network", "--token-file"]
+    assert args[args.index("--width"):][:4] == ["--width", "1024", "--height", "768"]
+    # Its egress proxy (in this process, the service's pod) on the pod IP given, in the policies' port range.
+    host, _, port = args[args.index("--proxy") + 1].partition(":")
+    assert host == "127.0.0.1" and 20000 <= int(port) <= 20999
     # Labels for orphan clean-up on both; the session id (any characters) as an annotation.
     for obj in (pod, secret):
         labels = obj["metadata"]["labels"]
@@ -110,11 +115,36 @@ async def test_start_removes_only_this_instances_orphans_and_sets_up_the_network
         assert ingress["ports"] == [{"protocol": "TCP", "port": 7000}]
         assert ingress["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "deskpilot",
                                                                     "app.kubernetes.io/component": "service"}}}]
-        blocks = [t["ipBlock"] for rule in spec["egress"] for t in rule["to"] if "ipBlock" in t]
-        assert blocks == [{"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
-                                                            "100.64.0.0/10", "169.254.0.0/16"]}]
+        # Out: only the service's pods, on the egress proxies' ports (no DNS, no address range).
+        assert spec["egress"] == [{"to": ingress["from"], "ports": [{"protocol": "TCP", "port": 20000,
+                                                                      "endPort": 20999}]}]
         await backend.aclose()
         assert kube.list("networking.k8s.io/v1", "networkpolicies") == []
+
+
+async def test_with_direct_egress_desktops_reach_dns_and_the_allowed_ranges_and_get_no_proxy(tmp_path: Path) -> None:
+    with fake_kube(tmp_path) as (kube, kubeconfig):
+        backend = KubernetesBackend(settings_for(kubeconfig, tmp_path, kubernetes_egress="direct",
+                                                 kubernetes_proxy_host=""))
+        with pytest.raises(DesktopStartError):
+            await backend.acquire("sess-1", 1024, 768)
+        await backend.aclose()
+        (pod,) = created(kube, "Pod")
+        assert "--proxy" not in pod["spec"]["containers"][0]["args"]
+        (policy,) = created(kube, "NetworkPolicy")
+    dns, ranges = policy["spec"]["egress"]
+    assert dns["ports"] == [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+    assert ranges == {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": [
+        "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16"]}}]}
+
+
+async def test_proxied_egress_without_this_pods_address_is_a_config_error(tmp_path: Path) -> None:
+    with fake_kube(tmp_path) as (kube, kubeconfig):
+        backend = KubernetesBackend(settings_for(kubeconfig, tmp_path, kubernetes_proxy_host=""))
+        with pytest.raises(ConfigError, match="DESKPILOT_KUBERNETES_PROXY_HOST"):
+            await backend.start()
+        await backend.aclose()
+        assert kube.created == []
 
 
 @pytest.mark.parametrize(("method", "path", "code", "error", "message"), [
