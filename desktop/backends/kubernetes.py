@@ -7,10 +7,12 @@ The engine-neutral part (warm pool, names and labels, tokens, readiness over TCP
 
 Each desktop's daemon serves authenticated TCP on port 7000 of its pod's IP, which the service reaches
 directly: no Service, nothing published. Its bearer token is a Secret mounted as a file, created per desktop
-and removed with it. A NetworkPolicy per backend instance lets only the service's pods reach the daemon and
-limits the desktops' egress to DNS and the allowed address ranges. Everything carries the instance's labels
-(a restarted service removes its orphans) and, with ``kubernetes_owner_pod``, an owner reference to the
-service's own pod, so Kubernetes removes a dead replica's desktops.
+and removed with it. Its egress goes through its session's egress proxy in this process, on this pod's IP
+(``kubernetes_egress=proxy``; ``direct``: address ranges instead). A NetworkPolicy per backend instance lets
+only the service's pods reach the daemon and the desktops reach only the proxies' ports (or those ranges).
+Everything carries the instance's labels (a restarted service removes its orphans) and, with
+``kubernetes_owner_pod``, an owner reference to the service's own pod, so Kubernetes removes a dead replica's
+desktops.
 
 When the agent-sandbox CRDs (``extensions.agents.x-k8s.io/v1beta1``) are served, found through API discovery,
 the instance keeps a SandboxTemplate and a SandboxWarmPool and each desktop is a SandboxClaim on that pool:
@@ -127,6 +129,8 @@ class KubernetesEngine:
 
     async def _prepare(self) -> None:
         s = self.settings
+        if s.kubernetes_proxy_port_min > s.kubernetes_proxy_port_max:
+            raise ConfigError("DESKPILOT_KUBERNETES_PROXY_PORT_MIN is above DESKPILOT_KUBERNETES_PROXY_PORT_MAX")
         try:
             async with calling("connect to the Kubernetes API"):
                 self._api = await kr8s.asyncio.api(kubeconfig=str(s.kubernetes_kubeconfig or "") or None,
@@ -141,8 +145,12 @@ class KubernetesEngine:
                 break
         if s.kubernetes_owner_pod:
             owner = self._object(Pod, s.kubernetes_owner_pod)
-            async with calling(f"read this service's pod {s.kubernetes_owner_pod}"):
-                await owner.refresh()
+            try:
+                async with calling(f"read this service's pod {s.kubernetes_owner_pod}"):
+                    await owner.refresh()
+            except NotFoundError as exc:  # owner references cannot cross namespaces
+                raise ConfigError(f"DESKPILOT_KUBERNETES_OWNER_POD: no pod {s.kubernetes_owner_pod} in the desktops' "
+                                  f"namespace {self.namespace} (the owner must be in the same namespace)") from exc
             self._owner = [{"apiVersion": "v1", "kind": "Pod", "name": owner.name, "uid": owner.metadata["uid"]}]
         self.sandboxes = s.kubernetes_agent_sandbox == "auto" and await self._sandboxes_served()
         if self.sandboxes and s.kubernetes_egress == "proxy":
@@ -151,8 +159,6 @@ class KubernetesEngine:
         elif s.kubernetes_egress == "proxy" and not s.kubernetes_proxy_host:
             raise ConfigError("the desktops' egress proxies need this pod's IP: set DESKPILOT_KUBERNETES_PROXY_HOST "
                               "(downward API status.podIP), or DESKPILOT_KUBERNETES_EGRESS=direct")
-        if s.kubernetes_proxy_port_min > s.kubernetes_proxy_port_max:
-            raise ConfigError("DESKPILOT_KUBERNETES_PROXY_PORT_MIN is above DESKPILOT_KUBERNETES_PROXY_PORT_MAX")
         policy = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
                   "metadata": self._metadata(self.shared_name),
                   "spec": network_policy_spec(s, self.labels, proxied=self.egress_proxy() is not None)}
@@ -183,11 +189,11 @@ class KubernetesEngine:
         secret["metadata"]["ownerReferences"] = self._owner
         await self._replace(Secret, secret, "the warm pool's token Secret")
         template = sandbox_template(s, name=name, namespace=self.namespace, labels=self.labels,
-                                              secret_name=f"{name}-pool-token", start_url=self.start_url,
-                                              kiosk=self.kiosk, owner=self._owner)
+                                    secret_name=f"{name}-pool-token", start_url=self.start_url, kiosk=self.kiosk,
+                                    owner=self._owner)
         await self._replace(SandboxTemplate, template, "the SandboxTemplate")
         pool = sandbox_warm_pool(name=name, namespace=self.namespace, labels=self.labels,
-                                           replicas=s.kubernetes_warm_pool, owner=self._owner)
+                                 replicas=s.kubernetes_warm_pool, owner=self._owner)
         await self._replace(SandboxWarmPool, pool, "the SandboxWarmPool")
 
     # --- desktops -------------------------------------------------------------------------------------

@@ -164,6 +164,15 @@ async def test_bad_api_answers_become_clear_errors_and_leave_nothing(
         assert kube.list("v1", "pods") == [] and kube.list("v1", "secrets") == []
 
 
+async def test_an_owner_pod_outside_the_desktops_namespace_is_a_config_error(tmp_path: Path) -> None:
+    with fake_kube(tmp_path) as (kube, kubeconfig):
+        backend = KubernetesBackend(settings_for(kubeconfig, tmp_path, kubernetes_owner_pod="deskpilot-elsewhere"))
+        with pytest.raises(ConfigError, match="no pod deskpilot-elsewhere in the desktops' namespace desktops"):
+            await backend.start()
+        await backend.aclose()
+        assert kube.created == []
+
+
 async def test_a_missing_kubeconfig_is_a_config_error(tmp_path: Path) -> None:
     backend = KubernetesBackend(Settings(data_dir=tmp_path, kubernetes_kubeconfig=tmp_path / "nope"))
     with pytest.raises(ConfigError, match="no usable Kubernetes configuration"):
