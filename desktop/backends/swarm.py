@@ -87,7 +87,7 @@ class SwarmEngine:
         return self.settings.swarm_warm_pool
 
     def egress_proxy(self) -> None:
-        return None  # no per-session proxy for Swarm desktops (yet): their egress is the overlay network's
+        return None  # Swarm desktops get no per-session egress proxy (not wired up for this engine yet)
 
     async def prepare(self) -> None:
         await asyncio.to_thread(self._prepare)
