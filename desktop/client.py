@@ -42,6 +42,29 @@ class DesktopInfo:
                    pids={k: int(v) for k, v in (data.get("pids") or {}).items() if v is not None})
 
 
+@dataclass(frozen=True, slots=True)
+class DesktopEndpoint:
+    """How another process reaches a daemon: its URL (TCP) or unix socket path, and its bearer token.
+
+    The token is left out of ``repr`` so that logging an endpoint never leaks it.
+    """
+
+    token: str = field(repr=False)
+    base_url: str | None = None
+    uds: str | None = None
+    vnc: bool = True  # the daemon runs a VNC server (``DesktopHandle.vnc_available``)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"token": self.token, "base_url": self.base_url, "uds": self.uds, "vnc": self.vnc}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DesktopEndpoint:
+        base_url, uds = data.get("base_url"), data.get("uds")
+        if not isinstance(data.get("token"), str) or (base_url is None) == (uds is None):
+            raise ValueError("a desktop endpoint needs a token and exactly one of base_url or uds")
+        return cls(token=data["token"], base_url=base_url, uds=uds, vnc=bool(data.get("vnc", True)))
+
+
 class DesktopClient:
     """``DesktopClient(base_url="http://127.0.0.1:N", token=...)`` or ``DesktopClient(uds="/p/daemon.sock", ...)``."""
 
@@ -62,6 +85,16 @@ class DesktopClient:
 
     def __repr__(self) -> str:
         return f"DesktopClient({self.uds or self.base_url!r})"
+
+    @classmethod
+    def to(cls, endpoint: DesktopEndpoint, *, timeout_s: float | None = None) -> DesktopClient:
+        """A client of the daemon another process started (another replica's desktop)."""
+        return cls(endpoint.base_url, uds=endpoint.uds, token=endpoint.token, timeout_s=timeout_s)
+
+    def endpoint(self, *, vnc: bool = True) -> DesktopEndpoint:
+        """What another process needs to reach this daemon (``DesktopClient.to``)."""
+        return DesktopEndpoint(token=self._token, base_url=None if self.uds else self.base_url, uds=self.uds,
+                               vnc=vnc)
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         if self._http.is_closed:

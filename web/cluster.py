@@ -8,6 +8,8 @@
   (interrupted, then resumed, as after a restart).
 - Commands: control sent to a replica that does not run the session is stored and NOTIFYd on
   ``deskpilot_commands``; the holder applies it.
+- Desktops: the holder records its desktop's endpoint on the lease; other replicas reach it for live frames
+  and VNC (``web/remote.py``).
 """
 
 from __future__ import annotations
@@ -18,16 +20,20 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import Coroutine
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from deskpilot.errors import DeskpilotError
+from deskpilot.errors import Conflict, DeskpilotError, ServiceUnavailable
 from deskpilot.settings import Settings
 from web.bus import Bus
+from web.frames import FramePumps
 from web.leases import COMMANDS_CHANNEL, Leases
 from web.recorder import stream_message
+from web.remote import RemoteDesktops
 from web.session_run import SessionRun, decision_for
+from web.states import ACTIVE_STATES
 from web.store import SessionRow, Store
 from web.tables import CommandRow
 
@@ -39,6 +45,7 @@ class Sessions(Protocol):
     """What the cluster drives on this replica (the ``Runner``)."""
 
     live: dict[str, SessionRun]
+    frames: FramePumps
 
     async def adopt(self, session_id: str) -> None: ...
 
@@ -50,12 +57,20 @@ class Sessions(Protocol):
 
     async def cancel(self, row: SessionRow) -> None: ...
 
+    async def takeover(self, row: SessionRow) -> None: ...
+
+    async def handback(self, row: SessionRow, note: str | None) -> None: ...
+
 
 class Cluster:
     def __init__(self, settings: Settings, store: Store, bus: Bus, runner: Sessions) -> None:
         self.replica = settings.replica_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.leases = Leases(store, self.replica, settings.lease_ttl_s)
+        self.remote = RemoteDesktops(self.leases, store, settings.lease_renew_s)
         self.interval = settings.lease_renew_s
+        # A takeover waits for the agent's action in flight; a forwarded one also for the holder to hear of it.
+        self.takeover_limit_s = settings.settle_cap_ms / 1000 + settings.bash_timeout_s + settings.lease_ttl_s + 5
+        self.handback_limit_s = settings.lease_ttl_s + 10
         self.store, self.bus, self.runner = store, bus, runner
         store.notify_channel = EVENTS_CHANNEL
         self._heard: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
@@ -64,6 +79,7 @@ class Cluster:
         self._conn: AsyncConnection | None = None
         self._raw: Any = None  # the asyncpg connection that LISTENs
         self._tasks: list[asyncio.Task[None]] = []
+        self._applying: set[asyncio.Task[None]] = set()  # takeovers waiting for the agent's action to end
 
     async def start(self) -> None:
         await self._listen()
@@ -73,10 +89,13 @@ class Cluster:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in self._applying:
+            task.cancel()
+        for task in [*self._tasks, *self._applying]:
             with contextlib.suppress(BaseException):
                 await task
         await self._unlisten()
+        await self.remote.aclose()
 
     # --- LISTEN ---
     async def _listen(self) -> None:
@@ -103,6 +122,7 @@ class Cluster:
                 if channel == EVENTS_CHANNEL:
                     session_id, _, seq = payload.partition(" ")
                     await self.fan_out(session_id, int(seq))
+                    await self.remote.check(session_id)  # a handback, say: it changed the row before the event
                 else:
                     await self.apply_commands(payload)
             except Exception:
@@ -121,6 +141,7 @@ class Cluster:
             while rows := await self.store.events_after(session_id, after, limit=500):
                 for row in rows:
                     self.bus.publish(session_id, stream_message(row))
+                    self.remote.observe(session_id, row.type, row.data)
                 after = rows[-1].seq
             self._published[session_id] = after
 
@@ -135,7 +156,8 @@ class Cluster:
 
     async def tick(self) -> None:
         """Renew this replica's leases, give up runs whose lease another replica took, adopt orphans, apply
-        commands a lost notification left behind, and catch viewers up."""
+        commands a lost notification left behind, catch viewers up (events, frames of a desktop that came up
+        elsewhere), and close input VNC connections whose takeover ended unnoticed."""
         if self._raw is None or self._raw.is_closed():
             await self._unlisten()
             await self._listen()
@@ -152,8 +174,13 @@ class Cluster:
         for session_id in await self.leases.sessions_with_commands():
             if session_id in held:
                 await self.apply_commands(session_id)
-        for session_id in self.bus.watched():
+        watched = self.bus.watched()
+        for session_id in watched:
             await self.fan_out(session_id)
+            self.runner.frames.watch(session_id)
+        for session_id in self.remote.with_inputs():
+            await self.remote.check(session_id)
+        await self.remote.prune(watched)
 
     async def elsewhere(self, session_id: str) -> bool:
         """Another replica holds a live lease on the session: commands for it must go there."""
@@ -164,6 +191,33 @@ class Cluster:
     async def forward(self, session_id: str, kind: str, data: dict[str, Any] | None = None) -> None:
         await self.leases.send(session_id, kind, data)
 
+    async def take_over(self, row: SessionRow) -> None:
+        """Takeover of a session another replica runs: answered, as there, once control is the user's."""
+        if row.control == "user":
+            raise Conflict("you already hold control")
+        if await self.leases.desktop(row.id) is None:
+            raise Conflict(f"cannot take over: the session is {row.status}")
+        await self.forward(row.id, "takeover")
+        await self._until_control(row.id, "user", "take over", self.takeover_limit_s)
+
+    async def hand_back(self, row: SessionRow, note: str | None) -> None:
+        if row.control != "user":
+            raise Conflict("nobody has taken over this session")
+        await self.forward(row.id, "handback", {"note": note})
+        await self._until_control(row.id, "agent", "hand back", self.handback_limit_s)
+
+    async def _until_control(self, session_id: str, control: str, action: str, limit_s: float) -> None:
+        """Wait for the holder to apply a forwarded takeover or handback (it sets the row's ``control``)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit_s
+        while (row := await self.store.get_session(session_id)).control != control:
+            if row.status not in ACTIVE_STATES:
+                raise Conflict(f"cannot {action}: the session is {row.status}")
+            if loop.time() > deadline:
+                raise ServiceUnavailable(f"the replica running the session did not {action} in time; the "
+                                         "session's control says whether it did since")
+            await asyncio.sleep(0.2)
+
     async def apply_commands(self, session_id: str) -> None:
         if await self.leases.holder(session_id) != self.replica:
             return  # not ours: its holder applies it
@@ -172,6 +226,13 @@ class Cluster:
                 await self._apply(command)
             except DeskpilotError as exc:  # e.g. a pause that came too late: the sender already answered
                 log.info("command %s for session %s not applied: %s", command.kind, session_id, exc.message)
+
+    @staticmethod
+    async def _quietly(command: CommandRow, applying: Coroutine[Any, Any, None]) -> None:
+        try:
+            await applying
+        except DeskpilotError as exc:
+            log.info("command %s for session %s not applied: %s", command.kind, command.session_id, exc.message)
 
     async def _apply(self, command: CommandRow) -> None:
         runner, sid = self.runner, command.session_id
@@ -183,6 +244,13 @@ class Cluster:
             await runner.resume(row)
         elif command.kind == "cancel":
             await runner.cancel(row)
+        elif command.kind == "takeover":  # waits for the action in flight: never holds up the other commands
+            task = asyncio.get_running_loop().create_task(self._quietly(command, runner.takeover(row)))
+            self._applying.add(task)
+            task.add_done_callback(self._applying.discard)
+        elif command.kind == "handback":
+            note = command.data.get("note")
+            await runner.handback(row, note if isinstance(note, str) else None)
         elif command.kind == "message":  # the sender put it in the inbox; a run not looping yet reads it there
             if run is not None and run.loop is not None and run.loop.running:
                 for text in await self.store.take_inbox(sid):

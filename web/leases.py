@@ -1,6 +1,6 @@
 """Leases and commands of replicas sharing one PostgreSQL (docs/scale-out.md): which replica runs a session,
-and control commands for it sent from other replicas. Every time is the database's ``now()``, so replicas'
-clocks never matter."""
+where its desktop is while it is up, and control commands for it sent from other replicas. Every time is the
+database's ``now()``, so replicas' clocks never matter."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, null, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 
+from desktop.client import DesktopEndpoint
 from web.states import ACTIVE_STATES
 from web.store import Store
 from web.tables import CommandRow, LeaseRow, SessionRow
@@ -25,12 +26,13 @@ class Leases:
         self.ttl = timedelta(seconds=ttl_s)
 
     async def claim(self, session_id: str) -> bool:
-        """Take (or renew) the session's lease unless another replica holds a live one."""
+        """Take (or renew) the session's lease unless another replica holds a live one. A claim comes before a
+        desktop starts (a claimed session is not running here yet): whatever desktop the row named is gone."""
         new = insert(LeaseRow).values(session_id=session_id, replica=self.replica,
                                       expires_at=func.now() + self.ttl)
         stmt = new.on_conflict_do_update(
             index_elements=[LeaseRow.session_id],
-            set_={"replica": new.excluded.replica, "expires_at": new.excluded.expires_at},
+            set_={"replica": new.excluded.replica, "expires_at": new.excluded.expires_at, "desktop": null()},
             where=or_(LeaseRow.replica == self.replica, LeaseRow.expires_at < func.now()),
         ).returning(LeaseRow.session_id)
         async with self.store.sessionmaker.begin() as db:
@@ -53,6 +55,20 @@ class Leases:
         async with self.store.sessionmaker() as db:
             return await db.scalar(select(LeaseRow.replica).where(LeaseRow.session_id == session_id,
                                                                   LeaseRow.expires_at > func.now()))
+
+    async def set_desktop(self, session_id: str, endpoint: DesktopEndpoint | None) -> None:
+        """Record (or, with None, clear) the desktop this replica runs the session on, on its own lease only."""
+        async with self.store.sessionmaker.begin() as db:
+            await db.execute(update(LeaseRow).where(LeaseRow.session_id == session_id,
+                                                    LeaseRow.replica == self.replica)
+                             .values(desktop=endpoint.to_json() if endpoint is not None else null()))
+
+    async def desktop(self, session_id: str) -> DesktopEndpoint | None:
+        """The session's desktop while a replica holds a live lease on it and its desktop is up."""
+        async with self.store.sessionmaker() as db:
+            data = await db.scalar(select(LeaseRow.desktop).where(LeaseRow.session_id == session_id,
+                                                                  LeaseRow.expires_at > func.now()))
+        return DesktopEndpoint.from_json(data) if data else None
 
     async def orphans(self) -> Sequence[str]:
         """Queued or active sessions nobody holds: their replica died (or stopped) or never took them."""

@@ -24,7 +24,7 @@ from agent.providers.client import ModelClient
 from agent.providers.registry import ModelClients, check_model, missing_setting
 from deskpilot.errors import ConfigError, Conflict, DeskpilotError, ServiceUnavailable, TooManyRequests, Unprocessable
 from deskpilot.settings import Settings
-from desktop.backends.base import DesktopBackend
+from desktop.backends.base import DesktopBackend, DesktopHandle
 from desktop.client import DesktopClient
 from web.bus import Bus
 from web.checkpoints import load_history, save_history
@@ -84,7 +84,9 @@ class Runner:
     def unavailable(self, model: str | None = None, base_url: str | None = None) -> str | None:
         return model_unavailable(self.settings, model, base_url)
 
-    def desktop_ready(self, session_id: str) -> None:
+    async def desktop_ready(self, session_id: str, handle: DesktopHandle) -> None:
+        if self.cluster is not None:  # other replicas' viewers reach it from now on (web/remote.py)
+            await self.cluster.leases.set_desktop(session_id, handle.client.endpoint(vnc=handle.vnc_available))
         self.frames.watch(session_id)
 
     # --- lifecycle ---
@@ -168,13 +170,17 @@ class Runner:
             after = rows[-1].seq
         return False
 
-    def _client_of(self, session_id: str) -> DesktopClient | None:
+    async def _client_of(self, session_id: str) -> DesktopClient | None:
         run = self.live.get(session_id)
-        return run.client if run is not None else None
+        if run is not None:
+            return run.client
+        return await self.cluster.remote.client(session_id) if self.cluster is not None else None
 
     def _acting(self, session_id: str) -> bool:
         run = self.live.get(session_id)
-        return run is not None and run.acting
+        if run is not None:
+            return run.acting
+        return self.cluster is not None and self.cluster.remote.acting(session_id)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -280,6 +286,8 @@ class Runner:
         if self.cluster is not None and run.session_id in self.live:
             # Not queued again: nobody runs it now. Still active (this replica is stopping): another adopts it.
             with contextlib.suppress(Exception):
+                await self.cluster.leases.set_desktop(run.session_id, None)  # before the desktop goes
+            with contextlib.suppress(Exception):
                 if (await self.store.get_session(run.session_id)).status != "queued":
                     await self.cluster.leases.release(run.session_id)
         self.live.pop(run.session_id, None)
@@ -379,6 +387,9 @@ class Runner:
 
     async def takeover(self, row: SessionRow) -> None:
         run = self.live.get(row.id)
+        if run is None and self.cluster is not None and await self.cluster.elsewhere(row.id):
+            await self.cluster.take_over(row)
+            return
         if run is None or run.handle is None:
             raise Conflict(f"cannot take over: the session is {row.status}")
         if run.hold == "takeover":
@@ -387,6 +398,9 @@ class Runner:
 
     async def handback(self, row: SessionRow, note: str | None) -> None:
         run = self.live.get(row.id)
+        if run is None and self.cluster is not None and await self.cluster.elsewhere(row.id):
+            await self.cluster.hand_back(row, note)
+            return
         if run is None or run.hold != "takeover":
             raise Conflict("nobody has taken over this session")
         await run.handback(note)

@@ -49,7 +49,7 @@ class Host(Protocol):
 
     def model(self, name: str, base_url: str | None = None) -> ModelClient: ...
 
-    def desktop_ready(self, session_id: str) -> None: ...
+    async def desktop_ready(self, session_id: str, handle: DesktopHandle) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +124,7 @@ class SessionRun:
             self.handle = await self.host.backend().acquire(sid, row.width, row.height)
             self.egress = EgressWatch(self.handle.egress, self.emit)
             self.egress.attach(network_policy(self.host.settings, row.policy))
-            self.host.desktop_ready(sid)
+            await self.host.desktop_ready(sid, self.handle)
             outcome = await self._drive(row, self.handle.client, resume=history_path(store, sid).is_file())
             await store.update_session(sid, result=outcome.result, error=outcome.error)
         except asyncio.CancelledError:

@@ -195,6 +195,9 @@ class LeaseRow(Base):
     session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), primary_key=True)
     replica: Mapped[str] = mapped_column(Str(200), index=True)
     expires_at: Mapped[datetime] = mapped_column(index=True)
+    # The holder's desktop while it is up (``DesktopEndpoint.to_json``: address and token), so that any replica
+    # can pump its frames and proxy its VNC; cleared when the desktop is released or the lease changes hands.
+    desktop: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
 
 
 class CommandRow(Base):

@@ -1,4 +1,4 @@
-"""A minimal RFB (VNC) client over the service's WebSocket, enough to log in and move the pointer."""
+"""A minimal RFB (VNC) client over the service's WebSocket, enough to log in, move the pointer and press keys."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ class RfbClient:
         self.ws: Any = connect(url, additional_headers=headers, open_timeout=15, max_size=None, legacy=True)
         self._buf = b""
         self.width = self.height = 0
+        self.version = b""  # the server's ProtocolVersion message
 
     def _read(self, n: int) -> bytes:
         while len(self._buf) < n:
@@ -22,7 +23,7 @@ class RfbClient:
         return out
 
     def handshake(self) -> RfbClient:
-        version = self._read(12)
+        version = self.version = self._read(12)
         assert version.startswith(b"RFB 003."), version
         self.ws.send(b"RFB 003.008\n")
         count = self._read(1)[0]
@@ -38,6 +39,9 @@ class RfbClient:
 
     def pointer(self, x: int, y: int, buttons: int = 0) -> None:
         self.ws.send(struct.pack(">BBHH", 5, buttons, x, y))
+
+    def key(self, keysym: int, down: bool) -> None:
+        self.ws.send(struct.pack(">BBxxI", 4, int(down), keysym))
 
     def close(self) -> None:
         self.ws.close()

@@ -7,9 +7,11 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from deskpilot.errors import ConfigError
 from deskpilot.settings import Settings
+from desktop.client import DesktopEndpoint
 from tests.web.pg import PgCluster
 from web.app import create_app
 from web.leases import Leases
@@ -41,11 +43,18 @@ async def test_one_holder_lapsed_leases_orphans_and_commands(tmp_path: Path, pg_
         winner = "a" if results[0] else "b"
         assert await a.holder(free.id) == winner
 
-        assert await (a_brief if winner == "a" else Leases(store, "b", 0.2)).claim(free.id)
+        brief = a_brief if winner == "a" else Leases(store, "b", 0.2)
+        assert await brief.claim(free.id)
+        await brief.set_desktop(free.id, DesktopEndpoint(token="t", base_url="http://desk:7000"))
+        assert await a.desktop(free.id) == DesktopEndpoint(token="t", base_url="http://desk:7000")
         assert await a_brief.claim(leased.id)
         await asyncio.sleep(0.5)  # both leases have lapsed
         assert await a.holder(free.id) is None and set(await a.orphans()) == {free.id, leased.id}
         assert await b.claim(free.id) and await a.holder(free.id) == "b"  # taken over once lapsed
+        assert await a.desktop(free.id) is None  # the dead holder's desktop is not the new holder's
+        async with store.sessionmaker() as db:
+            assert await db.scalar(text("SELECT desktop IS NULL FROM session_leases WHERE session_id = :id"),
+                                   {"id": free.id})
         assert await b.renew() == {free.id}
         await b.release(free.id)
         assert await a.holder(free.id) is None
