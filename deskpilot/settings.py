@@ -22,7 +22,7 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
 
     # --- desktop ---
-    desktop_backend: Literal["local", "docker", "swarm"] = "local"
+    desktop_backend: Literal["local", "docker", "swarm", "kubernetes"] = "local"
     screen_width: int = Field(default=1024, ge=320, le=8192)
     screen_height: int = Field(default=768, ge=240, le=8192)
     browser: str = "chromium"
@@ -87,8 +87,46 @@ class Settings(BaseSettings):
                                         "this service's own when it runs in a plain container, not on it already.")
     swarm_constraints: list[str] = Field(default_factory=list, description="Placement constraints of the desktops, "
                                          "e.g. [\"node.labels.deskpilot.desktops==true\"].")
+    swarm_warm_pool: int = Field(default=0, ge=0, description="Swarm desktops kept started ahead of sessions.")
     swarm_cpu_reservation: float = Field(default=0.5, ge=0, description="CPUs reserved per desktop (scheduling).")
     swarm_memory_reservation: str = Field(default="512m", description="Memory reserved per desktop (scheduling).")
+    # Kubernetes backend (desktop/backends/kubernetes.py, docs/kubernetes.md): a Pod per session (or an
+    # agent-sandbox claim); image and limits as the Docker backend's (docker_image, docker_cpus, docker_memory).
+    kubernetes_namespace: str = Field(default="", description="Namespace of the desktops; empty: the service "
+                                      "account's (in a pod) or the kubeconfig context's.")
+    kubernetes_kubeconfig: Path | None = Field(default=None, description="Kubeconfig file; unset: the pod's "
+                                               "service account, else $KUBECONFIG or ~/.kube/config.")
+    kubernetes_warm_pool: int = Field(default=1, ge=0, description="Desktops kept started ahead of sessions "
+                                      "(with agent-sandbox: its SandboxWarmPool's replicas).")
+    kubernetes_cpu_request: str = Field(default="500m", description="CPU requested per desktop (scheduling).")
+    kubernetes_memory_request: str = Field(default="512Mi", description="Memory requested per desktop.")
+    kubernetes_runtime_class: str = Field(default="", description="runtimeClassName of the desktops (gvisor, "
+                                          "kata); empty: the cluster's default runtime.")
+    kubernetes_node_selector: dict[str, str] = Field(default_factory=dict, description="nodeSelector of the "
+                                                     "desktops, e.g. {\"deskpilot.dev/desktops\": \"true\"}.")
+    kubernetes_service_labels: dict[str, str] = Field(
+        default_factory=lambda: {"app.kubernetes.io/name": "deskpilot", "app.kubernetes.io/component": "service"},
+        description="Labels of the service's pods: the only pods the desktops' NetworkPolicy lets in.")
+    kubernetes_egress_allow: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"], description="With "
+                                               "kubernetes_egress=direct: the ranges desktops may reach (and DNS).")
+    kubernetes_egress_except: list[str] = Field(
+        default_factory=lambda: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+                                 "169.254.0.0/16"],
+        description="Ranges cut out of those: the cluster's own networks and cloud metadata.")
+    kubernetes_egress: Literal["proxy", "direct"] = Field(
+        default="proxy", description="proxy: a desktop's only way out is its session's egress proxy in this "
+        "service's pod (as the docker backend's); direct: the egress ranges below, no per-session policy.")
+    kubernetes_proxy_host: str = Field(default="", description="This service pod's IP (downward API "
+                                       "status.podIP): where the desktops reach their egress proxies.")
+    kubernetes_proxy_port_min: int = Field(default=20000, ge=1024, le=65535,
+                                           description="First port of the egress proxies' range.")
+    kubernetes_proxy_port_max: int = Field(default=20999, ge=1024, le=65535,
+                                           description="Last port of the egress proxies' range.")
+    kubernetes_owner_pod: str = Field(default="", description="This service's own pod name (downward API): "
+                                      "its desktops are owned by it, so Kubernetes removes them with it.")
+    kubernetes_agent_sandbox: Literal["auto", "off"] = Field(
+        default="auto", description="auto: claim desktops from an agent-sandbox SandboxWarmPool when its CRDs "
+        "are served; off: always a Pod per desktop.")
 
     # --- agent ---
     # The SDK's own variable names, so an existing setup works unchanged.
