@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from deskpilot.settings import Settings
 from evaluation.harness import EvalOptions, Harness
 from evaluation.tasks import load_suite
@@ -70,7 +72,7 @@ def run(pattern: str | None, latency: float, parallel: int, reference: bool) -> 
                 return dataclasses.replace(agent.respond(request), delay_s=latency)
 
             fake.script(*([slow] * (40 * len(suite.tasks))))
-            settings = Settings(data_dir=Path(tmp) / "unused", anthropic_api_key="sk-bench",
+            settings = Settings(data_dir=Path(tmp) / "unused", anthropic_api_key=SecretStr("sk-bench"),
                                 anthropic_base_url=fake.url, model="claude-opus-4-5", thinking_budget_tokens=0)
             options = EvalOptions(parallel=parallel, timeout_s=600, export=False)
             started = time.monotonic()

@@ -101,7 +101,8 @@ async def vnc_viewer(url: str, token: str, counts: list[int], idx: int, stop: as
 
         async def read(n: int) -> bytes:
             while len(buf) < n:
-                buf.extend(await ws.recv())
+                chunk = await ws.recv()
+                buf.extend(chunk.encode() if isinstance(chunk, str) else chunk)  # RFB frames are binary
             out = bytes(buf[:n])
             del buf[:n]
             return out

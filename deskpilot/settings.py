@@ -22,7 +22,7 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
 
     # --- desktop ---
-    desktop_backend: Literal["local", "docker", "swarm"] = "local"
+    desktop_backend: Literal["local", "docker", "swarm", "kubernetes"] = "local"
     screen_width: int = Field(default=1024, ge=320, le=8192)
     screen_height: int = Field(default=768, ge=240, le=8192)
     browser: str = "chromium"
@@ -87,8 +87,46 @@ class Settings(BaseSettings):
                                         "this service's own when it runs in a plain container, not on it already.")
     swarm_constraints: list[str] = Field(default_factory=list, description="Placement constraints of the desktops, "
                                          "e.g. [\"node.labels.deskpilot.desktops==true\"].")
+    swarm_warm_pool: int = Field(default=0, ge=0, description="Swarm desktops kept started ahead of sessions.")
     swarm_cpu_reservation: float = Field(default=0.5, ge=0, description="CPUs reserved per desktop (scheduling).")
     swarm_memory_reservation: str = Field(default="512m", description="Memory reserved per desktop (scheduling).")
+    # Kubernetes backend (desktop/backends/kubernetes.py, docs/kubernetes.md): a Pod per session (or an
+    # agent-sandbox claim); image and limits as the Docker backend's (docker_image, docker_cpus, docker_memory).
+    kubernetes_namespace: str = Field(default="", description="Namespace of the desktops; empty: the service "
+                                      "account's (in a pod) or the kubeconfig context's.")
+    kubernetes_kubeconfig: Path | None = Field(default=None, description="Kubeconfig file; unset: the pod's "
+                                               "service account, else $KUBECONFIG or ~/.kube/config.")
+    kubernetes_warm_pool: int = Field(default=1, ge=0, description="Desktops kept started ahead of sessions "
+                                      "(with agent-sandbox: its SandboxWarmPool's replicas).")
+    kubernetes_cpu_request: str = Field(default="500m", description="CPU requested per desktop (scheduling).")
+    kubernetes_memory_request: str = Field(default="512Mi", description="Memory requested per desktop.")
+    kubernetes_runtime_class: str = Field(default="", description="runtimeClassName of the desktops (gvisor, "
+                                          "kata); empty: the cluster's default runtime.")
+    kubernetes_node_selector: dict[str, str] = Field(default_factory=dict, description="nodeSelector of the "
+                                                     "desktops, e.g. {\"deskpilot.dev/desktops\": \"true\"}.")
+    kubernetes_service_labels: dict[str, str] = Field(
+        default_factory=lambda: {"app.kubernetes.io/name": "deskpilot", "app.kubernetes.io/component": "service"},
+        description="Labels of the service's pods: the only pods the desktops' NetworkPolicy lets in.")
+    kubernetes_egress_allow: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"], description="With "
+                                               "kubernetes_egress=direct: the ranges desktops may reach (and DNS).")
+    kubernetes_egress_except: list[str] = Field(
+        default_factory=lambda: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+                                 "169.254.0.0/16"],
+        description="Ranges cut out of those: the cluster's own networks and cloud metadata.")
+    kubernetes_egress: Literal["proxy", "direct"] = Field(
+        default="proxy", description="proxy: a desktop's only way out is its session's egress proxy in this "
+        "service's pod (as the docker backend's); direct: the egress ranges below, no per-session policy.")
+    kubernetes_proxy_host: str = Field(default="", description="This service pod's IP (downward API "
+                                       "status.podIP): where the desktops reach their egress proxies.")
+    kubernetes_proxy_port_min: int = Field(default=20000, ge=1024, le=65535,
+                                           description="First port of the egress proxies' range.")
+    kubernetes_proxy_port_max: int = Field(default=20999, ge=1024, le=65535,
+                                           description="Last port of the egress proxies' range.")
+    kubernetes_owner_pod: str = Field(default="", description="This service's own pod name (downward API): "
+                                      "its desktops are owned by it, so Kubernetes removes them with it.")
+    kubernetes_agent_sandbox: Literal["auto", "off"] = Field(
+        default="auto", description="auto: claim desktops from an agent-sandbox SandboxWarmPool when its CRDs "
+        "are served; off: always a Pod per desktop.")
 
     # --- agent ---
     # The SDK's own variable names, so an existing setup works unchanged.
@@ -126,21 +164,18 @@ class Settings(BaseSettings):
     max_steps: int = Field(default=100, ge=1, description="Model calls per run before it stops.")
     max_cost_usd: float = Field(default=5.0, ge=0, description="Spend per run before it stops; 0 = no limit.")
     # --- watchdog (agent/watchdog.py); 0 turns a detector off ---
-    # 4 identical actions with no change: one retry of a click that missed is normal, a second is a model
-    # unsure the first landed; the fourth is a loop. 8 px: models re-aiming at the same control jitter by a few
-    # pixels, while distinct controls (buttons, list rows) sit at least ~16 px apart.
+    # Chosen from `python -m bench.watchdog_bench` (34 suite tasks, real desktops; docs/security.md has the
+    # table): the longest innocent streaks are repeat 2, no change 5, looks 3, and agents that get nowhere run
+    # to 40 of each. Each limit sits about twice above the innocent maximum, so a run wastes < 10 calls.
+    # 8 px: models re-aiming at the same control jitter by a few pixels; distinct controls sit >= ~16 px apart.
     watchdog_repeat_limit: int = Field(default=4, ge=0, description="Same action, no screen change: pause after.")
     watchdog_radius_px: int = Field(default=8, ge=0, description="Clicks this close count as the same action.")
-    # 10 actions in a row and the screen never changed: longer than any wait for a slow page (each settled
-    # action already waits for the screen), short enough to stop before a tenth of the default 100 steps.
     watchdog_no_change_limit: int = Field(default=10, ge=0, description="Actions without any screen change.")
-    # 6 looks in a row: a screenshot and a few zooms to read small print is normal; six without acting is not.
     watchdog_reread_limit: int = Field(default=6, ge=0, description="Screenshot/zoom-only calls in a row.")
-    # A loop is paced by the model: ~6-12 steps a minute. With prompt caching a step bills ~2-5k full-price
-    # tokens (new screenshot ~1.5k, output, cache writes); without (openai-compatible servers) a whole
-    # 30-80k-token context, so ~1M/min is a busy but sane run; 2M/min is beyond it. The cost cap: a normal
-    # Sonnet-class step costs ~$0.01-0.03, i.e. ~$0.1-0.3/min; $1/min is 3-10x that (or $60/hour).
-    watchdog_max_tokens_per_minute: int = Field(default=2_000_000, ge=0, description="Full-price tokens per minute.")
+    # Measured at a fast 1.5 s per model call: a long run sends at most ~190k tokens a minute whole (a provider
+    # without prompt caching), ~40k with caching; x1.33 for the largest model screen (FWXGA), plus thinking.
+    # 1M/min is ~4x the worst of that. $1/min: ~1.7x that uncached pace at $3/M input, ~3x a cached Opus run.
+    watchdog_max_tokens_per_minute: int = Field(default=1_000_000, ge=0, description="Full-price tokens per minute.")
     watchdog_max_cost_per_minute: float = Field(default=1.0, ge=0, description="USD per minute.")
     model_prices: dict[str, list[float]] = Field(
         default_factory=dict,

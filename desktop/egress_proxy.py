@@ -95,6 +95,9 @@ class EgressProxy:
         # A unix socket instead of a port: the docker backend's desktop has no network, only this socket in
         # its bind-mounted run directory, which its daemon relays to a loopback port (desktop/egress_relay.py).
         self.listen_uds = listen_uds
+        # Who may use it, by peer address: None admits whoever reaches it (loopback, a unix socket). A proxy
+        # listening on a pod network admits only its own desktop's address (the cluster backends).
+        self.clients: frozenset[str] | None = None
         self.report_interval_s = report_interval_s
         self.on_blocked = on_blocked
         self.blocked: deque[Blocked] = deque(maxlen=keep)
@@ -179,7 +182,10 @@ class EgressProxy:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
         try:
-            await self._serve(reader, writer)
+            if self.clients is None or _peer(writer) in self.clients:
+                await self._serve(reader, writer)
+            else:
+                log.warning("egress proxy on port %d refused a connection from %s", self.listen_port, _peer(writer))
         except (ConnectionError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
             pass
         finally:
@@ -264,12 +270,18 @@ async def splice(a_reader: asyncio.StreamReader, a_writer: asyncio.StreamWriter,
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def start_proxy(settings: Settings, *, listen_uds: str | None = None) -> EgressProxy:
+def _peer(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else ""
+
+
+def start_proxy(settings: Settings, *, listen_uds: str | None = None, listen_host: str = "127.0.0.1",
+                listen_port: int = 0) -> EgressProxy:
     """A desktop's proxy (not yet started) with the settings' default policy; the session narrows or widens it
     once it runs."""
     policy = NetworkPolicy.from_lists(settings.egress_allow, settings.egress_deny)
-    return EgressProxy(policy, hosts=settings.egress_hosts or None, listen_uds=listen_uds,
-                       report_interval_s=settings.egress_report_interval_s)
+    return EgressProxy(policy, hosts=settings.egress_hosts or None, listen_uds=listen_uds, listen_host=listen_host,
+                       listen_port=listen_port, report_interval_s=settings.egress_report_interval_s)
 
 
 # --- how the desktop's programs are pointed at it ---

@@ -11,13 +11,16 @@ from desktop.backends.base import DesktopBackend
 
 if TYPE_CHECKING:  # mypy checks here that every backend implements the protocol
     from desktop.backends.docker import DockerBackend
+    from desktop.backends.kubernetes import KubernetesBackend
     from desktop.backends.local import LocalBackend
     from desktop.backends.swarm import SwarmBackend
 
-    _IMPLEMENTATIONS: tuple[type[DesktopBackend], ...] = (LocalBackend, DockerBackend, SwarmBackend)
+    _IMPLEMENTATIONS: tuple[type[DesktopBackend], ...] = (LocalBackend, DockerBackend, SwarmBackend,
+                                                          KubernetesBackend)
 
 BACKENDS = {"local": "desktop.backends.local:LocalBackend", "docker": "desktop.backends.docker:DockerBackend",
-            "swarm": "desktop.backends.swarm:SwarmBackend"}
+            "swarm": "desktop.backends.swarm:SwarmBackend",
+            "kubernetes": "desktop.backends.kubernetes:KubernetesBackend"}
 
 
 def make_backend(settings: Settings) -> DesktopBackend:

@@ -1,17 +1,16 @@
-"""Desktop backends: ``local`` (subprocesses on this host), ``docker`` (one container per session) and
-``swarm`` (one Docker Swarm service per session).
+"""Desktop backends: ``local`` (subprocesses on this host), ``docker`` (one container per session),
+``swarm`` (one Docker Swarm service per session) and ``kubernetes`` (one Pod or agent-sandbox claim per session).
 
 ``get_backend()`` builds the one chosen by ``DESKPILOT_DESKTOP_BACKEND``.
 """
 
 from __future__ import annotations
 
-from deskpilot.settings import Settings, get_settings
+from deskpilot.settings import Settings
 from desktop.backends.base import DesktopBackend, DesktopHandle
 
 
-def get_backend(settings: Settings | None = None) -> DesktopBackend:
-    settings = settings or get_settings()
+def get_backend(settings: Settings) -> DesktopBackend:
     if settings.desktop_backend == "docker":
         from desktop.backends.docker import DockerBackend  # type: ignore[import-not-found,unused-ignore]
 
@@ -20,6 +19,10 @@ def get_backend(settings: Settings | None = None) -> DesktopBackend:
         from desktop.backends.swarm import SwarmBackend
 
         return SwarmBackend(settings)
+    if settings.desktop_backend == "kubernetes":
+        from desktop.backends.kubernetes import KubernetesBackend
+
+        return KubernetesBackend(settings)
     from desktop.backends.local import LocalBackend
 
     return LocalBackend(settings)

@@ -40,22 +40,28 @@ import docker.errors
 import httpx
 
 from deskpilot.errors import ConfigError, DeskpilotError, DesktopLostError, DesktopStartError
-from deskpilot.settings import Settings, get_settings
+from deskpilot.settings import Settings
 from desktop.backends.base import DesktopHandle
+from desktop.backends.container import (
+    CONTAINER_RUN_DIR,
+    DAEMON_CAPS,
+    EGRESS_SOCKET,
+    IMAGE_UID,
+    LABEL_DESKTOP,
+    LABEL_INSTANCE,
+    LABEL_MANAGED,
+    LABEL_SESSION,
+    container_args,
+)
 from desktop.client import DesktopClient
 from desktop.egress_proxy import EgressProxy, start_proxy
 
 log = logging.getLogger(__name__)
 
-LABEL_MANAGED = "deskpilot.managed"
-LABEL_INSTANCE = "deskpilot.instance"
-LABEL_DESKTOP = "deskpilot.desktop"
-LABEL_SESSION = "deskpilot.session"
-CONTAINER_RUN_DIR = "/run/deskpilot"
-EGRESS_SOCKET = "egress.sock"  # the desktop's only way out: its egress proxy, in the bind-mounted run dir
-IMAGE_UID = 1000  # the desktop image's user, used when the service itself runs as root
-# What the daemon keeps after becoming the run directory's owner: start and signal the sandbox's processes.
-DAEMON_CAPS = ["SETUID", "SETGID", "KILL"]
+# Re-exported: tests and tools name them through the Docker backend.
+__all__ = ["CONTAINER_RUN_DIR", "DAEMON_CAPS", "LABEL_DESKTOP", "LABEL_INSTANCE", "LABEL_MANAGED", "LABEL_SESSION",
+           "DockerBackend", "instance_id", "run_root_of"]
+
 _POLL_S = 0.05
 _MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes, including the terminating NUL
 
@@ -122,9 +128,9 @@ class _Desktop:
 class DockerBackend:
     """``DesktopBackend`` on a Docker engine (``DOCKER_HOST`` or the local socket)."""
 
-    def __init__(self, settings: Settings | None = None, *, start_url: str | None = None, kiosk: bool = False,
+    def __init__(self, settings: Settings, *, start_url: str | None = None, kiosk: bool = False,
                  engine: Any = None) -> None:
-        self.settings = settings or get_settings()
+        self.settings = settings
         self.start_url = start_url if start_url is not None else self.settings.browser_start_url
         self.kiosk = kiosk
         self.run_root = run_root_of(self.settings)
@@ -311,40 +317,9 @@ class DockerBackend:
         return run_dir, token
 
     def _container_args(self, key: str, run_dir: Path, width: int, height: int, session_id: str) -> dict[str, Any]:
-        s = self.settings
-        command = ["--width", str(width), "--height", str(height), "--start-url", self.start_url,
-                   "--proxy-uds", f"{CONTAINER_RUN_DIR}/{EGRESS_SOCKET}"]
-        if self.kiosk:
-            command.append("--kiosk")
-        return {
-            "image": s.docker_image,
-            "command": command,
-            "name": self._name(key, session_id),
-            "detach": True,
-            "labels": {LABEL_MANAGED: "1", LABEL_INSTANCE: self.instance, LABEL_DESKTOP: key,
-                       LABEL_SESSION: session_id},
-            # Only what the desktop needs: nothing inherited from this process (the model key stays here).
-            "environment": {"DESKPILOT_RUN_DIR": CONTAINER_RUN_DIR, "DESKPILOT_SCREEN_WIDTH": str(width),
-                            "DESKPILOT_SCREEN_HEIGHT": str(height), "DESKPILOT_LOG_FORMAT": "json"},
-            "volumes": {str(run_dir): {"bind": CONTAINER_RUN_DIR, "mode": "rw"}},
-            # Root only until the daemon becomes the run directory's owner (--as-owner-of in the entrypoint).
-            "user": "0:0",
-            "network_mode": s.docker_network,
-            "cap_drop": ["ALL"],
-            "cap_add": DAEMON_CAPS,
-            "security_opt": ["no-new-privileges:true"],
-            "privileged": False,
-            "pids_limit": s.docker_pids_limit,
-            "mem_limit": s.docker_memory,
-            "memswap_limit": s.docker_memory,
-            "nano_cpus": int(s.docker_cpus * 1e9),
-            "shm_size": s.docker_shm_size,
-            "read_only": True,
-            # Paths inside the container: the root is read-only, so these are the only writable places.
-            "tmpfs": {"/tmp": "rw,nosuid,nodev,size=1g,mode=1777",  # noqa: S108
-                      "/home/deskpilot": "rw,nosuid,nodev,size=256m,mode=1777"},
-            "restart_policy": {"Name": "no"},
-        }
+        return container_args(self.settings, instance=self.instance, name=self._name(key, session_id), key=key,
+                              run_dir=run_dir, width=width, height=height, session_id=session_id,
+                              start_url=self.start_url, kiosk=self.kiosk)
 
     async def _start_desktop(self, width: int, height: int, session_id: str) -> _Desktop:
         key = secrets.token_hex(6)

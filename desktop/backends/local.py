@@ -10,15 +10,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 
-from deskpilot.settings import Settings, get_settings
+from deskpilot.settings import Settings
 from desktop.backends.base import DesktopHandle
 from desktop.egress_proxy import EgressProxy, start_proxy
 from desktop.local import LocalDesktop
 
 
 class LocalBackend:
-    def __init__(self, settings: Settings | None = None, *, kiosk: bool = False) -> None:
-        self.settings = settings or get_settings()
+    def __init__(self, settings: Settings, *, kiosk: bool = False) -> None:
+        self.settings = settings
         self.kiosk = kiosk
         self._live: dict[str, tuple[LocalDesktop, EgressProxy]] = {}
         self._ids = itertools.count(1)

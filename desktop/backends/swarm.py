@@ -1,35 +1,32 @@
 """Docker Swarm desktop backend: one Swarm service (replicas 1) per session, on an encrypted overlay network.
 
-Each desktop is a service of the desktop image running ``deskpilot desktopd`` on TCP port 7000 on the overlay
-network ``swarm_network`` only (``--private-network``): endpoint mode ``dnsrr``, so no virtual IP, no routing
-mesh, nothing published. The backend creates that network when missing (overlay, ``attachable``,
-``encrypted``: IPsec between nodes) and reaches each daemon by its service name. So this process must be on
-the network too: as a Swarm service of the stack attached to it, or as a plain container that the backend
-connects at start (``swarm_attach_container``). Each daemon's bearer token is a Swarm secret, created per
-desktop and removed with it: a file on a tmpfs in the task, never an environment variable.
+The engine-neutral part (warm pool, names and labels, tokens, readiness over TCP, release) is
+``desktop/backends/cluster.py``; this module is the Swarm engine under it. Each desktop is a service of the
+desktop image running ``deskpilot desktopd`` on TCP port 7000 on the overlay network ``swarm_network`` only
+(``--private-network``): endpoint mode ``dnsrr``, so no virtual IP, no routing mesh, nothing published. The
+engine creates that network when missing (overlay, ``attachable``, ``encrypted``: IPsec between nodes) and
+reaches each daemon by its service name. So this process must be on the network too: as a Swarm service of the
+stack attached to it, or as a plain container that the engine connects at start (``swarm_attach_container``).
+Each daemon's bearer token is a Swarm secret, created per desktop and removed with it: a file on a tmpfs in
+the task, never an environment variable.
 
-Hardening is the Docker backend's, translated from its container arguments (user, capabilities, read-only
-root, tmpfs, memory/CPU/pids limits, environment, labels), so both backends keep one definition. Swarm
-services (engine API 1.41) cannot set ``no-new-privileges``; the image has no setuid programs, so nothing
+Hardening is the Docker backend's (``desktop/backends/container.py``), translated (user, capabilities,
+read-only root, tmpfs, memory/CPU/pids limits, environment, labels), so every backend keeps one definition.
+Swarm services (engine API 1.41) cannot set ``no-new-privileges``; the image has no setuid programs, so nothing
 can gain privileges through exec anyway. Placement constraints and resource reservations come from settings.
-Restart condition ``none``: a desktop that dies is reported lost, never silently replaced. Services and
-secrets carry the Docker backend's labels, so a restarted service removes its orphans.
+Restart condition ``none``: a desktop that dies is reported lost, never silently replaced.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import logging
-import secrets
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import docker.errors
-import httpx
 from docker.types import (
     EndpointSpec,
     Healthcheck,
@@ -41,17 +38,15 @@ from docker.types import (
 )
 from docker.utils import parse_bytes
 
-from deskpilot.errors import ConfigError, DesktopLostError, DesktopStartError
-from deskpilot.settings import Settings, get_settings
-from desktop.backends.base import DesktopHandle
-from desktop.backends.docker import LABEL_DESKTOP, LABEL_INSTANCE, LABEL_MANAGED, DockerBackend
-from desktop.client import DesktopClient
+from deskpilot.errors import ConfigError, DesktopStartError
+from deskpilot.settings import Settings
+from desktop.backends.cluster import DAEMON_PORT, LABEL_BACKEND, ClusterBackend, DesktopSpec, Location, Placement
+from desktop.backends.container import LABEL_MANAGED, container_args
+from desktop.backends.docker import DockerBackend
 
 log = logging.getLogger(__name__)
 
-DAEMON_PORT = 7000
 TOKEN_FILE = "deskpilot-token"  # noqa: S105  (a file name under /run/secrets in the task, not a secret)
-LABEL_BACKEND = "deskpilot.backend"
 _ENDED = {"complete", "failed", "shutdown", "rejected", "orphaned", "remove"}
 _POLL_S = 0.2
 _GONE_WITHIN_S = 30.0
@@ -66,6 +61,8 @@ def _task_fate(service: Any) -> str | None:
         tasks = service.tasks()
     except docker.errors.NotFound:
         return f"service {service.name} was removed"
+    except docker.errors.DockerException as exc:
+        return f"service {service.name} cannot be inspected: {exc}"
     for task in tasks:
         status = task.get("Status", {})
         if status.get("State") in _ENDED:
@@ -74,107 +71,60 @@ def _task_fate(service: Any) -> str | None:
     return None
 
 
-class ServiceClient(DesktopClient):
-    """A ``DesktopClient`` that, when the daemon is unreachable, says what happened to its service's task."""
+class SwarmEngine:
+    """``ClusterEngine`` on a Docker Swarm (this engine must be a manager: ``docker swarm init``)."""
 
-    def __init__(self, *, base_url: str, token: str, service: Any) -> None:
-        super().__init__(base_url, token=token)
-        self._service = service
+    name = "swarm"
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            return await super()._request(method, path, **kwargs)
-        except DesktopLostError as exc:
-            fate = await asyncio.to_thread(_task_fate, self._service)
-            raise DesktopLostError(f"desktop lost: {fate or 'its task runs but the daemon is gone'} "
-                                   f"({exc.message})") from exc
-
-
-@dataclass
-class _Desktop:
-    key: str
-    service: Any
-    client: DesktopClient
-
-
-class SwarmBackend:
-    """``DesktopBackend`` on a Docker Swarm (this engine must be a manager: ``docker swarm init``)."""
-
-    def __init__(self, settings: Settings | None = None, *, start_url: str | None = None, kiosk: bool = False,
+    def __init__(self, settings: Settings, *, start_url: str | None = None, kiosk: bool = False,
                  engine: Any = None) -> None:
-        self.settings = settings or get_settings()
-        # The Docker backend holds the engine connection and the one definition of a desktop's container.
-        self._docker = DockerBackend(self.settings, start_url=start_url, kiosk=kiosk, engine=engine)
-        self.instance = self._docker.instance
-        self._labels = {LABEL_MANAGED: "1", LABEL_INSTANCE: self.instance, LABEL_BACKEND: "swarm"}
-        self._live: dict[str, _Desktop] = {}
-        self._start_lock = asyncio.Lock()
-        self._started = False
-        self._attached = False  # whether start() connected swarm_attach_container (aclose disconnects it)
+        self.settings = settings
+        # The Docker backend holds the engine connection and names this service's desktops (its instance).
+        self.docker = DockerBackend(settings, start_url=start_url, kiosk=kiosk, engine=engine)
+        self._attached = False  # whether prepare() connected swarm_attach_container (close disconnects it)
 
-    def engine(self) -> Any:
-        return self._docker.engine()
+    def pool_size(self) -> int:
+        return self.settings.swarm_warm_pool
 
-    # --- DesktopBackend -------------------------------------------------------------------------------
+    def egress_proxy(self) -> None:
+        return None  # Swarm desktops get no per-session egress proxy (not wired up for this engine yet)
 
-    async def acquire(self, session_id: str, width: int, height: int) -> DesktopHandle:
-        await self.start()
-        key = secrets.token_hex(6)
-        token = secrets.token_urlsafe(32)
-        name = f"deskpilot-{self.instance[:6]}-{key}"
+    async def prepare(self) -> None:
+        await asyncio.to_thread(self._prepare)
+
+    async def create(self, spec: DesktopSpec) -> Placement:
+        engine = self.docker.engine()
         try:
-            secret = await asyncio.to_thread(self.engine().secrets.create, name=f"{name}-token",
-                                             data=token.encode(), labels={**self._labels, LABEL_DESKTOP: key})
-            service = await asyncio.to_thread(self.engine().services.create,
-                                              **self._service_spec(name, key, secret, width, height, session_id))
+            secret = await asyncio.to_thread(engine.secrets.create, name=f"{spec.name}-token",
+                                             data=spec.token.encode(), labels=spec.labels)
+            service = await asyncio.to_thread(engine.services.create, **self.service_spec(spec, secret))
         except docker.errors.APIError as exc:  # (a missing image shows later, as the task's rejection)
-            await asyncio.to_thread(self._remove_labelled, {LABEL_DESKTOP: key})
             raise DesktopStartError(f"could not start a desktop service: {exc}") from exc
-        client = ServiceClient(base_url=f"http://{name}:{DAEMON_PORT}", token=token, service=service)
-        desktop = _Desktop(key, service, client)
-        try:
-            await self._wait_ready(desktop)
-        except BaseException:
-            await asyncio.shield(self._destroy(desktop))
-            raise
-        self._live[key] = desktop
-        log.info("desktop %s (swarm service %s) serves session %s", key, name, session_id)
-        return DesktopHandle(id=key, client=client, vnc_available=True, session_id=session_id,
-                             extra={"service": service.id})
+        return Placement(ref=service, token=spec.token, extra={"service": service.id})
 
-    async def release(self, handle: DesktopHandle) -> None:
-        desktop = self._live.pop(handle.id, None)
-        if desktop is not None:
-            await self._destroy(desktop)
+    async def locate(self, ref: Any) -> Location:
+        fate = await asyncio.to_thread(_task_fate, ref)
+        return Location(url=None if fate else f"http://{ref.name}:{DAEMON_PORT}", fate=fate)
 
-    # --- lifecycle ------------------------------------------------------------------------------------
+    async def remove_labelled(self, labels: dict[str, str]) -> int:
+        return await asyncio.to_thread(self._remove_labelled, labels)
 
-    async def start(self) -> None:
-        """Check the swarm, remove this instance's orphans, ensure the overlay network and join it."""
-        async with self._start_lock:
-            if self._started:
-                return
-            await asyncio.to_thread(self._prepare)
-            self._started = True
-            atexit.register(self._remove_all_now)
+    def remove_now(self, refs: list[Any]) -> None:
+        for service in refs:
+            with contextlib.suppress(Exception):
+                service.remove()
 
-    async def aclose(self) -> None:
-        """Remove every desktop, leave the overlay network and remove it when nothing else is on it."""
-        atexit.unregister(self._remove_all_now)
-        desktops, self._live = list(self._live.values()), {}
-        await asyncio.gather(*(self._destroy(d) for d in desktops))
-        if self._started:
-            await asyncio.to_thread(self._leave_network)
+    async def close(self) -> None:
+        await asyncio.to_thread(self._leave_network)
+
+    # --- the swarm, its network -------------------------------------------------------------------------
 
     def _prepare(self) -> None:
-        engine = self.engine()
+        engine = self.docker.engine()
         swarm = engine.info().get("Swarm", {})
         if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
             raise ConfigError("the swarm backend needs this Docker engine to be a swarm manager "
                               "(`docker swarm init`, or DOCKER_HOST naming a manager)")
-        removed = self._remove_labelled({})
-        if removed:
-            log.info("removed %d orphaned desktop service(s)", removed)
         network = self._network()
         attach = self.settings.swarm_attach_container
         if attach:
@@ -186,13 +136,13 @@ class SwarmBackend:
                     raise ConfigError(f"cannot connect {attach!r} to {network.name}: {exc}") from exc
 
     def _network(self) -> Any:
-        engine, name = self.engine(), self.settings.swarm_network
+        engine, name = self.docker.engine(), self.settings.swarm_network
         try:
             network = engine.networks.get(name)
         except docker.errors.NotFound:
             try:
                 return engine.networks.create(name, driver="overlay", attachable=True, options={"encrypted": ""},
-                                              labels={LABEL_MANAGED: "1", LABEL_BACKEND: "swarm"})
+                                              labels={LABEL_MANAGED: "1", LABEL_BACKEND: self.name})
             except docker.errors.APIError:  # another replica created it meanwhile
                 network = engine.networks.get(name)
         if network.attrs.get("Driver") != "overlay" or not network.attrs.get("Attachable"):
@@ -201,7 +151,7 @@ class SwarmBackend:
 
     def _leave_network(self) -> None:
         try:
-            network = self.engine().networks.get(self.settings.swarm_network)
+            network = self.docker.engine().networks.get(self.settings.swarm_network)
         except docker.errors.DockerException:
             return
         if self._attached:
@@ -212,16 +162,16 @@ class SwarmBackend:
             with contextlib.suppress(docker.errors.APIError):  # still in use by another replica or its desktops
                 network.remove()
 
-    def _remove_labelled(self, extra: dict[str, str]) -> int:
-        """Remove this instance's desktop services (and wait for their containers), then their secrets."""
-        labels = [f"{k}={v}" for k, v in {**self._labels, **extra}.items()]
-        engine = self.engine()
-        services = engine.services.list(filters={"label": labels})
+    def _remove_labelled(self, labels: dict[str, str]) -> int:
+        """Remove the desktop services with these labels (and wait for their containers), then their secrets."""
+        selector = [f"{k}={v}" for k, v in labels.items()]
+        engine = self.docker.engine()
+        services = engine.services.list(filters={"label": selector})
         for service in services:
             with contextlib.suppress(docker.errors.NotFound):
                 service.remove()
         self._wait_gone([s.id for s in services])
-        for secret in engine.secrets.list(filters={"label": labels}):
+        for secret in engine.secrets.list(filters={"label": selector}):
             with contextlib.suppress(docker.errors.NotFound):
                 secret.remove()
         return len(services)
@@ -229,28 +179,22 @@ class SwarmBackend:
     def _wait_gone(self, service_ids: list[str]) -> None:
         """Service removal is asynchronous: wait until the tasks' containers are gone from this node."""
         deadline = time.monotonic() + _GONE_WITHIN_S
+        engine = self.docker.engine()
         for service_id in service_ids:
-            while self.engine().containers.list(all=True,
-                                                filters={"label": f"com.docker.swarm.service.id={service_id}"}):
+            while engine.containers.list(all=True, filters={"label": f"com.docker.swarm.service.id={service_id}"}):
                 if time.monotonic() > deadline:
                     log.warning("the containers of desktop service %s are still being removed", service_id[:12])
                     return
                 time.sleep(_POLL_S)
 
-    def _remove_all_now(self) -> None:
-        """Synchronous last resort at interpreter exit: remove every service this backend started."""
-        desktops, self._live = list(self._live.values()), {}
-        for desktop in desktops:
-            with contextlib.suppress(Exception):
-                desktop.service.remove()
-
     # --- services -------------------------------------------------------------------------------------
 
-    def _service_spec(self, name: str, key: str, secret: Any, width: int, height: int,
-                      session_id: str) -> dict[str, Any]:
-        s = self.settings
+    def service_spec(self, spec: DesktopSpec, secret: Any) -> dict[str, Any]:
+        s, d = self.settings, self.docker
         # The Docker backend's container for this desktop, minus its socket bind mount (no shared host here).
-        c = self._docker._container_args(key, Path("/nonexistent"), width, height, session_id)
+        c = container_args(s, instance=d.instance, name=spec.name, key=spec.key, run_dir=Path("/nonexistent"),
+                           width=spec.width, height=spec.height, session_id=spec.session_id,
+                           start_url=d.start_url, kiosk=d.kiosk)
         uid, _, gid = str(c["user"]).partition(":")
         mounts = [Mount(target, None, type="tmpfs", tmpfs_size=_tmpfs_option(opts, "size"),
                         tmpfs_mode=int(_tmpfs_option(opts, "mode") or "1777", 8))
@@ -263,13 +207,13 @@ class SwarmBackend:
         daemon_args = ["--host", "0.0.0.0", "--port", str(DAEMON_PORT), "--private-network",
                        "--token-file", f"/run/secrets/{TOKEN_FILE}", *c["command"]]
         return {
-            "name": name,
+            "name": spec.name,
             "image": c["image"],
             "command": ["/usr/bin/tini", "--", "/bin/sh", "-c", _START, "desktopd"],
             "args": daemon_args,
             "env": [f"{k}={v}" for k, v in c["environment"].items()],
             "user": c["user"],
-            "labels": {**self._labels, LABEL_DESKTOP: key},
+            "labels": spec.labels,
             "container_labels": c["labels"],
             "read_only": c["read_only"],
             "cap_drop": c["cap_drop"],
@@ -288,23 +232,18 @@ class SwarmBackend:
             "constraints": list(s.swarm_constraints),
         }
 
-    async def _wait_ready(self, desktop: _Desktop) -> None:
-        # Scheduling and pulling come on top of the desktop's own start: twice the Docker backend's bound.
-        deadline = time.monotonic() + 2 * self.settings.desktop_start_timeout_s
-        while True:
-            fate = await asyncio.to_thread(_task_fate, desktop.service)
-            if fate is not None:
-                raise DesktopStartError(f"desktop service did not start: {fate}")
-            if await desktop.client.healthz():
-                return
-            if time.monotonic() > deadline:
-                raise DesktopStartError("desktop service did not become healthy in time")
-            await asyncio.sleep(_POLL_S)
 
-    async def _destroy(self, desktop: _Desktop) -> None:
-        with contextlib.suppress(Exception):
-            await desktop.client.aclose()
-        await asyncio.to_thread(self._remove_labelled, {LABEL_DESKTOP: desktop.key})
+class SwarmBackend(ClusterBackend):
+    """``DesktopBackend`` on a Docker Swarm: the shared cluster backend over ``SwarmEngine``."""
+
+    def __init__(self, settings: Settings, *, start_url: str | None = None, kiosk: bool = False,
+                 engine: Any = None) -> None:
+        self.swarm = SwarmEngine(settings, start_url=start_url, kiosk=kiosk, engine=engine)
+        super().__init__(settings, self.swarm, instance=self.swarm.docker.instance)
+
+    def engine(self) -> Any:
+        """The Docker SDK client (tests and tools inspect the services through it)."""
+        return self.swarm.docker.engine()
 
 
 def _tmpfs_option(options: str, name: str) -> Any:

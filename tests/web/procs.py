@@ -60,8 +60,8 @@ class ServerProcess:
         kill_desktops_under(self.data_dir)
 
 
-def kill_desktops_under(data_dir: Path) -> None:
-    """Desktop daemons whose socket lives in this test's data dir (ours alone), stopped by PID."""
+def desktops_under(data_dir: Path) -> list[int]:
+    """PIDs of the desktop daemons whose socket lives in this data dir (ours alone); each leads its session."""
     needle = str(data_dir).encode()
     pids = []
     for entry in Path("/proc").iterdir():
@@ -71,6 +71,12 @@ def kill_desktops_under(data_dir: Path) -> None:
             cmd = (entry / "cmdline").read_bytes()
             if b"desktopd" in cmd and needle in cmd:
                 pids.append(int(entry.name))
+    return pids
+
+
+def kill_desktops_under(data_dir: Path) -> None:
+    """Desktop daemons whose socket lives in this test's data dir (ours alone), stopped by PID."""
+    pids = desktops_under(data_dir)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGTERM)  # each daemon leads its own session; it stops its desktop
