@@ -15,7 +15,6 @@ import httpx
 from websockets.asyncio.client import connect, unix_connect
 
 from deskpilot.errors import DesktopError, DesktopLostError
-from deskpilot.settings import get_settings
 from desktop.tools.base import ToolResult
 
 _UDS_BASE_URL = "http://desktop"  # the host part is ignored over a unix socket
@@ -69,25 +68,25 @@ class DesktopClient:
     """``DesktopClient(base_url="http://127.0.0.1:N", token=...)`` or ``DesktopClient(uds="/p/daemon.sock", ...)``."""
 
     def __init__(self, base_url: str | None = None, *, uds: str | None = None, token: str,
-                 timeout_s: float | None = None) -> None:
+                 timeout_s: float) -> None:
         if (base_url is None) == (uds is None):
             raise ValueError("give exactly one of base_url or uds")
         self.base_url = base_url or _UDS_BASE_URL
         self.uds = uds
         self._token = token
-        # A bash call may run up to its own timeout; the daemon answers within that plus some slack.
-        read_s = timeout_s if timeout_s is not None else get_settings().bash_timeout_s + 30
+        # ``timeout_s``: how long a call may take; a bash call runs up to its own timeout, so owners pass
+        # ``settings.bash_timeout_s`` plus some slack.
         self._http = httpx.AsyncClient(
             base_url=self.base_url, headers={"Authorization": f"Bearer {token}"},
             transport=httpx.AsyncHTTPTransport(uds=uds) if uds else None,
-            timeout=httpx.Timeout(read_s, connect=5.0),
+            timeout=httpx.Timeout(timeout_s, connect=5.0),
         )
 
     def __repr__(self) -> str:
         return f"DesktopClient({self.uds or self.base_url!r})"
 
     @classmethod
-    def to(cls, endpoint: DesktopEndpoint, *, timeout_s: float | None = None) -> DesktopClient:
+    def to(cls, endpoint: DesktopEndpoint, *, timeout_s: float) -> DesktopClient:
         """A client of the daemon another process started (another replica's desktop)."""
         return cls(endpoint.base_url, uds=endpoint.uds, token=endpoint.token, timeout_s=timeout_s)
 

@@ -78,7 +78,7 @@ def run_root_of(settings: Settings) -> Path:
 class ContainerClient(DesktopClient):
     """A ``DesktopClient`` that, when the daemon is unreachable, says what happened to its container."""
 
-    def __init__(self, *, uds: str, token: str, container: Any, timeout_s: float | None = None) -> None:
+    def __init__(self, *, uds: str, token: str, container: Any, timeout_s: float) -> None:
         super().__init__(uds=uds, token=token, timeout_s=timeout_s)
         self._container = container
 

@@ -50,7 +50,7 @@ async def probe(report: dict[str, Any]) -> None:
         async with handle.client.vnc_connect(view_only=True) as ws:  # the live view's path, over the overlay
             greeting = await asyncio.wait_for(ws.recv(), 30)
         report["vnc_greeting"] = bytes(greeting[:12]).decode() if isinstance(greeting, bytes) else greeting
-        async with DesktopClient(handle.client.base_url, token="x" * 43) as wrong:
+        async with DesktopClient(handle.client.base_url, token="x" * 43, timeout_s=30) as wrong:
             try:
                 await wrong.info()
                 report["wrong_token"] = "accepted"

@@ -59,7 +59,7 @@ async def test_requests_without_or_with_a_wrong_token_get_401(bare: LocalDesktop
                 assert response.status_code == 401, (method, path, headers)
                 assert response.json()["error"] == "unauthorized"
     assert bare.socket_path is not None
-    wrong = DesktopClient(uds=str(bare.socket_path), token="not-the-token-at-all")
+    wrong = DesktopClient(uds=str(bare.socket_path), token="not-the-token-at-all", timeout_s=30)
     with pytest.raises(DesktopError, match="rejected the token"):
         await wrong.info()
     with pytest.raises(InvalidStatus):
@@ -176,7 +176,7 @@ async def test_dead_xvfb_is_503_and_a_clear_error_without_hanging(bare: LocalDes
 
 
 async def test_unreachable_daemon_is_desktop_lost(tmp_path: Path) -> None:
-    client = DesktopClient(uds=str(tmp_path / "nothing.sock"), token="x" * 20)
+    client = DesktopClient(uds=str(tmp_path / "nothing.sock"), token="x" * 20, timeout_s=30)
     with pytest.raises(DesktopLostError, match="unreachable"):
         await client.tool("bash", {"command": "true"})
     assert await client.healthz() is False
@@ -197,7 +197,7 @@ async def test_tcp_loopback_mode_and_token_from_env(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "deskpilot.cli", "desktopd", "--port", str(port),
                              "--width", "640", "--height", "480", "--no-browser"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    client = DesktopClient(f"http://127.0.0.1:{port}", token=token)
+    client = DesktopClient(f"http://127.0.0.1:{port}", token=token, timeout_s=30)
     try:
         async with asyncio.timeout(60):
             while not await client.healthz():

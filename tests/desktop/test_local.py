@@ -126,7 +126,7 @@ async def test_a_daemon_whose_parent_dies_stops_its_desktop(tmp_path: Path) -> N
         env={**os.environ, "DESKPILOT_DESKTOP_TOKEN": token})
     assert parent.stdout is not None
     daemon_pid = int(await parent.stdout.readline())
-    client = DesktopClient(uds=str(sock), token=token)
+    client = DesktopClient(uds=str(sock), token=token, timeout_s=30)
     try:
         async with asyncio.timeout(60):
             while not await client.healthz():

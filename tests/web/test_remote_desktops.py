@@ -27,7 +27,7 @@ def test_an_endpoint_round_trips_and_never_shows_its_token() -> None:
         endpoint = client.endpoint(vnc=False)
         again = DesktopEndpoint.from_json(endpoint.to_json())
         assert again == endpoint and not again.vnc
-        remote = DesktopClient.to(again)
+        remote = DesktopClient.to(again, timeout_s=5)
         assert (remote.base_url, remote.uds, remote.endpoint(vnc=False)) == (client.base_url, client.uds, endpoint)
         assert "s3cret" not in repr(endpoint) + repr(remote) + repr(client)
     assert tcp.endpoint().to_json() == {"token": "s3cret-tcp", "base_url": "http://desk-1:7000", "uds": None,
