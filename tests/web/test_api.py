@@ -80,7 +80,9 @@ def test_other_owner_sees_nothing(service: Service) -> None:
             r = b.request(method, path, json=body)
             assert r.status_code == 404, (method, path, r.status_code, r.text)
             assert r.json()["error"].startswith("session ")
-        assert a.post(f"/api/sessions/{sid}/cancel").status_code == 200
+        # Its owner still reaches it: cancelled now, or 409 when its desktop start (refused outside the desktop
+        # tier) has already ended it.
+        assert a.post(f"/api/sessions/{sid}/cancel").status_code in (200, 409)
 
 
 def test_login_sets_httponly_strict_cookie_that_authenticates(service: Service) -> None:
