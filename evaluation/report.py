@@ -58,12 +58,7 @@ class Results:
     def load(cls, path: Path, suite: str) -> Results:
         if not path.is_file():
             return cls({"version": RESULTS_VERSION, "suite": suite, "runs": []})
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{path}: unreadable results ({exc}); move it away to start afresh") from exc
-        if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
-            raise ConfigError(f"{path}: not a results file")
+        data = _read(path, "; move it away to start afresh")
         if data.get("suite") != suite:
             raise ConfigError(f"{path} holds results of suite {data.get('suite')!r}, not {suite!r}; use another -o")
         return cls(data)
@@ -202,11 +197,15 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> str:
 
 
 def load_results(path: Path) -> dict[str, Any]:
-    file = path / "results.json" if path.is_dir() else path
+    return _read(path / "results.json" if path.is_dir() else path)
+
+
+def _read(file: Path, advice: str = "") -> dict[str, Any]:
+    """A results file's data; ConfigError when it cannot be read or is not one."""
     try:
         data = json.loads(file.read_text())
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"{file}: cannot read results: {exc}") from exc
+        raise ConfigError(f"{file}: cannot read results: {exc}{advice}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
         raise ConfigError(f"{file}: not a results file")
     return data
