@@ -43,6 +43,7 @@ from evaluation.tasks import load_suite
 from tests.evaluation.oracle import ScriptedAgent
 from tests.support.fake_messages import FakeMessages, Reply, Request
 from web.store import Store
+from web.trajectory import all_events
 
 EVALS = Path(__file__).resolve().parents[1] / "evals"
 INNOCENT, DRIFTING = ("oracle", "random"), ("stuck", "staring", "fidgeting")
@@ -102,13 +103,9 @@ def rates_of(requests: list[Request]) -> tuple[int, int]:
 async def _stored_events(data_dir: Path, session_id: str) -> list[Event]:
     store = Store(data_dir)
     try:
-        out, after = [], 0
-        while rows := await store.events_after(session_id, after):
-            after = rows[-1].seq
-            # The image's name is its content hash: as good as its bytes for "the same screen again".
-            out += [Event(r.type, r.data, image=r.image_ref.encode() if r.image_ref else None)  # type: ignore[arg-type]
-                    for r in rows]
-        return out
+        # The image's name is its content hash: as good as its bytes for "the same screen again".
+        return [Event(r.type, r.data, image=r.image_ref.encode() if r.image_ref else None)  # type: ignore[arg-type]
+                for r in await all_events(store, session_id)]
     finally:
         await store.close()
 

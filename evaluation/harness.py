@@ -32,7 +32,7 @@ from web.desktops import make_backend
 from web.runner import Runner
 from web.states import FINAL_STATES
 from web.store import Store
-from web.trajectory import build_bundle, write_dir
+from web.trajectory import all_events, build_bundle, write_dir
 
 OWNER = "eval"
 POLL_S = 0.2
@@ -260,10 +260,8 @@ class Harness:
 
     async def _watchdog_trip(self, session_id: str) -> dict[str, Any] | None:
         """The watchdog's trip that paused the run (its reason, message, count and limit), if it was one."""
-        trip, after = None, 0
-        while events := await self.store.events_after(session_id, after):
-            after = events[-1].seq
-            trip = next((e.data for e in reversed(events) if e.type == "watchdog"), trip)
+        events = await all_events(self.store, session_id)
+        trip = next((e.data for e in reversed(events) if e.type == "watchdog"), None)
         return dict(trip) if isinstance(trip, dict) else None
 
     async def _cancel(self, session_id: str) -> None:
