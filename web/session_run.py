@@ -23,7 +23,7 @@ from agent.policy import ApprovalPolicy
 from agent.prompts import DesktopFacts
 from agent.providers.client import ModelClient
 from agent.usage import UsageTotals
-from deskpilot.errors import DeskpilotError
+from deskpilot.errors import Conflict, DeskpilotError
 from deskpilot.logs import bind_log_context
 from deskpilot.settings import Settings
 from desktop.backends.base import DesktopBackend, DesktopHandle
@@ -80,6 +80,9 @@ class SessionRun:
         # One event recorded at a time, in the order emitted: a handback's "running" is taken before the run it
         # lets go can record its end, so it never lands after (and overwrites) the final status.
         self._recording = asyncio.Lock()
+        # Set once a final status is recorded. The loop can end while the user holds control (its last answer
+        # needs no action); a takeover or handback that comes after must not turn the session back to running.
+        self.ended = False
 
     # --- what others read ---
     @property
@@ -108,6 +111,10 @@ class SessionRun:
                       "error": None if status == "succeeded" else str(event.data.get("message") or status)}
         held = self.gate.hold == "takeover" and status in ("running", "awaiting_approval")
         async with self._recording:  # taken at once when free: no await before it, so emit order is kept
+            if event.type == "status" and self.ended:
+                log.info("status %r after the run ended is not recorded", status)
+                return
+            self.ended = self.ended or status in FINAL_STATES
             await self.host.recorder.record(self.session_id, event, hold_status=held, **fields)
             if event.type == "usage":
                 await self.host.store.update_session(self.session_id,
@@ -209,6 +216,8 @@ class SessionRun:
             self.loop.decide(approval_id, decision)
 
     async def takeover(self) -> None:
+        if self.ended:
+            raise Conflict("cannot take over: the session has ended")
         settings = self.host.settings
         self.gate.close("takeover")
         await self.gate.until_idle(settings.settle_cap_ms / 1000 + settings.bash_timeout_s)
