@@ -8,7 +8,6 @@ runner. What it needs from its owner is the ``Host`` protocol.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -207,8 +206,10 @@ class SessionRun:
             self.loop.cancel()
         else:
             self.task.cancel()
-        with contextlib.suppress(BaseException):  # the run reports its own end; the caller only waits for it
-            await asyncio.wait_for(asyncio.shield(self.task), 30)
+        # The run reports its own end; the caller only waits for it. asyncio.wait neither raises the run's
+        # exception nor swallows the caller's own cancellation (a replica's command consumer stopping mid-cancel
+        # once went on waiting for commands forever, and the replica's shutdown with it).
+        await asyncio.wait({self.task}, timeout=30)
 
     def decide(self, approval_id: str, decision: Decision) -> None:
         """A loop not listening yet reads the stored decision once it restores the ask."""

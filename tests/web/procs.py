@@ -50,14 +50,19 @@ class ServerProcess:
         kill_desktops_under(self.data_dir)
 
     def stop(self) -> None:
+        """SIGTERM, and the service must shut down by itself: one that needs SIGKILL fails the test."""
+        hung = False
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=40)
             except subprocess.TimeoutExpired:
+                hung = True
                 self.proc.kill()
                 self.proc.wait(timeout=30)
         kill_desktops_under(self.data_dir)
+        if hung:
+            raise AssertionError(f"the service did not stop within 40 s of SIGTERM: {self.log.read_text()[-2000:]}")
 
 
 def desktops_under(data_dir: Path) -> list[int]:

@@ -4,6 +4,7 @@ session back to life. The service-level race (tests/web/test_audit.py lost it on
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -76,3 +77,24 @@ async def test_a_handback_before_the_end_is_recorded_and_the_end_comes_last(stor
     await run.emit(events.status("succeeded"))
     assert (await store.get_session(run.session_id)).status == "succeeded"
     assert await statuses(store, run.session_id) == ["running", "taken_over", "running", "succeeded"]
+
+
+async def test_whoever_waits_on_a_cancel_can_itself_be_cancelled(store: Store, tmp_path: Path) -> None:
+    """A replica stopping cancels the task applying a forwarded cancel; that task must stop, not swallow it."""
+    row = await store.create_session(owner="alice", task="t", model="m", max_steps=5, width=800, height=600)
+    run = SessionRun(Host(store, Settings(data_dir=tmp_path)), row.id)  # type: ignore[arg-type]  # see Host
+
+    async def slow_to_end() -> None:
+        try:
+            await asyncio.sleep(30)
+        finally:
+            await asyncio.shield(asyncio.sleep(2))  # releasing its desktop, say
+
+    run.task = asyncio.create_task(slow_to_end())
+    await asyncio.sleep(0)
+    waiter = asyncio.create_task(run.cancel())
+    await asyncio.sleep(0.1)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(waiter, 1)
+    await asyncio.wait({run.task}, timeout=5)
