@@ -22,7 +22,7 @@ def click_then_done(fake: FakeMessages) -> None:
 
 async def test_429_honours_retry_after_and_reports_when(fake_messages: FakeMessages, make_loop: LoopFactory) -> None:
     fake_messages.script(reply(tool_use("computer", CLICK, id="toolu_click")),
-                         error(429, headers={"retry-after": "2"}), reply(text("done")))
+                         error(429, headers={"retry-after": "1"}), reply(text("done")))
     desktop = RecordingDesktop()
     loop, events = make_loop(desktop)
 
@@ -31,9 +31,9 @@ async def test_429_honours_retry_after_and_reports_when(fake_messages: FakeMessa
     assert result.status == "succeeded"
     retry = events.of("retrying")
     assert len(retry) == 1
-    assert (retry[0]["status_code"], retry[0]["delay_s"], retry[0]["attempt"]) == (429, 2.0, 2)
+    assert (retry[0]["status_code"], retry[0]["delay_s"], retry[0]["attempt"]) == (429, 1.0, 2)
     r = fake_messages.requests
-    assert r[2].at - r[1].at >= 2.0  # waited as told
+    assert r[2].at - r[1].at >= 1.0  # waited as told
     assert abs(retry[0]["retry_at"] - r[2].at) < 1.0  # the event said when the retry would come
     assert len(desktop.calls) == 1
 
