@@ -9,6 +9,10 @@ would need a reload protocol and a log tailer around it; this is ~250 lines on t
 DNS is the proxy's: the desktop's programs never resolve a destination (Chromium maps every name to
 NOTFOUND except the proxy's address). A name the policy refuses by name is never looked up, so a page cannot
 leak data through DNS queries either. The address checked is the address connected to (no second lookup).
+Each proxy resolves on its own few threads, never the event loop's shared executor: a desktop whose names
+resolve slowly (or never) waits alone, instead of holding up the service's own lookups (the model API's
+host) and every other session's. Measured in the compose stack before this: Chromium's background lookups
+through the proxy, unanswerable there, delayed every model request by 10 s.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -32,6 +37,17 @@ _HEAD_LIMIT = 64 * 1024
 _HEAD_TIMEOUT_S = 30.0
 _CONNECT_TIMEOUT_S = 15.0
 _DRAIN_GRACE_S = 10.0  # after one direction ends, how long the other may still run
+_RESOLVE_TIMEOUT_S = 10.0  # glibc's default: two tries of 5 s
+_RESOLVER_THREADS = 4  # per proxy, so per desktop; created only when lookups come
+
+
+def system_lookup(host: str) -> str | None:
+    """The first address of ``host`` by the system resolver (blocking: runs on a proxy's own threads)."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return None
+    return str(infos[0][4][0]) if infos else None
 _HOP_BY_HOP = {"proxy-connection", "proxy-authorization", "keep-alive", "connection"}
 
 
@@ -87,8 +103,12 @@ class EgressProxy:
     def __init__(self, policy: NetworkPolicy, *, hosts: Mapping[str, str] | None = None,
                  listen_host: str = "127.0.0.1", listen_port: int = 0, listen_uds: str | None = None,
                  report_interval_s: float = 10.0,
-                 on_blocked: Callable[[Blocked], None] | None = None, keep: int = 1000) -> None:
+                 on_blocked: Callable[[Blocked], None] | None = None, keep: int = 1000,
+                 lookup: Callable[[str], str | None] = system_lookup,
+                 resolve_timeout_s: float = _RESOLVE_TIMEOUT_S) -> None:
         self.policy = policy
+        self.lookup, self.resolve_timeout_s = lookup, resolve_timeout_s
+        self._resolver: ThreadPoolExecutor | None = None
         # A fixed name→address map replaces DNS entirely when given (tests; an operator's pinned hosts).
         self.hosts = {normalize_host(k): v for k, v in hosts.items()} if hosts else None
         self.listen_host, self.listen_port = listen_host, listen_port
@@ -142,6 +162,9 @@ class EgressProxy:
                 writer.close()
             await self._server.wait_closed()
             self._server = None
+        if self._resolver is not None:  # a lookup still stuck in the resolver ends on its own; nobody waits
+            self._resolver.shutdown(wait=False, cancel_futures=True)
+            self._resolver = None
 
     # --- decisions ---
     async def _resolve(self, host: str) -> IPAddress | None:
@@ -150,11 +173,15 @@ class EgressProxy:
             return literal
         if self.hosts is not None:
             return parse_ip(self.hosts.get(host, ""))
+        if self._resolver is None:
+            self._resolver = ThreadPoolExecutor(_RESOLVER_THREADS, thread_name_prefix="egress-dns")
+        lookup = asyncio.get_running_loop().run_in_executor(self._resolver, self.lookup, host)
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        except OSError:
+            found = await asyncio.wait_for(lookup, self.resolve_timeout_s)
+        except TimeoutError:
+            log.info("egress: resolving %s took over %.0f s", host, self.resolve_timeout_s)
             return None
-        return parse_ip(str(infos[0][4][0])) if infos else None
+        return parse_ip(found or "")
 
     async def check(self, host: str) -> tuple[str | None, IPAddress | None]:
         """(reason it is blocked or None, the address to connect to)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import threading
+import time
 
 import pytest
 
@@ -176,3 +178,32 @@ async def test_the_origin_sees_the_checked_host_whatever_host_header_came() -> N
         finally:
             await proxy.aclose()
     assert site.hits == ["GET /"] and site.host_headers == [f"allowed.test:{site.port}"]
+
+
+async def test_names_that_never_resolve_hold_up_only_their_own_desktop() -> None:
+    """A page (or the model) asking the proxy for names whose lookup hangs must not hold up the service's own
+    lookups (the model API's host) nor another desktop's: each proxy resolves on its own few threads."""
+    release = threading.Event()
+
+    def hanging(host: str) -> str | None:
+        release.wait(30)  # an unanswered DNS server, say
+        return None
+
+    slow = await EgressProxy(NetworkPolicy.from_lists(["*"], []), lookup=hanging, resolve_timeout_s=0.5).start()
+    other = await EgressProxy(NetworkPolicy.from_lists(["*"], []), lookup=lambda host: "127.0.0.9").start()
+    loop = asyncio.get_running_loop()
+    try:
+        stuck = [asyncio.create_task(slow.check(f"n{i}.test")) for i in range(40)]  # far more than any pool
+        await asyncio.sleep(0.05)
+        # The loop's shared executor (the service's DNS, asyncio.to_thread) and another desktop's proxy: at once.
+        started = time.monotonic()
+        assert await asyncio.wait_for(loop.getaddrinfo("127.0.0.1", 80), 2)
+        assert await asyncio.wait_for(asyncio.to_thread(lambda: "free"), 2) == "free"
+        assert await asyncio.wait_for(other.check("fine.test"), 2) == (None, ipaddress.ip_address("127.0.0.9"))
+        assert time.monotonic() - started < 2
+        # The stuck lookups give up after the proxy's resolve timeout: no address, so a 502, never a hang.
+        assert await asyncio.wait_for(asyncio.gather(*stuck), 30) == [(None, None)] * 40
+    finally:
+        release.set()
+        await slow.aclose()
+        await other.aclose()
