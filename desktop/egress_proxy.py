@@ -39,6 +39,7 @@ _CONNECT_TIMEOUT_S = 15.0
 _DRAIN_GRACE_S = 10.0  # after one direction ends, how long the other may still run
 _RESOLVE_TIMEOUT_S = 10.0  # glibc's default: two tries of 5 s
 _RESOLVER_THREADS = 4  # per proxy, so per desktop; created only when lookups come
+_HOP_BY_HOP = {"proxy-connection", "proxy-authorization", "keep-alive", "connection"}
 
 
 def system_lookup(host: str) -> str | None:
@@ -48,7 +49,6 @@ def system_lookup(host: str) -> str | None:
     except OSError:
         return None
     return str(infos[0][4][0]) if infos else None
-_HOP_BY_HOP = {"proxy-connection", "proxy-authorization", "keep-alive", "connection"}
 
 
 @dataclass(frozen=True, slots=True)
