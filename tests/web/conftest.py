@@ -13,7 +13,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -243,3 +243,12 @@ def agent_service(tmp_path: Path) -> Iterator[Service]:
             yield svc
         finally:
             stop_service(svc)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A store on a fresh SQLite file (tests/web/test_store_backends.py has its own, on either database)."""
+    s = Store(tmp_path)
+    await s.init()
+    yield s
+    await s.close()

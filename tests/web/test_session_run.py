@@ -5,7 +5,6 @@ session back to life. The service-level race (tests/web/test_audit.py lost it on
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -35,14 +34,6 @@ class Host:
 
     async def desktop_ready(self, session_id: str, handle: DesktopHandle) -> None:
         raise AssertionError("not used")
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = Store(tmp_path)
-    await s.init()
-    yield s
-    await s.close()
 
 
 async def taken_over_run(store: Store, tmp_path: Path) -> SessionRun:

@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from deskpilot.errors import Conflict, NotFound
 from web.store import ApprovalRow, Store
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = Store(tmp_path)
-    await s.init()
-    yield s
-    await s.close()
 
 
 async def session(store: Store, owner: str = "alice") -> str:
