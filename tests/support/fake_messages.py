@@ -34,11 +34,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 from PIL import Image, ImageChops
+
+from tests.support.scripted_http import LocalServer
 
 _ids = itertools.count(1)
 
@@ -139,60 +141,21 @@ Entry = Reply | ErrorReply | Callable[[Request], "Reply | ErrorReply"]
 
 
 # ---- the server ---------------------------------------------------------------------------------
-class FakeMessages:
+class FakeMessages(LocalServer):
+    name = "messages"
+
     def __init__(self, *, api_key: str | None = None, model: str = "claude-opus-4-5") -> None:
-        self.requests: list[Request] = []
-        self.errors: list[Exception] = []  # exceptions raised by responders
-        self._script: list[Entry] = []
-        self._lock = threading.Lock()
+        self.requests: list[Request]  # this API's requests (LocalServer keeps them)
         self._closing = threading.Event()
         self.api_key, self.model = api_key, model
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        # serve_forever's poll interval is how long close() waits for it (0.5 s by default, in every test).
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-messages",
-                                        daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def script(self, *entries: Entry) -> None:
-        with self._lock:
-            self._script.extend(entries)
-
-    @property
-    def remaining(self) -> int:
-        with self._lock:
-            return len(self._script)
+        super().__init__()
 
     def close(self) -> None:
         self._closing.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        super().close()
 
-    def __enter__(self) -> FakeMessages:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _next(self, request: Request) -> Reply | ErrorReply:
-        with self._lock:
-            self.requests.append(request)
-            entry = self._script.pop(0) if self._script else None
-        if entry is None:
-            return error(400, message="fake_messages: script exhausted")
-        if not callable(entry):
-            return entry
-        try:
-            return entry(request)
-        except Exception as exc:  # a broken responder fails the run plainly (400 is never retried)
-            self.errors.append(exc)
-            return error(400, message=f"fake_messages: responder raised {type(exc).__name__}: {exc}")
+    def _error(self, status: int, message: str) -> ErrorReply:
+        return error(status, message=message)
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         fake = self

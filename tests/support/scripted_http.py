@@ -72,12 +72,16 @@ def error(status: int, message: str = "", *, headers: dict[str, str] | None = No
 Entry = Any  # a fake's reply type, an ErrorReply, or Callable[[Request], either]
 
 
-class ScriptedServer:
+class LocalServer:
+    """The plumbing every fake model API shares: a threaded HTTP server on loopback, the script of answers
+    taken in order, the requests seen, and what a responder raised. A fake supplies ``_handler_class`` (its
+    wire format) and ``_error`` (its API's error answer)."""
+
     name = "scripted"
 
     def __init__(self) -> None:
-        self.requests: list[Request] = []
-        self.errors: list[Exception] = []
+        self.requests: list[Any] = []
+        self.errors: list[Exception] = []  # exceptions raised by responders
         self._script: list[Entry] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -112,6 +116,31 @@ class ScriptedServer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _next(self, request: Any) -> Any:
+        """The next scripted answer (a responder called with the request), or a 400 once the script is out."""
+        with self._lock:
+            self.requests.append(request)
+            entry = self._script.pop(0) if self._script else None
+        if entry is None:
+            return self._error(400, f"fake_{self.name}: script exhausted")
+        if not callable(entry):
+            return entry
+        try:
+            return entry(request)
+        except Exception as exc:  # a broken responder fails the run plainly (400 is never retried)
+            self.errors.append(exc)
+            return self._error(400, f"fake_{self.name}: responder raised {type(exc).__name__}: {exc}")
+
+    def _error(self, status: int, message: str) -> Any:
+        raise NotImplementedError
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        raise NotImplementedError
+
+
+class ScriptedServer(LocalServer):
+    """A fake answering JSON on the routes it serves (``fake_openai``, ``fake_gemini``, ``fake_compat``)."""
+
     # ---- what each fake supplies -----------------------------------------------------------------
     def route(self, path: str) -> bool:
         raise NotImplementedError
@@ -123,19 +152,8 @@ class ScriptedServer:
         return {"error": {"code": status, "message": message}}
 
     # ---- plumbing --------------------------------------------------------------------------------
-    def _next(self, request: Request) -> Any:
-        with self._lock:
-            self.requests.append(request)
-            entry = self._script.pop(0) if self._script else None
-        if entry is None:
-            return error(400, f"fake_{self.name}: script exhausted")
-        if not callable(entry):
-            return entry
-        try:
-            return entry(request)
-        except Exception as exc:  # a broken responder fails the run plainly (400 is never retried)
-            self.errors.append(exc)
-            return error(400, f"fake_{self.name}: responder raised {type(exc).__name__}: {exc}")
+    def _error(self, status: int, message: str) -> ErrorReply:
+        return error(status, message)
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         fake = self
