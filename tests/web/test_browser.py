@@ -8,17 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from tests.support.fake_messages import FakeMessages, reply, text, tool_use
 from tests.support.testpage import TestPageServer
+from tests.support.ui_page import ui_page
 from tests.web.conftest import Service, start_service, stop_service
 
 pytestmark = pytest.mark.desktop  # real Chromium, and the service's real desktops
-
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run", "--disable-sync"]
-
 
 @pytest.fixture
 def ui(tmp_path: Path) -> Iterator[tuple[Service, FakeMessages, TestPageServer, Page]]:
@@ -26,13 +23,8 @@ def ui(tmp_path: Path) -> Iterator[tuple[Service, FakeMessages, TestPageServer, 
         svc = start_service(tmp_path / "data", anthropic_base_url=fake.url, model="claude-opus-4-5",
                             thinking_budget_tokens=0, browser_start_url=testpage.url)
         try:
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
-                try:
-                    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                    yield svc, fake, testpage, page
-                finally:
-                    browser.close()
+            with ui_page() as page:
+                yield svc, fake, testpage, page
         finally:
             stop_service(svc)
 

@@ -8,12 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from tests.support import fake_openai as fo
 from tests.support.fake_desktop import FakeBackend
+from tests.support.ui_page import ui_page
 from tests.web.conftest import Service, start_service, stop_service
-from tests.web.test_browser import ARGS
 
 
 @pytest.fixture
@@ -23,13 +23,8 @@ def ui(tmp_path: Path) -> Iterator[tuple[Service, fo.FakeOpenAI, FakeBackend, Pa
         svc = start_service(tmp_path / "data", desktops, anthropic_api_key=None, openai_api_key="sk-o",
                             openai_base_url=fake.url + "/v1")
         try:
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
-                try:
-                    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                    yield svc, fake, desktops, page
-                finally:
-                    browser.close()
+            with ui_page() as page:
+                yield svc, fake, desktops, page
         finally:
             stop_service(svc)
 

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from tests.support.egress_sites import Site, hosts_map, sites_in_thread
 from tests.support.fake_messages import FakeMessages, reply, text, tool_use
+from tests.support.ui_page import ui_page
 from tests.web.conftest import Service, events, start_service, stop_service, wait_for, wait_status
-from tests.web.test_browser import ARGS
 
 pytestmark = pytest.mark.desktop  # real Xvfb and Chromium (the fast tier skips it)
 
@@ -94,22 +94,17 @@ def test_the_timeline_card_allows_the_host_in_one_click(egress_service: tuple[Se
     retry = f"for i in $(seq 1 120); do curl -sf -m 5 {site.origin}/after-click && break; sleep 1; done"
     fake.script(reply(tool_use("bash", {"command": f"curl -s -m 30 {site.origin}/first"})),
                 reply(tool_use("bash", {"command": retry})), reply(text("Fetched it.")))
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(svc.url + "/")
-            page.fill("#login-token", svc.tokens["alice"])
-            page.click("#login-form button")
-            page.fill("#task", "fetch the page")
-            page.select_option("#preset", "autonomous")
-            page.click("#new-task button")
-            card = page.locator("#timeline li.egress_blocked", has_text="blocked.test")
-            expect(card).to_be_visible(timeout=120_000)
-            card.locator("button.egress-allow").click()
-            expect(card.locator(".egress-note")).to_have_text(" allowed blocked.test", timeout=30_000)
-            expect(page.locator("#timeline li.egress_allowed")).to_contain_text("alice allowed blocked.test")
-            expect(page.locator("#s-status")).to_have_text("succeeded", timeout=180_000)
-        finally:
-            browser.close()
+    with ui_page() as page:
+        page.goto(svc.url + "/")
+        page.fill("#login-token", svc.tokens["alice"])
+        page.click("#login-form button")
+        page.fill("#task", "fetch the page")
+        page.select_option("#preset", "autonomous")
+        page.click("#new-task button")
+        card = page.locator("#timeline li.egress_blocked", has_text="blocked.test")
+        expect(card).to_be_visible(timeout=120_000)
+        card.locator("button.egress-allow").click()
+        expect(card.locator(".egress-note")).to_have_text(" allowed blocked.test", timeout=30_000)
+        expect(page.locator("#timeline li.egress_allowed")).to_contain_text("alice allowed blocked.test")
+        expect(page.locator("#s-status")).to_have_text("succeeded", timeout=180_000)
     assert "GET /after-click" in site.hits and "GET /first" not in site.hits
