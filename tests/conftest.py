@@ -2,8 +2,9 @@
 
 The tiers. ``desktop``: needs a real Xvfb / Chromium; ``docker``: a Docker engine and the desktop image;
 ``postgres``: the throwaway PostgreSQL cluster; ``service``: starts the whole service as a real process
-(``deskpilot serve``: its start, its first token, its signals). The fast tier is ``scripts/test-fast``
-(``-m "not desktop and not docker and not postgres and not service"``); the full suite runs everything.
+(``deskpilot serve``: its start, its first token, its signals); ``fuzz``: the wide API fuzz. The fast tier is
+``scripts/test-fast`` (``-m "not desktop and not docker and not postgres and not service and not fuzz"``); the
+full suite runs everything.
 
 Marks follow from the fixtures a test uses, so a new test cannot forget them; a test that starts a desktop
 by itself carries ``pytest.mark.desktop``, one that reaches the cluster dynamically (``getfixturevalue``) a
@@ -26,7 +27,7 @@ import pytest
 
 from tests.web.pg import PgCluster
 
-SLOW_TIERS = ("desktop", "docker", "postgres", "service")
+SLOW_TIERS = ("desktop", "docker", "postgres", "service", "fuzz")
 MARKED_BY_FIXTURE = {
     "desktop": frozenset({"make_desktop", "bare_display", "agent_service"}),
     "docker": frozenset({"engine"}),
