@@ -51,6 +51,23 @@ DRIFTING = {  # turn -> the action of an agent that makes no progress
 }
 
 
+# What the oracle says when the element it wants to click is not on the screen yet (a page still loading
+# under load): it waits a second and looks again, as a model would, at most LOOK_AGAIN times per step. These
+# turns are not steps of the task's oracle.
+WAITING = "It is not on the screen yet; waiting a moment."
+LOOK_AGAIN = 3
+
+
+class NotOnScreen(ValueError):
+    pass
+
+
+def _waits(messages: list[dict[str, Any]]) -> list[bool]:
+    """For each assistant turn so far: was it a wait for the page?"""
+    return [any(isinstance(b, dict) and b.get("text") == WAITING for b in m["content"])
+            for m in messages if m["role"] == "assistant" and isinstance(m["content"], list)]
+
+
 class ScriptedAgent:
     def __init__(self, suite: Suite, mode: str = "oracle", seed: int = 0) -> None:
         self.tasks = [(_pattern(t), t) for t in suite.tasks]
@@ -80,6 +97,8 @@ class ScriptedAgent:
             rng = random.Random(f"{self.seed}:{task.id}:{turn}")
             return reply(tool_use("computer", {"action": "left_click",
                                                "coordinate": [rng.randrange(1024), rng.randrange(768)]}))
+        waits = _waits(request.body["messages"])
+        turn -= sum(waits)
         steps = task.oracle
         if turn >= len(steps):
             return reply(text("Done."))
@@ -89,7 +108,13 @@ class ScriptedAgent:
         (name, given), = step.items()
         if name not in TOOLS:
             raise ValueError(f"{task.id}: oracle step {turn} uses unknown tool {name!r}")
-        return reply(tool_use(name, self._resolve(given, request, task.id, turn)))
+        try:
+            return reply(tool_use(name, self._resolve(given, request, task.id, turn)))
+        except NotOnScreen:
+            waited = len(waits) - next((i + 1 for i in range(len(waits) - 1, -1, -1) if not waits[i]), 0)
+            if waited >= LOOK_AGAIN:
+                raise
+            return reply(text(WAITING), tool_use("computer", {"action": "wait", "duration": 1}))
 
     def _resolve(self, given: dict[str, Any], request: Request, task_id: str, turn: int) -> dict[str, Any]:
         out = dict(given)
@@ -103,7 +128,7 @@ class ScriptedAgent:
             rgb = tuple(int(spec["color"][i:i + 2], 16) for i in (1, 3, 5))
             box = find_color(images[-1], rgb)  # type: ignore[arg-type]
             if box is None:
-                raise ValueError(f"{task_id}: oracle step {turn}: colour {spec['color']} is not on the screen "
+                raise NotOnScreen(f"{task_id}: oracle step {turn}: colour {spec['color']} is not on the screen "
                                  f"({json.dumps(given)})")
             x, y = (box[0], box[1]) if spec.get("origin") == "topleft" else centre(box)
             dx, dy = spec.get("offset", [0, 0])
