@@ -111,7 +111,7 @@ class ScriptedAgent:
         try:
             return reply(tool_use(name, self._resolve(given, request, task.id, turn)))
         except NotOnScreen:
-            waited = len(waits) - next((i + 1 for i in range(len(waits) - 1, -1, -1) if not waits[i]), 0)
+            waited = next((n for n, w in enumerate(reversed(waits)) if not w), len(waits))  # waits in a row
             if waited >= LOOK_AGAIN:
                 raise
             return reply(text(WAITING), tool_use("computer", {"action": "wait", "duration": 1}))

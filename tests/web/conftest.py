@@ -110,13 +110,11 @@ def serve(settings: Settings, tokens: dict[str, str], backend: DesktopBackend | 
 
 
 def stop_service(service: Service) -> None:
+    hung = False  # asserted after the frozen ones are stopped below: a shutdown that hangs is a bug, not slowness
     if service.server is not None and service.thread is not None:
         service.server.should_exit = True
         service.thread.join(timeout=30)
-        # Checked after the frozen ones are stopped below: a shutdown that hangs is a bug, not a slow test.
         hung = service.thread.is_alive()
-    else:
-        hung = False
     # Services frozen by crash_and_restart last: thawed only now, their shutdown touches nothing a test reads.
     for server, thread, thaw in service.frozen:
         thaw.set()
